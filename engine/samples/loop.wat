@@ -1,0 +1,21 @@
+;; loop.wat: a Hewitt sample process that never returns on request, to show that the compute
+;; limit (fuel) ends it deterministically and that it does not starve its neighbours.
+;;
+;;   Action=Loop    loops forever.
+;;   other actions  Output "ok".
+;;
+;; It deliberately keeps no state and touches no memory while it loops. Module fields only:
+;; compute::samples wraps it with prelude.wat into one module.
+
+  (data (i32.const 0x0800) "Loop\00")
+  (data (i32.const 0x0840) "ok\00")
+
+  (func (export "handle") (param $msg i32) (param $env i32) (result i32)
+    (call $begin (local.get $msg) (local.get $env))
+    (if (call $eq (call $tag (i32.const 0x0740)) (i32.const 0x0800))
+      (then (loop $forever (br $forever))))
+    (call $respond_begin)
+    (call $out_cstr (i32.const 0x0840))
+    (call $respond_messages)
+    (call $respond_spawns)
+    (call $respond_end))

@@ -1,0 +1,305 @@
+//! The JSON-1 ABI between the node and a process (AO.md, "What the process sees"): the `msg` and
+//! `env` documents handed to `handle`, and the decoding of what `handle` returns.
+//!
+//! Encoding uses typed serde structs so that key order is fixed and nothing is built by string
+//! concatenation. Decoding is strict about shape and lenient about value types where the
+//! reference is (a tag value or `Data` written as a number is turned into its text). This module
+//! does not run wasm and keeps no state.
+
+use messenger::{OutboxMessage, SpawnRequest, OUTBOX_ENTRIES_MAX};
+use scheduler::data_item::DataItem;
+use scheduler::tags::Tag;
+use scheduler::{Address, BlockHeight, HashChain, MessageId, ModuleId, Nonce, ProcessId, Timestamp};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+/// Where a message sits in its timeline; the fields of its assignment the process sees.
+#[derive(Clone, Copy, Debug)]
+pub struct Placement {
+    pub process: ProcessId,
+    pub nonce: Nonce,
+    pub timestamp: Timestamp,
+    pub block_height: BlockHeight,
+    pub hash_chain: HashChain,
+}
+
+#[derive(Serialize)]
+struct MsgJson<'a> {
+    #[serde(rename = "Id")]
+    id: String,
+    #[serde(rename = "Signature")]
+    signature: String,
+    #[serde(rename = "Data")]
+    data: std::borrow::Cow<'a, str>,
+    #[serde(rename = "Owner")]
+    owner: String,
+    #[serde(rename = "Target")]
+    target: String,
+    #[serde(rename = "Anchor")]
+    anchor: Option<String>,
+    #[serde(rename = "From")]
+    from: String,
+    #[serde(rename = "Forwarded-By")]
+    forwarded_by: Option<String>,
+    #[serde(rename = "Tags")]
+    tags: Vec<&'a Tag>,
+    #[serde(rename = "Epoch")]
+    epoch: u64,
+    #[serde(rename = "Nonce")]
+    nonce: u64,
+    #[serde(rename = "Timestamp")]
+    timestamp: u64,
+    #[serde(rename = "Block-Height")]
+    block_height: u64,
+    #[serde(rename = "Hash-Chain")]
+    hash_chain: String,
+    #[serde(rename = "Cron")]
+    cron: bool,
+    #[serde(rename = "Read-Only")]
+    read_only: bool,
+}
+
+/// Renders an anchor: its text when it is UTF-8 (aos anchors are digit strings), else base64url.
+pub fn anchor_text(anchor: &[u8; 32]) -> String {
+    match std::str::from_utf8(anchor) {
+        Ok(text) => text.to_owned(),
+        Err(_) => scheduler::id::b64url(anchor),
+    }
+}
+
+/// The `msg` document for `item` evaluated at `placement`. `forwarded_by` is this node's address
+/// for messages its messenger pushed (they carry `From-Process`).
+pub fn msg_json(item: &DataItem, placement: &Placement, node: &Address, read_only: bool) -> Vec<u8> {
+    let owner = item.owner_address().to_string();
+    let from_process = item.tag("From-Process");
+    let msg = MsgJson {
+        id: item.id().to_string(),
+        signature: scheduler::id::b64url(&item.signature),
+        data: String::from_utf8_lossy(&item.data),
+        target: placement.process.to_string(),
+        anchor: item.anchor.as_ref().map(anchor_text),
+        from: from_process.map(str::to_owned).unwrap_or_else(|| owner.clone()),
+        forwarded_by: from_process.map(|_| node.to_string()),
+        owner,
+        tags: item
+            .tags
+            .iter()
+            .filter(|t| t.name != "From" && t.name != "Owner")
+            .collect(),
+        epoch: 0,
+        nonce: placement.nonce.0,
+        timestamp: placement.timestamp.0,
+        block_height: placement.block_height.0,
+        hash_chain: placement.hash_chain.to_string(),
+        cron: false,
+        read_only,
+    };
+    serde_json::to_vec(&msg).expect("msg JSON serialises: all fields are strings and numbers")
+}
+
+/// The `env` document of a process: its own and its module's id, owner and tags.
+pub fn env_json(process: &DataItem, module: &DataItem) -> Vec<u8> {
+    let env = json!({
+        "Process": {"Id": process.id().to_string(), "Owner": process.owner_address().to_string(), "Tags": process.tags},
+        "Module": {"Id": module.id().to_string(), "Owner": module.owner_address().to_string(), "Tags": module.tags},
+    });
+    serde_json::to_vec(&env).expect("env JSON serialises")
+}
+
+/// One evaluation's outcome as the node keeps and serves it.
+#[derive(Clone, Debug)]
+pub struct ProcessResult {
+    /// `{"Messages","Spawns","Assignments","Output","Error"?,"GasUsed"}` exactly as `/result` serves it.
+    pub json: Value,
+    /// True when the result carries `Error`: the memory was rolled back.
+    pub is_error: bool,
+    pub messages: Vec<OutboxMessage>,
+    pub spawns: Vec<SpawnRequest>,
+}
+
+impl ProcessResult {
+    /// The result of a message the process could not complete (trap, fuel, memory, bad output).
+    pub fn failed(reason: &str, gas_used: u64) -> ProcessResult {
+        ProcessResult {
+            json: json!({"Messages": [], "Spawns": [], "Assignments": [], "Output": "", "Error": reason, "GasUsed": gas_used}),
+            is_error: true,
+            messages: Vec::new(),
+            spawns: Vec::new(),
+        }
+    }
+}
+
+/// Decodes what `handle` returned. Any shape error becomes an `Error` result naming the problem:
+/// a malformed result is the process's fault and must not disturb the node.
+pub fn decode_result(output: &[u8], gas_used: u64) -> ProcessResult {
+    match try_decode(output, gas_used) {
+        Ok(result) => result,
+        Err(problem) => ProcessResult::failed(&format!("invalid result from handle: {problem}"), gas_used),
+    }
+}
+
+fn text_of(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn decode_tags(value: Option<&Value>, what: &str) -> Result<Vec<Tag>, String> {
+    let Some(value) = value else { return Ok(Vec::new()) };
+    let array = value.as_array().ok_or_else(|| format!("{what} Tags is not an array"))?;
+    if array.len() > scheduler::tags::TAG_COUNT_MAX {
+        return Err(format!(
+            "{what} has {} tags, at most {}",
+            array.len(),
+            scheduler::tags::TAG_COUNT_MAX
+        ));
+    }
+    array
+        .iter()
+        .enumerate()
+        .map(|(index, tag)| {
+            let name = tag
+                .get("name")
+                .ok_or_else(|| format!("{what} tag {index} has no name"))?;
+            let value = tag
+                .get("value")
+                .ok_or_else(|| format!("{what} tag {index} has no value"))?;
+            Ok(Tag::new(text_of(name), text_of(value)))
+        })
+        .collect()
+}
+
+fn try_decode(output: &[u8], gas_used: u64) -> Result<ProcessResult, String> {
+    let envelope: Value = serde_json::from_slice(output).map_err(|e| format!("not JSON ({e})"))?;
+    let ok = envelope.get("ok").and_then(Value::as_bool).ok_or("no boolean \"ok\"")?;
+    let response = envelope.get("response").cloned().unwrap_or(Value::Null);
+    if !ok {
+        let error = match &response {
+            Value::Object(map) => map.get("Error").map(text_of).unwrap_or_else(|| response.to_string()),
+            other => text_of(other),
+        };
+        return Ok(ProcessResult::failed(&error, gas_used));
+    }
+    let response = match response {
+        Value::Object(map) => map,
+        _ => return Err("\"response\" is not an object".into()),
+    };
+    let array = |key: &str| -> Result<Vec<Value>, String> {
+        match response.get(key) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => Ok(items.clone()),
+            Some(_) => Err(format!("{key} is not an array")),
+        }
+    };
+    let raw_messages = array("Messages")?;
+    let raw_spawns = array("Spawns")?;
+    let assignments = array("Assignments")?;
+    if raw_messages.len() + raw_spawns.len() > OUTBOX_ENTRIES_MAX {
+        return Err(format!(
+            "{} messages and spawns, at most {OUTBOX_ENTRIES_MAX}",
+            raw_messages.len() + raw_spawns.len()
+        ));
+    }
+    let error = response.get("Error").filter(|e| !e.is_null()).cloned();
+    let mut messages = Vec::with_capacity(raw_messages.len());
+    for (index, message) in raw_messages.iter().enumerate() {
+        let what = format!("message {index}");
+        let target = message
+            .get("Target")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("{what} has no Target"))?;
+        let target: ProcessId = target
+            .parse()
+            .map_err(|_| format!("{what} Target {target:?} is not a process id"))?;
+        messages.push(OutboxMessage {
+            target,
+            data: message.get("Data").map(text_of).unwrap_or_default().into_bytes(),
+            tags: decode_tags(message.get("Tags"), &what)?,
+        });
+    }
+    let mut spawns = Vec::with_capacity(raw_spawns.len());
+    for (index, spawn) in raw_spawns.iter().enumerate() {
+        let what = format!("spawn {index}");
+        spawns.push(SpawnRequest {
+            data: spawn.get("Data").map(text_of).unwrap_or_default().into_bytes(),
+            tags: decode_tags(spawn.get("Tags"), &what)?,
+        });
+    }
+    let mut json = Map::new();
+    json.insert("Messages".into(), Value::Array(raw_messages));
+    json.insert("Spawns".into(), Value::Array(raw_spawns));
+    json.insert("Assignments".into(), Value::Array(assignments));
+    json.insert(
+        "Output".into(),
+        response.get("Output").cloned().unwrap_or(Value::String(String::new())),
+    );
+    let is_error = error.is_some();
+    if let Some(error) = error {
+        json.insert("Error".into(), error);
+    }
+    json.insert("GasUsed".into(), gas_used.into());
+    if is_error {
+        // An Error result rolls the memory back, so nothing it asked to send may leave.
+        messages.clear();
+        spawns.clear();
+    }
+    Ok(ProcessResult {
+        json: Value::Object(json),
+        is_error,
+        messages,
+        spawns,
+    })
+}
+
+/// The module id a spawn asks for, if it names one.
+pub fn spawn_module(spawn: &SpawnRequest) -> Option<ModuleId> {
+    scheduler::tags::tag_value(&spawn.tags, "Module").and_then(|text| text.parse().ok())
+}
+
+/// The message id a result's `Pushed-For` chain continues: a pushed message's own `Pushed-For`,
+/// or the message itself when a user sent it.
+pub fn pushed_for(item: &DataItem, id: MessageId) -> MessageId {
+    item.tag("Pushed-For").and_then(|text| text.parse().ok()).unwrap_or(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(output: &str, is_error: bool, message_count: usize) -> ProcessResult {
+        let result = decode_result(output.as_bytes(), 5);
+        assert_eq!(result.is_error, is_error, "{output} -> {}", result.json);
+        assert_eq!(result.messages.len(), message_count, "{output}");
+        assert_eq!(result.json["GasUsed"], 5);
+        result
+    }
+
+    #[test]
+    fn results_decode_by_shape() {
+        let pid = ProcessId([3; 32]).to_string();
+        check(r#"{"ok":true,"response":{"Output":"7"}}"#, false, 0);
+        let ok = check(
+            &format!(
+                r#"{{"ok":true,"response":{{"Output":"x","Messages":[{{"Target":"{pid}","Data":1,"Tags":[{{"name":"Action","value":"Ball"}},{{"name":"N","value":3}}]}}]}}}}"#
+            ),
+            false,
+            1,
+        );
+        assert_eq!(ok.messages[0].data, b"1");
+        assert_eq!(ok.messages[0].tags[1].value, "3");
+        let refused = check(
+            &format!(r#"{{"ok":true,"response":{{"Error":"no","Messages":[{{"Target":"{pid}"}}]}}}}"#),
+            true,
+            0,
+        );
+        assert_eq!(refused.json["Error"], "no");
+        check(r#"{"ok":false,"response":{"Error":"bad"}}"#, true, 0);
+        check(r#"not json"#, true, 0);
+        check(r#"{"response":{}}"#, true, 0);
+        check(r#"{"ok":true,"response":{"Messages":[{"Data":"no target"}]}}"#, true, 0);
+        check(r#"{"ok":true,"response":{"Messages":[{"Target":"short"}]}}"#, true, 0);
+        check(r#"{"ok":true,"response":{"Messages":{}}}"#, true, 0);
+    }
+}

@@ -1,0 +1,220 @@
+//! The `hewitt` command line: `serve`, `demo`, and client verbs against a running node.
+//! `main.rs` only calls `cli::main`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use scheduler::signer::Signer;
+use scheduler::tags::Tag;
+use scheduler::{MessageId, ModuleId, ProcessId};
+
+use crate::client::Client;
+use crate::node::{self, NodeConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "hewitt",
+    version,
+    about = "Hewitt: an AO node (scheduler, compute and messenger units in one engine)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs a node until killed.
+    Serve {
+        /// Data directory (log segments and the node key).
+        #[arg(long, env = "HEWITT_DATA_DIR", default_value = "hewitt-data")]
+        data_dir: PathBuf,
+        /// HTTP listen address.
+        #[arg(long, env = "HEWITT_LISTEN", default_value = "127.0.0.1:8734")]
+        listen: SocketAddr,
+        /// Pin the shard to this CPU.
+        #[arg(long, env = "HEWITT_CPU")]
+        cpu: Option<usize>,
+    },
+    /// Starts a node on a data dir, runs the sample processes over HTTP and prints what it saw.
+    Demo {
+        #[arg(long, default_value = "hewitt-data/demo")]
+        data_dir: PathBuf,
+        /// Messages sent in the throughput phase.
+        #[arg(long, default_value_t = 4000)]
+        messages: usize,
+        /// Concurrent clients in the throughput phase.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+    },
+    /// Creates an Ed25519 key file (JWK) for the client verbs.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Loads a module (.wasm, or .wat compiled here) into a node.
+    Module {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// Path of the module.
+        #[arg(long)]
+        wasm: PathBuf,
+        #[arg(long, default_value = "wasm32-unknown-unknown")]
+        format: String,
+        /// Extra tags, NAME=VALUE.
+        #[arg(long = "tag", value_parser = parse_tag)]
+        tags: Vec<Tag>,
+    },
+    /// Spawns a process of a module.
+    Spawn {
+        #[command(flatten)]
+        node: NodeArgs,
+        #[arg(long)]
+        module: ModuleId,
+        #[arg(long = "tag", value_parser = parse_tag)]
+        tags: Vec<Tag>,
+        #[arg(long, default_value = "")]
+        data: String,
+    },
+    /// Sends a message to a process and prints its result.
+    Send {
+        #[command(flatten)]
+        node: NodeArgs,
+        #[arg(long)]
+        process: ProcessId,
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long = "tag", value_parser = parse_tag)]
+        tags: Vec<Tag>,
+        #[arg(long, default_value = "")]
+        data: String,
+    },
+    /// Prints the result of a message.
+    Result {
+        #[arg(long, default_value = "http://127.0.0.1:8734")]
+        url: String,
+        #[arg(long)]
+        process: ProcessId,
+        #[arg(long)]
+        message: MessageId,
+    },
+}
+
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// The node's URL.
+    #[arg(long, default_value = "http://127.0.0.1:8734")]
+    url: String,
+    /// Key file made by `hewitt keygen` (Ed25519 JWK or an Arweave RSA JWK).
+    #[arg(long)]
+    key: PathBuf,
+}
+
+fn parse_tag(text: &str) -> Result<Tag, String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("tag {text:?} is not NAME=VALUE"))?;
+    Ok(Tag::new(name, value))
+}
+
+fn client(args: &NodeArgs) -> Result<Client, String> {
+    let signer = Signer::load(&args.key).map_err(|e| format!("key {}: {e}", args.key.display()))?;
+    Ok(Client::new(&args.url, signer))
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Serve { data_dir, listen, cpu } => {
+            let mut config = NodeConfig::new(data_dir, listen);
+            config.cpu = cpu;
+            let node = node::start(config).map_err(|e| e.to_string())?;
+            println!("hewitt node {} serving on http://{}", node.address, node.addr);
+            node.wait();
+            Ok(())
+        }
+        Command::Demo {
+            data_dir,
+            messages,
+            clients,
+        } => {
+            let options = crate::demo::DemoOptions { messages, clients };
+            crate::demo::run(&data_dir, &options, &mut std::io::stdout()).map_err(|e| e.to_string())
+        }
+        Command::Keygen { out } => {
+            let signer = Signer::generate_ed25519();
+            signer.save(&out).map_err(|e| e.to_string())?;
+            println!("{}", signer.address());
+            Ok(())
+        }
+        Command::Module {
+            node,
+            wasm,
+            format,
+            tags,
+        } => {
+            let client = client(&node)?;
+            let bytes = std::fs::read(&wasm).map_err(|e| format!("{}: {e}", wasm.display()))?;
+            let bytes = wat::parse_bytes(&bytes)
+                .map_err(|e| format!("{}: {e}", wasm.display()))?
+                .into_owned();
+            let id = client.load_module(bytes, &format, &tags).map_err(|e| e.to_string())?;
+            println!("{id}");
+            Ok(())
+        }
+        Command::Spawn {
+            node,
+            module,
+            tags,
+            data,
+        } => {
+            let client = client(&node)?;
+            let scheduler = client.scheduler().map_err(|e| e.to_string())?;
+            let pid = client
+                .spawn(module, scheduler, &tags, data.as_bytes())
+                .map_err(|e| e.to_string())?;
+            println!("{pid}");
+            Ok(())
+        }
+        Command::Send {
+            node,
+            process,
+            action,
+            mut tags,
+            data,
+        } => {
+            let client = client(&node)?;
+            if let Some(action) = action {
+                tags.insert(0, Tag::new("Action", action));
+            }
+            let id = client
+                .send(process, &tags, data.as_bytes())
+                .map_err(|e| e.to_string())?;
+            let result = client.result(process, id).map_err(|e| e.to_string())?;
+            println!("{}", serde_json::json!({"id": id.to_string(), "result": result}));
+            Ok(())
+        }
+        Command::Result { url, process, message } => {
+            let client = Client::new(&url, Signer::generate_ed25519());
+            let result = client.result(process, message).map_err(|e| e.to_string())?;
+            println!("{result}");
+            Ok(())
+        }
+    }
+}
+
+/// Entry point of the `hewitt` binary.
+pub fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HEWITT_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("hewitt: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! A blocking HTTP client of a Hewitt (or any AO TN.1) node, for the CLI's client verbs, the
+//! demo and the tests: it signs data items with the caller's key and speaks AO's HTTP shapes.
+//!
+//! It retries nothing by itself: a 503 is returned to the caller, who decides.
+
+use std::time::Duration;
+
+use scheduler::data_item::DataItem;
+use scheduler::signer::Signer;
+use scheduler::tags::Tag;
+use scheduler::{Address, MessageId, ModuleId, ProcessId};
+use serde_json::Value;
+
+/// What went wrong talking to a node.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("node answered {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("could not reach the node: {0}")]
+    Transport(String),
+    #[error("node answered something unexpected: {0}")]
+    Unexpected(String),
+}
+
+impl ClientError {
+    /// The HTTP status, when the node answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+    signer: Signer,
+}
+
+/// A fresh 32-character anchor (ASCII, so it renders as text), making each signed item unique.
+pub fn fresh_anchor() -> [u8; 32] {
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let mut raw = [0u8; 32];
+    getrandom::getrandom(&mut raw).expect("the OS random source is available");
+    raw.map(|byte| ALPHABET[usize::from(byte) % ALPHABET.len()])
+}
+
+fn ao_tags(kind: &str) -> Vec<Tag> {
+    vec![
+        Tag::new("Data-Protocol", "ao"),
+        Tag::new("Variant", "ao.TN.1"),
+        Tag::new("Type", kind),
+    ]
+}
+
+impl Client {
+    /// A client of the node at `base` (e.g. `http://127.0.0.1:8734`) signing with `signer`.
+    pub fn new(base: &str, signer: Signer) -> Client {
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build();
+        Client {
+            base: base.trim_end_matches('/').to_owned(),
+            agent,
+            signer,
+        }
+    }
+
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    fn read(response: Result<ureq::Response, ureq::Error>) -> Result<ureq::Response, ClientError> {
+        match response {
+            Ok(response) => Ok(response),
+            Err(ureq::Error::Status(status, response)) => Err(ClientError::Status {
+                status,
+                body: response.into_string().unwrap_or_default(),
+            }),
+            Err(error) => Err(ClientError::Transport(error.to_string())),
+        }
+    }
+
+    fn json(response: ureq::Response) -> Result<Value, ClientError> {
+        let text = response
+            .into_string()
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        serde_json::from_str(&text).map_err(|e| ClientError::Unexpected(format!("{e}: {text}")))
+    }
+
+    /// `GET {path}` as JSON.
+    pub fn get(&self, path: &str) -> Result<Value, ClientError> {
+        Self::json(Self::read(self.agent.get(&format!("{}{path}", self.base)).call())?)
+    }
+
+    /// `GET {path}` as bytes.
+    pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+        let response = Self::read(self.agent.get(&format!("{}{path}", self.base)).call())?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut response.into_reader(), &mut bytes)
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        Ok(bytes)
+    }
+
+    /// `POST /` with raw bytes (the data item), answered as JSON.
+    pub fn post_bytes(&self, bytes: &[u8]) -> Result<Value, ClientError> {
+        let request = self
+            .agent
+            .post(&format!("{}/", self.base))
+            .set("Content-Type", "application/octet-stream");
+        Self::json(Self::read(request.send_bytes(bytes))?)
+    }
+
+    /// `POST /` with a data item; returns the node's answer.
+    pub fn post_item(&self, item: &DataItem) -> Result<Value, ClientError> {
+        self.post_bytes(&item.to_bytes())
+    }
+
+    /// The node's scheduler address (`GET /`).
+    pub fn scheduler(&self) -> Result<Address, ClientError> {
+        let answer = self.get("/")?;
+        answer["address"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| ClientError::Unexpected(format!("no address in {answer}")))
+    }
+
+    /// Loads a wasm module with `Module-Format` and extra tags.
+    pub fn load_module(&self, wasm: Vec<u8>, format: &str, extra: &[Tag]) -> Result<ModuleId, ClientError> {
+        let mut tags = ao_tags("Module");
+        tags.extend([
+            Tag::new("Module-Format", format),
+            Tag::new("Input-Encoding", "JSON-1"),
+            Tag::new("Output-Encoding", "JSON-1"),
+            Tag::new("Content-Type", "application/wasm"),
+        ]);
+        tags.extend(extra.iter().cloned());
+        let item = self.signer.sign(None, Some(fresh_anchor()), tags, wasm);
+        self.post_item(&item)?;
+        Ok(ModuleId::from(item.id()))
+    }
+
+    /// Spawns a process of `module` scheduled on `scheduler`.
+    pub fn spawn(
+        &self,
+        module: ModuleId,
+        scheduler: Address,
+        extra: &[Tag],
+        data: &[u8],
+    ) -> Result<ProcessId, ClientError> {
+        let mut tags = ao_tags("Process");
+        tags.push(Tag::new("Module", module.to_string()));
+        tags.push(Tag::new("Scheduler", scheduler.to_string()));
+        tags.extend(extra.iter().cloned());
+        let item = self.signer.sign(None, Some(fresh_anchor()), tags, data.to_vec());
+        self.post_item(&item)?;
+        Ok(ProcessId::from(item.id()))
+    }
+
+    /// Signs a message to `process` without sending it.
+    pub fn message_item(&self, process: ProcessId, extra: &[Tag], data: &[u8]) -> DataItem {
+        let mut tags = ao_tags("Message");
+        tags.extend(extra.iter().cloned());
+        self.signer
+            .sign(Some(process.0), Some(fresh_anchor()), tags, data.to_vec())
+    }
+
+    /// Sends a message to `process`; returns its id once the node acknowledged it (durable).
+    pub fn send(&self, process: ProcessId, extra: &[Tag], data: &[u8]) -> Result<MessageId, ClientError> {
+        let item = self.message_item(process, extra, data);
+        self.post_item(&item)?;
+        Ok(MessageId::from(item.id()))
+    }
+
+    /// The result of `message` (waits on the node until it is evaluated).
+    pub fn result(&self, process: ProcessId, message: MessageId) -> Result<Value, ClientError> {
+        self.get(&format!("/result/{message}?process-id={process}"))
+    }
+
+    /// A dry run of `tags`/`data` against `process`.
+    pub fn dry_run(&self, process: ProcessId, tags: &[Tag], data: &str) -> Result<Value, ClientError> {
+        let body = serde_json::json!({"Tags": tags, "Data": data});
+        let request = self.agent.post(&format!("{}/dry-run?process-id={process}", self.base));
+        Self::json(Self::read(
+            request
+                .set("Content-Type", "application/json")
+                .send_string(&body.to_string()),
+        )?)
+    }
+}

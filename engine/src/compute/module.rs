@@ -1,0 +1,247 @@
+//! The node's wasmtime engine ([`Runtime`]) and checked, compiled modules ([`CompiledModule`]).
+//!
+//! Everything that can be known about a module before it runs is checked here, once, so that a
+//! bad module is refused with a clear reason when it is loaded rather than when a message
+//! arrives: its format, its imports (the format decides which it may have), and the exports
+//! AO's C-level ABI needs. This file does not cache modules (the caller keys its cache by
+//! module id) and does not yet persist precompiled artifacts.
+
+use std::sync::Arc;
+
+use wasmtime::{
+    Config, Engine, ExternType, FuncType, InstanceAllocationStrategy, InstancePre, Linker, Module, Mutability,
+    PoolingAllocationConfig, ValType, WasmFeatures,
+};
+
+use super::config::{ComputeConfig, ProcessLimits, WASM_PAGE_BYTES};
+use super::instance::{ProcessInstance, Snapshot, StoreState};
+use super::ComputeError;
+
+/// The `Module-Format` of a freestanding module that uses only AO's C-level ABI and imports
+/// nothing; Hewitt's samples use it.
+pub const MODULE_FORMAT_WASM32: &str = "wasm32-unknown-unknown";
+
+/// The node's compute runtime: one wasmtime `Engine` and its instance pool, shared by every
+/// shard (cloning it is cheap and shares them).
+///
+/// Its configuration makes execution deterministic: fuel metering (AO's `Compute-Limit`), NaN
+/// canonicalisation, no threads, no relaxed SIMD (whose results may differ by CPU), no wasm
+/// backtraces in failure reasons. SIMD is on: aos modules need it.
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    config: Arc<ComputeConfig>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Validates `config` and builds the engine; this reserves the whole instance pool's
+    /// address space up front.
+    pub fn new(config: ComputeConfig) -> Result<Runtime, ComputeError> {
+        config.validate()?;
+        let memory_bytes_max = usize::try_from(config.memory_bytes_max).map_err(|_| ComputeError::Config {
+            reason: format!(
+                "memory_bytes_max of {} does not fit this machine's address space",
+                config.memory_bytes_max
+            ),
+        })?;
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_core_instances(config.instance_count_max)
+            .total_memories(config.instance_count_max)
+            .total_tables(config.instance_count_max)
+            .max_memories_per_module(1)
+            .max_tables_per_module(1)
+            .max_memory_size(memory_bytes_max)
+            .table_elements(config.table_elements_max as usize);
+
+        let mut wasm = Config::new();
+        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .memory_init_cow(true)
+            .consume_fuel(true)
+            .cranelift_nan_canonicalization(true)
+            .wasm_features(WasmFeatures::THREADS, false)
+            .wasm_relaxed_simd(false)
+            .wasm_simd(true)
+            .wasm_multi_memory(false)
+            // Failure reasons must be deterministic and cheap; a backtrace is neither.
+            .wasm_backtrace_max_frames(None)
+            .parallel_compilation(true);
+        let engine = Engine::new(&wasm).map_err(|err| ComputeError::Config {
+            reason: format!("wasmtime refused the engine configuration: {err:#}"),
+        })?;
+        Ok(Runtime {
+            engine,
+            config: Arc::new(config),
+        })
+    }
+
+    /// The configuration the runtime was built with.
+    pub fn config(&self) -> &ComputeConfig {
+        &self.config
+    }
+
+    /// Checks and compiles a module of the given `Module-Format`. Compiling costs milliseconds
+    /// to seconds (an aos module); do it once per module per node and clone the result.
+    ///
+    /// Only [`MODULE_FORMAT_WASM32`] is accepted for now. Such a module imports nothing and
+    /// exports `memory` (32-bit, 64 KiB pages, not shared), `malloc(i32) -> i32` and
+    /// `handle(i32, i32) -> i32`; its exported mutable globals must be numeric so that
+    /// snapshots can hold them.
+    pub fn compile(&self, wasm: &[u8], module_format: &str) -> Result<CompiledModule, ComputeError> {
+        let refuse = |reason: String| ComputeError::ModuleRefused { reason };
+        if module_format != MODULE_FORMAT_WASM32 {
+            return Err(refuse(format!(
+                "module format {module_format:?} is not supported; this node runs {MODULE_FORMAT_WASM32:?} (emscripten formats are not supported yet)"
+            )));
+        }
+        let module =
+            Module::new(&self.engine, wasm).map_err(|err| refuse(format!("the module is not valid wasm: {err:#}")))?;
+        if let Some(import) = module.imports().next() {
+            return Err(refuse(format!(
+                "module format {module_format:?} provides no imports, but the module imports `{}.{}` ({})",
+                import.module(),
+                import.name(),
+                extern_kind(&import.ty())
+            )));
+        }
+        check_memory_export(&module).map_err(refuse)?;
+        check_func_export(&module, "malloc", &[ValType::I32], &[ValType::I32]).map_err(refuse)?;
+        check_func_export(&module, "handle", &[ValType::I32, ValType::I32], &[ValType::I32]).map_err(refuse)?;
+        let global_names = mutable_global_names(&module).map_err(refuse)?;
+
+        let linker = Linker::<StoreState>::new(&self.engine);
+        let pre = linker
+            .instantiate_pre(&module)
+            .map_err(|err| refuse(format!("the module cannot be instantiated: {err:#}")))?;
+        Ok(CompiledModule {
+            inner: Arc::new(ModuleInner {
+                pre,
+                global_names,
+                config: Arc::clone(&self.config),
+            }),
+        })
+    }
+}
+
+/// A checked, compiled module, ready to instantiate; cheap to clone (an `Arc`).
+#[derive(Clone)]
+pub struct CompiledModule {
+    inner: Arc<ModuleInner>,
+}
+
+impl std::fmt::Debug for CompiledModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledModule")
+            .field("global_names", &self.inner.global_names)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What instances of one module share.
+pub(super) struct ModuleInner {
+    pub(super) pre: InstancePre<StoreState>,
+    /// Export names of the module's mutable globals, in export order: the globals a
+    /// [`Snapshot`] holds.
+    pub(super) global_names: Vec<String>,
+    pub(super) config: Arc<ComputeConfig>,
+}
+
+impl CompiledModule {
+    /// A fresh process instance (the module's initial memory, from its copy-on-write image),
+    /// holding one pool slot until dropped. Fails with [`ComputeError::PoolExhausted`] when
+    /// every slot is taken.
+    pub fn instantiate(&self, limits: ProcessLimits) -> Result<ProcessInstance, ComputeError> {
+        ProcessInstance::start(&self.inner, limits)
+    }
+
+    /// A fresh process instance whose memory (grown to the snapshot's size) and exported mutable
+    /// globals are those of `snapshot`, taken from an instance of this module.
+    pub fn instantiate_from(
+        &self,
+        limits: ProcessLimits,
+        snapshot: &Snapshot,
+    ) -> Result<ProcessInstance, ComputeError> {
+        ProcessInstance::restore(&self.inner, limits, snapshot)
+    }
+}
+
+/// A word for an import or export's kind, for error messages.
+fn extern_kind(ty: &ExternType) -> &'static str {
+    match ty {
+        ExternType::Func(_) => "a function",
+        ExternType::Global(_) => "a global",
+        ExternType::Table(_) => "a table",
+        ExternType::Memory(_) => "a memory",
+        ExternType::Tag(_) => "a tag",
+    }
+}
+
+fn check_memory_export(module: &Module) -> Result<(), String> {
+    let memory = match module.get_export("memory") {
+        Some(ExternType::Memory(memory)) => memory,
+        Some(other) => return Err(format!("the export `memory` is {}, not a memory", extern_kind(&other))),
+        None => return Err("the module does not export `memory`".to_string()),
+    };
+    if memory.is_64() {
+        return Err("the exported `memory` is 64-bit; this format needs a 32-bit memory".to_string());
+    }
+    if memory.is_shared() {
+        return Err("the exported `memory` is shared; threads are not supported".to_string());
+    }
+    if memory.page_size() != WASM_PAGE_BYTES {
+        return Err(format!(
+            "the exported `memory` has pages of {} bytes; only {WASM_PAGE_BYTES} are supported",
+            memory.page_size()
+        ));
+    }
+    Ok(())
+}
+
+fn check_func_export(module: &Module, name: &str, params: &[ValType], results: &[ValType]) -> Result<(), String> {
+    let expected = FuncType::new(module.engine(), params.iter().cloned(), results.iter().cloned());
+    match module.get_export(name) {
+        Some(ExternType::Func(func)) if FuncType::eq(&func, &expected) => Ok(()),
+        Some(ExternType::Func(func)) => Err(format!(
+            "the export `{name}` has type {func}; the C-level ABI needs {expected}"
+        )),
+        Some(other) => Err(format!(
+            "the export `{name}` is {}, not a function",
+            extern_kind(&other)
+        )),
+        None => Err(format!(
+            "the module does not export `{name}`; the C-level ABI needs {expected}"
+        )),
+    }
+}
+
+/// The export names of the module's mutable globals, all of which must be numeric.
+fn mutable_global_names(module: &Module) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    for export in module.exports() {
+        let ExternType::Global(global) = export.ty() else {
+            continue;
+        };
+        if global.mutability() != Mutability::Var {
+            continue;
+        }
+        match global.content() {
+            ValType::I32 | ValType::I64 | ValType::F32 | ValType::F64 | ValType::V128 => {
+                names.push(export.name().to_string());
+            }
+            other => {
+                return Err(format!(
+                    "the exported mutable global `{}` has type {other}, which a snapshot cannot hold",
+                    export.name()
+                ))
+            }
+        }
+    }
+    Ok(names)
+}

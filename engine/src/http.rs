@@ -1,0 +1,478 @@
+//! The HTTP edge of a node: AO's MU, SU and CU routes on one listener (AO.md), served by hyper on
+//! the shard's glommio executor.
+//!
+//! Handlers parse and verify input, call the shard core, await durability through the committer,
+//! and render AO's JSON shapes. Every body is bounded; every bad input is a 4xx with
+//! `{"error": ...}` naming what was wrong. Not here: the GraphQL subset, `assign`, `/results`,
+//! `/cron`, `/monitor` (they come with AO compatibility work), TLS.
+
+// Handlers return `Result<Answer, Answer>`: the error side is the finished HTTP answer, built once
+// on the (cold) error path and handed straight to hyper; boxing it would only add an allocation.
+#![allow(clippy::result_large_err)]
+
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use futures_lite::{AsyncRead, AsyncWrite};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use scheduler::data_item::{DataItem, DATA_ITEM_BYTES_MAX};
+use scheduler::tags::Tag;
+use scheduler::{MessageId, Nonce, ProcessId};
+use serde_json::{json, Value};
+
+use crate::node::{now, NodeState};
+use crate::shard::{block_height_at, ShardError};
+use crate::wire::{error_json, timeline_node};
+
+/// Largest page of a timeline read (`limit`), as the reference SU allows.
+pub const PAGE_LIMIT_MAX: usize = 1000;
+/// Page size when the request names none.
+pub const PAGE_LIMIT_DEFAULT: usize = 100;
+/// Largest dry-run request body.
+pub const DRY_RUN_BYTES_MAX: usize = 1 << 20;
+
+/// Most bytes one socket read takes (and zeroes first): large bodies arrive in several reads.
+const READ_CHUNK_BYTES: usize = 32 << 10;
+
+/// hyper's I/O traits over a glommio TCP stream.
+pub struct GlommioIo(pub glommio::net::TcpStream);
+
+impl hyper::rt::Read for GlommioIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        // SAFETY: the slice is only written to (zeroed, then filled by the read); nothing in it is
+        // de-initialised, which is all `as_mut` requires of us.
+        let spare = unsafe { buf.as_mut() };
+        // Zeroing costs time in proportion to the length, so read at most one chunk per call.
+        let chunk_len = spare.len().min(READ_CHUNK_BYTES);
+        let unfilled = &mut spare[..chunk_len];
+        for byte in unfilled.iter_mut() {
+            byte.write(0);
+        }
+        // SAFETY: every byte of `unfilled` was initialised just above, so viewing it as `[u8]` is sound.
+        let bytes = unsafe { &mut *(unfilled as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) };
+        match Pin::new(&mut self.0).poll_read(cx, bytes) {
+            Poll::Ready(Ok(read)) => {
+                // SAFETY: the first `read` bytes were initialised (and written by the read).
+                unsafe { buf.advance(read) };
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl hyper::rt::Write for GlommioIo {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_close(cx)
+    }
+}
+
+type Answer = Response<Full<Bytes>>;
+
+fn respond(status: StatusCode, body: &Value) -> Answer {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn fail(status: StatusCode, message: impl AsRef<str>) -> Answer {
+    let mut response = respond(status, &error_json(message.as_ref()));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+    }
+    response
+}
+
+fn shard_fail(error: ShardError) -> Answer {
+    let status = match &error {
+        ShardError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        ShardError::NotFound(_) => StatusCode::NOT_FOUND,
+        ShardError::Duplicate(_) => StatusCode::CONFLICT,
+        ShardError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ShardError::Log(scheduler::log::LogError::Backpressure { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+        ShardError::Compute(crate::compute::ComputeError::PoolExhausted { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => {
+            tracing::error!(%error, "request failed inside the node");
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    };
+    fail(status, error.to_string())
+}
+
+fn query(request: &Request<Incoming>) -> Vec<(String, String)> {
+    let Some(text) = request.uri().query() else {
+        return Vec::new();
+    };
+    text.split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(key), percent_decode(value))
+        })
+        .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let escaped = (bytes[at] == b'%')
+            .then(|| bytes.get(at + 1..at + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (escaped, bytes[at]) {
+            (Some(byte), _) => {
+                out.push(byte);
+                at += 3;
+                continue;
+            }
+            (None, b'+') => out.push(b' '),
+            (None, other) => out.push(other),
+        }
+        at += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+}
+
+fn parse_param<T: std::str::FromStr>(params: &[(String, String)], name: &str) -> Result<Option<T>, Answer> {
+    match param(params, name) {
+        None | Some("") => Ok(None),
+        Some(text) => text.parse().map(Some).map_err(|_| {
+            fail(
+                StatusCode::BAD_REQUEST,
+                format!("query parameter {name}={text:?} is not valid"),
+            )
+        }),
+    }
+}
+
+fn process_param(params: &[(String, String)]) -> Result<ProcessId, Answer> {
+    parse_param::<ProcessId>(params, "process-id")?
+        .ok_or_else(|| fail(StatusCode::BAD_REQUEST, "query parameter process-id is required"))
+}
+
+async fn read_body(body: Incoming, bytes_max: usize) -> Result<Bytes, Answer> {
+    match Limited::new(body, bytes_max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) => {
+            if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                // The rest of the body is never read, so this connection cannot carry another request.
+                let mut answer = fail(StatusCode::PAYLOAD_TOO_LARGE, format!("body exceeds {bytes_max} bytes"));
+                answer
+                    .headers_mut()
+                    .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                Err(answer)
+            } else {
+                Err(fail(StatusCode::BAD_REQUEST, format!("could not read body: {error}")))
+            }
+        }
+    }
+}
+
+/// Serves one request; never panics on any input.
+pub async fn serve(state: Rc<NodeState>, request: Request<Incoming>) -> Result<Answer, std::convert::Infallible> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let params = query(&request);
+    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let answer = match (&method, segments.as_slice()) {
+        (&Method::GET, ["health"]) => health(&state),
+        (&Method::GET, []) => Ok(respond(
+            StatusCode::OK,
+            &json!({"timestamp": now().0, "address": state.address().to_string()}),
+        )),
+        (&Method::POST, []) => post_item(&state, request.into_body(), &params).await,
+        (&Method::GET, ["timestamp"]) => {
+            let now = now();
+            Ok(respond(
+                StatusCode::OK,
+                &json!({"timestamp": now.0.to_string(), "block_height": block_height_at(now).to_string()}),
+            ))
+        }
+        (&Method::GET, ["processes", pid]) => get_process(&state, pid),
+        (&Method::GET, ["result", message]) => get_result(&state, message, &params).await,
+        (&Method::POST, ["dry-run"]) => dry_run(&state, request.into_body(), &params).await,
+        (&Method::GET, ["state", pid]) => get_state(&state, pid),
+        (&Method::GET, [pid, "latest"]) => get_latest(&state, pid),
+        (&Method::GET, [id]) => get_su(&state, id, &params),
+        _ => Err(fail(StatusCode::NOT_FOUND, format!("no route for {method} {path}"))),
+    };
+    Ok(answer.unwrap_or_else(|error| error))
+}
+
+fn health(state: &NodeState) -> Result<Answer, Answer> {
+    if let Some(reason) = state.failure() {
+        return Err(fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("node stopped accepting writes: {reason}"),
+        ));
+    }
+    let shard = state.shard.borrow();
+    let counters = shard.counters();
+    let commits = state.committer.stats();
+    Ok(respond(
+        StatusCode::OK,
+        &json!({
+            "status": "ok",
+            "address": shard.address().to_string(),
+            "processes": shard.process_count(),
+            "backlog": shard.backlog(),
+            "assigned": counters.assigned,
+            "evaluated": counters.evaluated,
+            "delivered": counters.delivered,
+            "log": {
+                "batches": commits.batch_count,
+                "records": commits.record_count,
+                "bytes": commits.byte_count,
+                "fdatasync_us_mean": commits.fdatasync_latency_us_total.checked_div(commits.batch_count).unwrap_or(0),
+            },
+        }),
+    ))
+}
+
+async fn post_item(state: &Rc<NodeState>, body: Incoming, params: &[(String, String)]) -> Result<Answer, Answer> {
+    if param(params, "assign").is_some() {
+        return Err(fail(
+            StatusCode::NOT_IMPLEMENTED,
+            "assigning an existing message (assign=) is not supported by this node yet",
+        ));
+    }
+    if let Some(reason) = state.failure() {
+        return Err(fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("node stopped accepting writes: {reason}"),
+        ));
+    }
+    let bytes = read_body(body, DATA_ITEM_BYTES_MAX).await?;
+    let item = DataItem::parse(&bytes).map_err(|e| fail(StatusCode::BAD_REQUEST, format!("invalid data item: {e}")))?;
+    item.verify().map_err(|e| {
+        fail(
+            StatusCode::BAD_REQUEST,
+            format!("data item {} has an invalid signature: {e}", item.id()),
+        )
+    })?;
+    let kind = item.tag("Type").ok_or_else(|| {
+        fail(
+            StatusCode::BAD_REQUEST,
+            "data item has no Type tag (Module, Process or Message)",
+        )
+    })?;
+    let id = item.id().to_string();
+    let admitted = {
+        let mut shard = state.shard.borrow_mut();
+        match kind {
+            "Module" => shard.admit_module(item, &bytes).map(|(_, lsn)| lsn),
+            "Process" => shard.admit_process(item, &bytes, now()).map(|(_, lsn)| lsn),
+            "Message" => shard.admit_message(item, &bytes, now()).map(|(_, _, lsn)| lsn),
+            other => Err(ShardError::BadRequest(format!(
+                "Type {other:?} is not one of Module, Process, Message"
+            ))),
+        }
+    };
+    let lsn = admitted.map_err(shard_fail)?;
+    state.wake_pump();
+    state
+        .committer
+        .wait_durable(lsn)
+        .await
+        .map_err(|e| fail(StatusCode::SERVICE_UNAVAILABLE, format!("not acknowledged: {e}")))?;
+    Ok(respond(
+        StatusCode::ACCEPTED,
+        &json!({"message": "Processing DataItem", "id": id, "timestamp": now().0}),
+    ))
+}
+
+fn get_process(state: &NodeState, pid: &str) -> Result<Answer, Answer> {
+    let pid: ProcessId = pid
+        .parse()
+        .map_err(|_| fail(StatusCode::BAD_REQUEST, format!("{pid:?} is not a process id")))?;
+    let shard = state.shard.borrow();
+    let (item, timestamp, block_height) = shard.process_item(pid).map_err(shard_fail)?;
+    let data = std::str::from_utf8(&item.data).ok();
+    Ok(respond(
+        StatusCode::OK,
+        &json!({
+            "process_id": pid.to_string(),
+            "block": block_height.to_string(),
+            "owner": {"address": item.owner_address().to_string(), "key": scheduler::id::b64url(&item.owner)},
+            "tags": item.tags,
+            "timestamp": timestamp.0,
+            "data": data,
+            "anchor": item.anchor.as_ref().map(crate::abi::anchor_text),
+            "signature": scheduler::id::b64url(&item.signature),
+            "target": item.target.as_ref().map(|t| scheduler::id::b64url(t)),
+        }),
+    ))
+}
+
+async fn get_result(state: &Rc<NodeState>, message: &str, params: &[(String, String)]) -> Result<Answer, Answer> {
+    let message: MessageId = message
+        .parse()
+        .map_err(|_| fail(StatusCode::BAD_REQUEST, format!("{message:?} is not a message id")))?;
+    let pid = process_param(params)?;
+    let nonce = state.shard.borrow().locate(pid, message).map_err(shard_fail)?;
+    let (page, _) = state
+        .shard
+        .borrow()
+        .timeline(pid, nonce.0.checked_sub(1), Some(nonce.0), None, None, 1)
+        .map_err(shard_fail)?;
+    if let Some(entry) = page.first() {
+        // A result is served only for a message that is durable: never one a crash could undo.
+        state
+            .committer
+            .wait_durable(entry.lsn)
+            .await
+            .map_err(|e| fail(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    }
+    let result = state.wait_result(pid, message, nonce).await.map_err(shard_fail)?;
+    Ok(respond(StatusCode::OK, &result.json))
+}
+
+fn request_item_from_json(body: &Value, pid: ProcessId, state: &NodeState) -> Result<DataItem, Answer> {
+    let tags: Vec<Tag> = match body.get("Tags") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(tags)) => tags
+            .iter()
+            .enumerate()
+            .map(|(index, tag)| {
+                let text = |key: &str| match tag.get(key) {
+                    Some(Value::String(s)) => Some(s.clone()),
+                    Some(Value::Null) | None => None,
+                    Some(other) => Some(other.to_string()),
+                };
+                Ok(Tag::new(
+                    text("name")
+                        .ok_or_else(|| fail(StatusCode::BAD_REQUEST, format!("dry-run tag {index} has no name")))?,
+                    text("value")
+                        .ok_or_else(|| fail(StatusCode::BAD_REQUEST, format!("dry-run tag {index} has no value")))?,
+                ))
+            })
+            .collect::<Result<_, Answer>>()?,
+        Some(_) => return Err(fail(StatusCode::BAD_REQUEST, "dry-run Tags is not an array")),
+    };
+    let data = match body.get("Data") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => s.clone().into_bytes(),
+        Some(other) => other.to_string().into_bytes(),
+    };
+    let mut tags = tags;
+    tags.push(Tag::new("Read-Only", "true"));
+    // A dry run is never stored; the node signs it only so that it has the shape of a message.
+    Ok(state.shard.borrow().signer().sign(Some(pid.0), None, tags, data))
+}
+
+async fn dry_run(state: &Rc<NodeState>, body: Incoming, params: &[(String, String)]) -> Result<Answer, Answer> {
+    let pid = process_param(params)?;
+    let bytes = read_body(body, DRY_RUN_BYTES_MAX).await?;
+    let body: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| fail(StatusCode::BAD_REQUEST, format!("dry-run body is not JSON: {e}")))?;
+    let item = request_item_from_json(&body, pid, state)?;
+    let result = state
+        .shard
+        .borrow_mut()
+        .dry_run(pid, &item, now())
+        .map_err(shard_fail)?;
+    Ok(respond(StatusCode::OK, &result.json))
+}
+
+fn get_state(state: &NodeState, pid: &str) -> Result<Answer, Answer> {
+    let pid: ProcessId = pid
+        .parse()
+        .map_err(|_| fail(StatusCode::BAD_REQUEST, format!("{pid:?} is not a process id")))?;
+    let memory = state.shard.borrow_mut().memory(pid).map_err(shard_fail)?;
+    let mut response = Response::new(Full::new(Bytes::from(memory)));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(response)
+}
+
+fn get_latest(state: &NodeState, pid: &str) -> Result<Answer, Answer> {
+    let pid: ProcessId = pid
+        .parse()
+        .map_err(|_| fail(StatusCode::BAD_REQUEST, format!("{pid:?} is not a process id")))?;
+    let shard = state.shard.borrow();
+    let (all, _) = shard
+        .timeline(pid, None, None, None, None, usize::MAX)
+        .map_err(shard_fail)?;
+    let last = all.last().expect("a timeline holds at least the process");
+    let (assignment, message) = shard.assignment_at(last.lsn).map_err(shard_fail)?;
+    Ok(respond(StatusCode::OK, &timeline_node(&assignment, &message)))
+}
+
+fn get_su(state: &NodeState, id: &str, params: &[(String, String)]) -> Result<Answer, Answer> {
+    let pid = match parse_param::<ProcessId>(params, "process-id")? {
+        Some(pid) => pid,
+        None => id
+            .parse()
+            .map_err(|_| fail(StatusCode::BAD_REQUEST, format!("{id:?} is not an id")))?,
+    };
+    let shard = state.shard.borrow();
+    if id == pid.to_string() {
+        let limit = parse_param::<usize>(params, "limit")?
+            .unwrap_or(PAGE_LIMIT_DEFAULT)
+            .clamp(1, PAGE_LIMIT_MAX);
+        let (page, has_next_page) = shard
+            .timeline(
+                pid,
+                parse_param(params, "from-nonce")?,
+                parse_param(params, "to-nonce")?,
+                parse_param(params, "from")?,
+                parse_param(params, "to")?,
+                limit,
+            )
+            .map_err(shard_fail)?;
+        let mut edges = Vec::with_capacity(page.len());
+        for entry in page {
+            let (assignment, message) = shard.assignment_at(entry.lsn).map_err(shard_fail)?;
+            edges.push(json!({"cursor": entry.timestamp.0.to_string(), "node": timeline_node(&assignment, &message)}));
+        }
+        return Ok(respond(
+            StatusCode::OK,
+            &json!({"page_info": {"has_next_page": has_next_page}, "edges": edges}),
+        ));
+    }
+    let message: MessageId = id
+        .parse()
+        .map_err(|_| fail(StatusCode::BAD_REQUEST, format!("{id:?} is not a message id")))?;
+    let nonce: Nonce = shard.locate(pid, message).map_err(shard_fail)?;
+    let (page, _) = shard
+        .timeline(pid, nonce.0.checked_sub(1), Some(nonce.0), None, None, 1)
+        .map_err(shard_fail)?;
+    let entry = page
+        .first()
+        .ok_or_else(|| fail(StatusCode::NOT_FOUND, format!("message {message} not found")))?;
+    let (assignment, message) = shard.assignment_at(entry.lsn).map_err(shard_fail)?;
+    Ok(respond(StatusCode::OK, &timeline_node(&assignment, &message)))
+}

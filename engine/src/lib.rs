@@ -1,0 +1,13 @@
+//! The engine of Hewitt: the shard runtime (glommio), compute (wasmtime), the HTTP API and the
+//! pieces of the `hewitt` binary. `main.rs` stays thin; everything testable lives here.
+
+pub mod abi;
+pub mod cli;
+pub mod client;
+pub mod compute;
+pub mod demo;
+pub mod http;
+pub mod node;
+pub mod probe;
+pub mod shard;
+pub mod wire;

@@ -1,0 +1,349 @@
+//! The glommio shell around one shard: opens the data dir, recovers, runs the group committer,
+//! the evaluation pump and the HTTP listener on one pinned executor thread.
+//!
+//! This is where I/O and time happen; decisions live in `shard`. Deliberately absent: more than
+//! one shard per node (the shard type assumes nothing about its count, the shell starts one),
+//! graceful drain on SIGTERM, metrics.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use futures_channel::{mpsc, oneshot};
+use futures_lite::StreamExt;
+use scheduler::log::{Committer, Log, LogConfig, LogError};
+use scheduler::signer::Signer;
+use scheduler::{Address, MessageId, Nonce, ProcessId, Timestamp};
+
+use crate::abi::ProcessResult;
+use crate::compute::{ComputeConfig, Runtime};
+use crate::shard::{Evaluated, Shard, ShardError, ShardLimits};
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Holds `log/` (the segments) and `node-key.json` (the scheduler's Ed25519 key).
+    pub data_dir: PathBuf,
+    /// Address of the HTTP listener; port 0 picks a free port (the started node reports it).
+    pub listen: SocketAddr,
+    /// Core the shard's executor is pinned to; `None` leaves placement to the kernel.
+    pub cpu: Option<usize>,
+    pub log: LogConfig,
+    pub compute: ComputeConfig,
+    pub limits: ShardLimits,
+}
+
+impl NodeConfig {
+    /// Defaults for a node on `data_dir` listening on `listen`.
+    pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr) -> NodeConfig {
+        NodeConfig {
+            data_dir: data_dir.into(),
+            listen,
+            cpu: None,
+            log: LogConfig::default(),
+            compute: ComputeConfig::default(),
+            limits: ShardLimits::default(),
+        }
+    }
+}
+
+/// Most messages one pump turn evaluates before it yields to the executor, so that HTTP
+/// handlers and the committer get their turn under load.
+const PUMP_EVALUATIONS_MAX: usize = 64;
+
+/// Most open client connections per shard; a connection beyond it is closed at once (clients
+/// see a reset and retry), so that waiting requests cannot grow without bound.
+pub const CONNECTIONS_MAX: usize = 4096;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data dir {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("node key {path}: {reason}")]
+    Key { path: PathBuf, reason: String },
+    #[error("log: {0}")]
+    Log(#[from] LogError),
+    #[error("recovery: {0}")]
+    Recovery(#[from] ShardError),
+    #[error("compute: {0}")]
+    Compute(String),
+    #[error("listener {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("executor: {0}")]
+    Executor(String),
+}
+
+/// Requests waiting for the evaluation of (process, nonce).
+type ResultWaiters = HashMap<(ProcessId, Nonce), Vec<oneshot::Sender<()>>>;
+
+/// State shared by the tasks of the node's executor (single-threaded: `Rc`, `RefCell`).
+pub struct NodeState {
+    pub shard: RefCell<Shard>,
+    pub committer: Rc<Committer>,
+    address: Address,
+    wake: mpsc::Sender<()>,
+    waiters: RefCell<ResultWaiters>,
+    failure: RefCell<Option<String>>,
+}
+
+impl NodeState {
+    pub fn address(&self) -> Address {
+        self.address
+    }
+
+    /// Why the node stopped accepting writes, if it did.
+    pub fn failure(&self) -> Option<String> {
+        if let Some(reason) = self.failure.borrow().as_ref() {
+            return Some(reason.clone());
+        }
+        self.shard.borrow().log_poisoned()
+    }
+
+    /// Tells the pump there may be work; coalesces (the channel holds at most one signal).
+    pub fn wake_pump(&self) {
+        let _ = self.wake.clone().try_send(());
+    }
+
+    /// Waits until the message at `nonce` of `pid` is evaluated and returns its result.
+    pub async fn wait_result(
+        &self,
+        pid: ProcessId,
+        message: MessageId,
+        nonce: Nonce,
+    ) -> Result<Rc<ProcessResult>, ShardError> {
+        loop {
+            if let Some(result) = self.shard.borrow().result(pid, message)? {
+                return Ok(result);
+            }
+            if let Some(reason) = self.failure() {
+                return Err(ShardError::Busy(format!("evaluation stopped: {reason}")));
+            }
+            let (sender, receiver) = oneshot::channel();
+            self.waiters.borrow_mut().entry((pid, nonce)).or_default().push(sender);
+            // A dropped sender (the pump stopped) also wakes us; the loop then re-checks.
+            let _ = receiver.await;
+        }
+    }
+
+    fn notify(&self, evaluated: &[Evaluated]) {
+        let mut waiters = self.waiters.borrow_mut();
+        for done in evaluated {
+            if let Some(senders) = waiters.remove(&(done.process, done.nonce)) {
+                for sender in senders {
+                    let _ = sender.send(());
+                }
+            }
+        }
+    }
+}
+
+/// The wall clock in ms since the Unix epoch; only the shell reads it.
+pub fn now() -> Timestamp {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Timestamp(ms)
+}
+
+/// Loads the node key from `path`, creating one on first start.
+pub fn load_or_create_key(path: &Path) -> Result<Signer, StartError> {
+    let key_error = |reason: String| StartError::Key {
+        path: path.to_owned(),
+        reason,
+    };
+    if path.exists() {
+        Signer::load(path).map_err(|e| key_error(e.to_string()))
+    } else {
+        let signer = Signer::generate_ed25519();
+        signer.save(path).map_err(|e| key_error(e.to_string()))?;
+        Ok(signer)
+    }
+}
+
+async fn pump(state: Rc<NodeState>, mut wake: mpsc::Receiver<()>) {
+    let mut evaluated = Vec::with_capacity(PUMP_EVALUATIONS_MAX);
+    loop {
+        if !state.shard.borrow().has_work() {
+            if wake.next().await.is_none() {
+                return;
+            }
+            continue;
+        }
+        evaluated.clear();
+        let outcome = state
+            .shard
+            .borrow_mut()
+            .pump(now(), PUMP_EVALUATIONS_MAX, &mut evaluated);
+        state.notify(&evaluated);
+        match outcome {
+            Ok(()) => {}
+            Err(ShardError::Log(LogError::Backpressure { .. })) => {
+                // The pending batch is full: wait for the committer to drain it, then go on.
+                let end = state.shard.borrow().log_end();
+                if let Err(error) = state.committer.wait_durable(end).await {
+                    tracing::error!(%error, "log failed; evaluation stops");
+                    *state.failure.borrow_mut() = Some(error.to_string());
+                    return;
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "evaluation stops");
+                *state.failure.borrow_mut() = Some(error.to_string());
+                state.waiters.borrow_mut().clear();
+                return;
+            }
+        }
+        glommio::yield_if_needed().await;
+    }
+}
+
+/// A node running on its own executor thread.
+pub struct RunningNode {
+    /// The address the listener is bound to.
+    pub addr: SocketAddr,
+    /// The scheduler address (the node key's address).
+    pub address: Address,
+    /// What recovery found: (processes, records) and how long it took.
+    pub recovered_processes: usize,
+    pub recovery_ms: u128,
+    thread: glommio::ExecutorJoinHandle<()>,
+}
+
+impl RunningNode {
+    /// Blocks until the node's executor ends (it runs until the process exits).
+    pub fn wait(self) {
+        let _ = self.thread.join();
+    }
+}
+
+struct Started {
+    addr: SocketAddr,
+    address: Address,
+    processes: usize,
+    recovery_ms: u128,
+}
+
+/// Starts a node on a new executor thread and returns once it serves HTTP (or failed to start).
+pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<Started, StartError>>(1);
+    let placement = match config.cpu {
+        Some(cpu) => glommio::Placement::Fixed(cpu),
+        None => glommio::Placement::Unbound,
+    };
+    let builder = glommio::LocalExecutorBuilder::new(placement).name("hewitt-shard-0");
+    let thread = builder
+        .spawn(move || async move {
+            let report = ready_tx.clone();
+            match open(config).await {
+                Ok((state, listener, started)) => {
+                    let _ = report.send(Ok(started));
+                    serve(state, listener).await;
+                }
+                Err(error) => {
+                    let _ = report.send(Err(error));
+                }
+            }
+        })
+        .map_err(|e| StartError::Executor(e.to_string()))?;
+    match ready_rx.recv() {
+        Ok(Ok(started)) => Ok(RunningNode {
+            addr: started.addr,
+            address: started.address,
+            recovered_processes: started.processes,
+            recovery_ms: started.recovery_ms,
+            thread,
+        }),
+        Ok(Err(error)) => {
+            let _ = thread.join();
+            Err(error)
+        }
+        Err(_) => Err(StartError::Executor("the executor thread ended before starting".into())),
+    }
+}
+
+async fn open(config: NodeConfig) -> Result<(Rc<NodeState>, glommio::net::TcpListener, Started), StartError> {
+    let began = Instant::now();
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let signer = load_or_create_key(&config.data_dir.join("node-key.json"))?;
+    let address = signer.address();
+    let log = Rc::new(RefCell::new(Log::open(&config.data_dir.join("log"), config.log)?));
+    let committer = Committer::new(Rc::clone(&log));
+    glommio::spawn_local(Rc::clone(&committer).run()).detach();
+    let runtime = Runtime::new(config.compute.clone()).map_err(|e| StartError::Compute(e.to_string()))?;
+    let shard = Shard::recover(signer, runtime, log, config.limits.clone())?;
+    let processes = shard.process_count();
+    let (wake_tx, wake_rx) = mpsc::channel(1);
+    let state = Rc::new(NodeState {
+        shard: RefCell::new(shard),
+        committer,
+        address,
+        wake: wake_tx,
+        waiters: RefCell::new(HashMap::new()),
+        failure: RefCell::new(None),
+    });
+    glommio::spawn_local(pump(Rc::clone(&state), wake_rx)).detach();
+    state.wake_pump();
+    let listener = glommio::net::TcpListener::bind(config.listen).map_err(|e| StartError::Listen {
+        addr: config.listen,
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let addr = listener.local_addr().map_err(|e| StartError::Listen {
+        addr: config.listen,
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let recovery_ms = began.elapsed().as_millis();
+    tracing::info!(%addr, %address, processes, recovery_ms, "node serving");
+    Ok((
+        state,
+        listener,
+        Started {
+            addr,
+            address,
+            processes,
+            recovery_ms,
+        },
+    ))
+}
+
+async fn serve(state: Rc<NodeState>, listener: glommio::net::TcpListener) {
+    let open_connections = Rc::new(std::cell::Cell::new(0usize));
+    loop {
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if open_connections.get() >= CONNECTIONS_MAX {
+            tracing::warn!(limit = CONNECTIONS_MAX, "too many open connections; one refused");
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let state = Rc::clone(&state);
+        let open_connections = Rc::clone(&open_connections);
+        open_connections.set(open_connections.get() + 1);
+        glommio::spawn_local(async move {
+            let service = hyper::service::service_fn(move |request| crate::http::serve(Rc::clone(&state), request));
+            let connection = hyper::server::conn::http1::Builder::new()
+                .header_read_timeout(None)
+                .keep_alive(true)
+                .serve_connection(crate::http::GlommioIo(stream), service);
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+            open_connections.set(open_connections.get() - 1);
+        })
+        .detach();
+    }
+}

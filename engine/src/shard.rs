@@ -1,0 +1,912 @@
+//! One shard's synchronous core: the processes it owns, their timelines, evaluation and the
+//! messenger's delivery queue.
+//!
+//! Everything here is deterministic given its inputs: the clock reading is passed in (`now`), the
+//! log is appended to synchronously (durability is awaited by the shell, `node`), and no task is
+//! spawned. The shell calls `admit_*` for ingress, then `pump` until it reports no work.
+//!
+//! Invariants (checked by assertions and by the tests in tests/):
+//! - a process's nonces are dense from 0 and its hash chain links each assignment to the previous;
+//! - a message id is assigned at most once per shard (`messages` refuses duplicates), which with
+//!   the messenger's deterministic identities makes delivery exactly-once across crashes;
+//! - an evaluation's outbox is delivered only after the message is in the log, and every delivery
+//!   is appended to the log after its cause, so any durable prefix of the log is consistent.
+//!
+//! Deliberately absent: cross-shard and cross-node delivery, hibernation and checkpoints (a live
+//! instance per process, bounded by the instance pool), cron, the `assign` flow.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+
+use messenger::Origin;
+use scheduler::chain::{self, AssignmentFields};
+use scheduler::data_item::DataItem;
+use scheduler::log::{Log, LogError, Lsn};
+use scheduler::record::{AssignmentRecord, KIND_ASSIGNMENT, KIND_MODULE};
+use scheduler::signer::Signer;
+use scheduler::{Address, AssignmentId, BlockHeight, HashChain, MessageId, ModuleId, Nonce, ProcessId, Timestamp};
+
+use crate::abi::{self, Placement, ProcessResult};
+use crate::compute::{CompiledModule, ComputeError, Evaluation, ProcessInstance, ProcessLimits, Runtime, Snapshot};
+
+/// The limits of one shard; every field bounds something the shard holds.
+#[derive(Clone, Debug)]
+pub struct ShardLimits {
+    /// Most assigned-but-not-yet-evaluated messages before ingress answers 503. Deliveries from
+    /// processes are not refused by this bound (they are already bounded by `outbox_items_max`).
+    pub queue_messages_max: usize,
+    /// Most outbox items waiting for delivery; evaluation pauses while the queue is full.
+    pub outbox_items_max: usize,
+    /// Fuel per message when neither module nor process names a `Compute-Limit`.
+    pub compute_limit_default: u64,
+    /// Largest `Compute-Limit` a module or process may ask for; larger values are refused.
+    pub compute_limit_max: u64,
+    /// Memory limit in bytes when no `Memory-Limit` tag is given.
+    pub memory_limit_default: u64,
+    /// Largest `Memory-Limit` in bytes; must not exceed the instance pool's slot size.
+    pub memory_limit_max: u64,
+}
+
+impl Default for ShardLimits {
+    fn default() -> Self {
+        ShardLimits {
+            queue_messages_max: 100_000,
+            outbox_items_max: 10_000,
+            // About a second of guest work: enough for real handlers, short for a runaway loop.
+            compute_limit_default: 1_000_000_000,
+            compute_limit_max: 9_000_000_000_000,
+            memory_limit_default: 256 << 20,
+            memory_limit_max: 1 << 30,
+        }
+    }
+}
+
+/// Why the shard refused or could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Duplicate(String),
+    /// Retry later: a bounded queue is full.
+    #[error("{0}")]
+    Busy(String),
+    #[error("log: {0}")]
+    Log(#[from] LogError),
+    #[error("compute: {0}")]
+    Compute(ComputeError),
+    /// The data dir holds something this node cannot make sense of.
+    #[error("data dir is inconsistent at {lsn:?}: {reason}")]
+    Corrupt { lsn: Lsn, reason: String },
+}
+
+struct ModuleEntry {
+    item: DataItem,
+    compiled: CompiledModule,
+}
+
+/// One slot of a process's timeline.
+struct Entry {
+    lsn: Lsn,
+    timestamp: Timestamp,
+    block_height: BlockHeight,
+    hash_chain: HashChain,
+    assignment: AssignmentId,
+    result: Option<Rc<ProcessResult>>,
+}
+
+struct Process {
+    item: DataItem,
+    module: ModuleId,
+    limits: ProcessLimits,
+    env: Rc<[u8]>,
+    entries: Vec<Entry>,
+    /// How many entries (from nonce 0) have been evaluated.
+    evaluated: usize,
+    /// True while the process is in `ready`.
+    queued: bool,
+    instance: Option<ProcessInstance>,
+    /// Memory after evaluating the first `.0` entries; bounds the replay a rollback needs.
+    snapshot: Option<(usize, Snapshot)>,
+}
+
+/// An item waiting in the messenger's queue.
+enum Delivery {
+    Message(DataItem),
+    Spawn { process: DataItem, notice: DataItem },
+}
+
+/// A message that was evaluated by `pump`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Evaluated {
+    pub process: ProcessId,
+    pub nonce: Nonce,
+}
+
+/// What a timeline read returns for one nonce.
+pub struct TimelineEntry {
+    pub nonce: Nonce,
+    pub timestamp: Timestamp,
+    pub lsn: Lsn,
+}
+
+/// Counters for the demo, metrics and tests.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ShardCounters {
+    pub assigned: u64,
+    pub evaluated: u64,
+    pub delivered: u64,
+    pub duplicates_refused: u64,
+    pub undeliverable: u64,
+    pub rollbacks: u64,
+}
+
+pub struct Shard {
+    signer: Signer,
+    address: Address,
+    runtime: Runtime,
+    log: Rc<RefCell<Log>>,
+    limits: ShardLimits,
+    modules: HashMap<ModuleId, ModuleEntry>,
+    processes: HashMap<ProcessId, Process>,
+    messages: HashMap<MessageId, (ProcessId, Nonce)>,
+    ready: VecDeque<ProcessId>,
+    unevaluated: usize,
+    outbox: VecDeque<Delivery>,
+    counters: ShardCounters,
+}
+
+/// Parses `Memory-Limit` values such as `512-mb`, `1-gb`, `65536-kb` or a plain byte count.
+pub fn parse_memory_limit(text: &str) -> Option<u64> {
+    let text = text.trim().to_ascii_lowercase();
+    let (number, unit) = match text.split_once('-') {
+        Some((number, unit)) => (number, unit),
+        None => (text.as_str(), "b"),
+    };
+    let number: u64 = number.parse().ok()?;
+    let scale: u64 = match unit {
+        "b" => 1,
+        "kb" => 1 << 10,
+        "mb" => 1 << 20,
+        "gb" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(scale)
+}
+
+/// An estimate of Arweave's block height at `timestamp` (one block per ~2 minutes after a known
+/// height). This node reaches no gateway, so the height is only informative; what matters for
+/// replay is that it is recorded in the assignment and never recomputed.
+pub fn block_height_at(timestamp: Timestamp) -> BlockHeight {
+    const KNOWN_HEIGHT: u64 = 1_310_000;
+    const KNOWN_TIME_MS: u64 = 1_700_000_000_000;
+    const BLOCK_MS: u64 = 120_000;
+    BlockHeight(KNOWN_HEIGHT + timestamp.0.saturating_sub(KNOWN_TIME_MS) / BLOCK_MS)
+}
+
+impl Shard {
+    /// Builds the shard and recovers its state from `log`, replaying every process; outbox items
+    /// that the crash left undelivered are re-derived and queued (duplicates are dropped).
+    pub fn recover(
+        signer: Signer,
+        runtime: Runtime,
+        log: Rc<RefCell<Log>>,
+        limits: ShardLimits,
+    ) -> Result<Shard, ShardError> {
+        let address = signer.address();
+        let mut shard = Shard {
+            signer,
+            address,
+            runtime,
+            log,
+            limits,
+            modules: HashMap::new(),
+            processes: HashMap::new(),
+            messages: HashMap::new(),
+            ready: VecDeque::new(),
+            unevaluated: 0,
+            outbox: VecDeque::new(),
+            counters: ShardCounters::default(),
+        };
+        let log = Rc::clone(&shard.log);
+        let log = log.borrow();
+        for record in log.records() {
+            let record = record?;
+            let corrupt = |reason: String| ShardError::Corrupt {
+                lsn: record.lsn,
+                reason,
+            };
+            match record.kind {
+                KIND_MODULE => {
+                    let item = DataItem::parse(record.payload).map_err(|e| corrupt(e.to_string()))?;
+                    shard.register_module(item).map_err(|e| corrupt(e.to_string()))?;
+                }
+                KIND_ASSIGNMENT => {
+                    let assignment = AssignmentRecord::decode(record.payload).map_err(|e| corrupt(e.to_string()))?;
+                    shard
+                        .register_assignment(&assignment, record.lsn)
+                        .map_err(|e| corrupt(e.to_string()))?;
+                }
+                other => return Err(corrupt(format!("unknown record kind {other}"))),
+            }
+        }
+        Ok(shard)
+    }
+
+    pub fn address(&self) -> Address {
+        self.address
+    }
+
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    pub fn counters(&self) -> ShardCounters {
+        self.counters
+    }
+
+    pub fn process_count(&self) -> usize {
+        self.processes.len()
+    }
+
+    /// Why the log refuses writes, if it does (after a write or fdatasync error).
+    pub fn log_poisoned(&self) -> Option<String> {
+        self.log.borrow().poisoned().map(str::to_owned)
+    }
+
+    /// The log position after the last appended record.
+    pub fn log_end(&self) -> Lsn {
+        self.log.borrow().end_lsn()
+    }
+
+    /// Messages assigned but not evaluated yet.
+    pub fn backlog(&self) -> usize {
+        self.unevaluated
+    }
+
+    fn register_module(&mut self, item: DataItem) -> Result<ModuleId, ShardError> {
+        let id = ModuleId::from(item.id());
+        if self.modules.contains_key(&id) {
+            return Err(ShardError::Duplicate(format!("module {id} is already loaded")));
+        }
+        let format = item
+            .tag("Module-Format")
+            .ok_or_else(|| ShardError::BadRequest("module has no Module-Format tag".into()))?;
+        let compiled = self
+            .runtime
+            .compile(&item.data, format)
+            .map_err(|e| ShardError::BadRequest(format!("module {id}: {e}")))?;
+        self.modules.insert(id, ModuleEntry { item, compiled });
+        Ok(id)
+    }
+
+    fn limits_for(&self, process: &DataItem, module: &DataItem) -> Result<ProcessLimits, ShardError> {
+        let tag = |name: &str| process.tag(name).or_else(|| module.tag(name));
+        let memory_bytes_max = match tag("Memory-Limit") {
+            None => self.limits.memory_limit_default,
+            Some(text) => parse_memory_limit(text)
+                .ok_or_else(|| ShardError::BadRequest(format!("Memory-Limit {text:?} is not like 512-mb")))?,
+        };
+        if memory_bytes_max > self.limits.memory_limit_max {
+            return Err(ShardError::BadRequest(format!(
+                "Memory-Limit of {memory_bytes_max} bytes exceeds this node's maximum of {}",
+                self.limits.memory_limit_max
+            )));
+        }
+        let fuel_per_message = match tag("Compute-Limit") {
+            None => self.limits.compute_limit_default,
+            Some(text) => text
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| ShardError::BadRequest(format!("Compute-Limit {text:?} is not an integer")))?,
+        };
+        if fuel_per_message > self.limits.compute_limit_max {
+            return Err(ShardError::BadRequest(format!(
+                "Compute-Limit {fuel_per_message} exceeds this node's maximum of {}",
+                self.limits.compute_limit_max
+            )));
+        }
+        Ok(ProcessLimits {
+            memory_bytes_max,
+            fuel_per_message,
+        })
+    }
+
+    /// Registers a recovered or freshly appended assignment. Checks what the log must guarantee:
+    /// dense nonces and an unbroken hash chain.
+    fn register_assignment(&mut self, assignment: &AssignmentRecord<'_>, lsn: Lsn) -> Result<(), ShardError> {
+        let corrupt = |reason: String| ShardError::Corrupt { lsn, reason };
+        let item = DataItem::parse(assignment.item).map_err(|e| corrupt(e.to_string()))?;
+        let entry = Entry {
+            lsn,
+            timestamp: assignment.timestamp,
+            block_height: assignment.block_height,
+            hash_chain: assignment.hash_chain,
+            assignment: assignment.assignment_id(),
+            result: None,
+        };
+        if assignment.nonce == Nonce(0) {
+            let pid = assignment.process;
+            if self.processes.contains_key(&pid) {
+                return Err(corrupt(format!("process {pid} spawned twice")));
+            }
+            if chain::genesis_hash_chain(&pid) != assignment.hash_chain {
+                return Err(corrupt(format!("process {pid}: hash chain of nonce 0 is wrong")));
+            }
+            let module_id: ModuleId = item
+                .tag("Module")
+                .and_then(|m| m.parse().ok())
+                .ok_or_else(|| corrupt(format!("process {pid} has no valid Module tag")))?;
+            let module = self
+                .modules
+                .get(&module_id)
+                .ok_or_else(|| corrupt(format!("process {pid}: module {module_id} unknown")))?;
+            let limits = self.limits_for(&item, &module.item)?;
+            let env: Rc<[u8]> = abi::env_json(&item, &module.item).into();
+            let instance = module.compiled.instantiate(limits).map_err(ShardError::Compute)?;
+            self.messages.insert(MessageId::from(pid), (pid, Nonce(0)));
+            self.processes.insert(
+                pid,
+                Process {
+                    item,
+                    module: module_id,
+                    limits,
+                    env,
+                    entries: vec![entry],
+                    evaluated: 0,
+                    queued: false,
+                    instance: Some(instance),
+                    snapshot: None,
+                },
+            );
+        } else {
+            let process = self
+                .processes
+                .get_mut(&assignment.process)
+                .ok_or_else(|| corrupt(format!("assignment to unknown process {}", assignment.process)))?;
+            let last = process.entries.last().expect("a process always has its nonce 0 entry");
+            if assignment.nonce.0 != process.entries.len() as u64 {
+                return Err(corrupt(format!(
+                    "process {}: nonce {} follows nonce {}",
+                    assignment.process,
+                    assignment.nonce.0,
+                    process.entries.len() - 1
+                )));
+            }
+            if chain::next_hash_chain(&last.assignment, &last.hash_chain) != assignment.hash_chain {
+                return Err(corrupt(format!(
+                    "process {}: hash chain breaks at nonce {}",
+                    assignment.process, assignment.nonce.0
+                )));
+            }
+            if self
+                .messages
+                .insert(assignment.message, (assignment.process, assignment.nonce))
+                .is_some()
+            {
+                return Err(corrupt(format!("message {} assigned twice", assignment.message)));
+            }
+            process.entries.push(entry);
+        }
+        let process = self.processes.get_mut(&assignment.process).expect("registered above");
+        self.unevaluated += 1;
+        if !process.queued {
+            process.queued = true;
+            self.ready.push_back(assignment.process);
+        }
+        Ok(())
+    }
+
+    /// Loads a module from its signed `Type: Module` data item. Returns the log position to await.
+    pub fn admit_module(&mut self, item: DataItem, bytes: &[u8]) -> Result<(ModuleId, Lsn), ShardError> {
+        let id = ModuleId::from(item.id());
+        if self.modules.contains_key(&id) {
+            return Err(ShardError::Duplicate(format!("module {id} is already loaded")));
+        }
+        // Compile before appending: a module that cannot run is refused, never logged.
+        self.register_module(item)?;
+        match self.log.borrow_mut().append(KIND_MODULE, bytes) {
+            Ok(lsn) => Ok((id, lsn)),
+            Err(error) => {
+                self.modules.remove(&id);
+                Err(error.into())
+            }
+        }
+    }
+
+    fn assign(
+        &mut self,
+        process: ProcessId,
+        item: &DataItem,
+        bytes: &[u8],
+        now: Timestamp,
+    ) -> Result<(Nonce, Lsn), ShardError> {
+        let message = MessageId::from(item.id());
+        let fields = match self.processes.get(&process) {
+            None => {
+                // Nonce 0: the process itself.
+                AssignmentFields {
+                    process,
+                    epoch: 0,
+                    nonce: Nonce(0),
+                    hash_chain: chain::genesis_hash_chain(&process),
+                    block_height: block_height_at(now),
+                    timestamp: now,
+                    message: None,
+                    exclude: None,
+                }
+            }
+            Some(state) => {
+                let last = state.entries.last().expect("a process always has its nonce 0 entry");
+                let timestamp = Timestamp(now.0.max(last.timestamp.0));
+                AssignmentFields {
+                    process,
+                    epoch: 0,
+                    nonce: Nonce(state.entries.len() as u64),
+                    hash_chain: chain::next_hash_chain(&last.assignment, &last.hash_chain),
+                    block_height: block_height_at(timestamp),
+                    timestamp,
+                    message: Some(message),
+                    exclude: None,
+                }
+            }
+        };
+        let signed = chain::sign_assignment(&self.signer, &fields);
+        let assignment = AssignmentRecord {
+            process,
+            nonce: fields.nonce,
+            timestamp: fields.timestamp,
+            block_height: fields.block_height,
+            hash_chain: fields.hash_chain,
+            message,
+            signature: &signed.signature,
+            item: bytes,
+        };
+        let lsn = self.log.borrow_mut().append(KIND_ASSIGNMENT, &assignment.encode())?;
+        self.register_assignment(&assignment, lsn)?;
+        self.counters.assigned += 1;
+        Ok((fields.nonce, lsn))
+    }
+
+    fn check_spawn(&self, item: &DataItem) -> Result<(), ShardError> {
+        let pid = ProcessId::from(item.id());
+        if self.processes.contains_key(&pid) {
+            return Err(ShardError::Duplicate(format!("process {pid} already exists")));
+        }
+        let module_text = item
+            .tag("Module")
+            .ok_or_else(|| ShardError::BadRequest("process has no Module tag".into()))?;
+        let module_id: ModuleId = module_text
+            .parse()
+            .map_err(|_| ShardError::BadRequest(format!("Module tag {module_text:?} is not a module id")))?;
+        let module = self
+            .modules
+            .get(&module_id)
+            .ok_or_else(|| ShardError::NotFound(format!("module {module_id} is not loaded on this node")))?;
+        self.limits_for(item, &module.item)?;
+        Ok(())
+    }
+
+    /// Spawns a process from its signed `Type: Process` data item (nonce 0 of its timeline).
+    pub fn admit_process(
+        &mut self,
+        item: DataItem,
+        bytes: &[u8],
+        now: Timestamp,
+    ) -> Result<(ProcessId, Lsn), ShardError> {
+        let scheduler = item
+            .tag("Scheduler")
+            .ok_or_else(|| ShardError::BadRequest("process has no Scheduler tag".into()))?;
+        if scheduler != self.address.to_string() {
+            return Err(ShardError::BadRequest(format!(
+                "process names scheduler {scheduler}, this node is {}",
+                self.address
+            )));
+        }
+        self.check_ingress_room()?;
+        self.check_spawn(&item)?;
+        let pid = ProcessId::from(item.id());
+        let (_, lsn) = self.assign(pid, &item, bytes, now)?;
+        Ok((pid, lsn))
+    }
+
+    fn check_ingress_room(&self) -> Result<(), ShardError> {
+        if self.unevaluated >= self.limits.queue_messages_max {
+            return Err(ShardError::Busy(format!(
+                "{} messages wait for evaluation (limit {})",
+                self.unevaluated, self.limits.queue_messages_max
+            )));
+        }
+        Ok(())
+    }
+
+    /// Schedules a signed `Type: Message` data item from a client on its target process.
+    pub fn admit_message(
+        &mut self,
+        item: DataItem,
+        bytes: &[u8],
+        now: Timestamp,
+    ) -> Result<(MessageId, Nonce, Lsn), ShardError> {
+        for forged in ["From-Process", "Forwarded-By", "Pushed-For", "From-Module"] {
+            if item.tag(forged).is_some() {
+                return Err(ShardError::BadRequest(format!(
+                    "tag {forged} is set by the messenger, not by clients"
+                )));
+            }
+        }
+        let target = item
+            .target
+            .ok_or_else(|| ShardError::BadRequest("message has no target process".into()))?;
+        let target = ProcessId(target);
+        if !self.processes.contains_key(&target) {
+            return Err(ShardError::NotFound(format!("process {target} is not on this node")));
+        }
+        let id = MessageId::from(item.id());
+        if let Some((process, nonce)) = self.messages.get(&id) {
+            return Err(ShardError::Duplicate(format!(
+                "message {id} is already assigned to {process} at nonce {}",
+                nonce.0
+            )));
+        }
+        self.check_ingress_room()?;
+        let (nonce, lsn) = self.assign(target, &item, bytes, now)?;
+        Ok((id, nonce, lsn))
+    }
+
+    /// Does a bounded amount of work: delivers queued outbox items, then evaluates up to
+    /// `evaluations_max` messages. Returns what was evaluated; an empty list and `has_work() ==
+    /// false` means idle. A log backpressure error is returned so the shell can await the
+    /// committer and call again; nothing is lost by it.
+    pub fn pump(
+        &mut self,
+        now: Timestamp,
+        evaluations_max: usize,
+        evaluated: &mut Vec<Evaluated>,
+    ) -> Result<(), ShardError> {
+        for _ in 0..evaluations_max {
+            self.deliver(now)?;
+            if self.outbox.len() >= self.limits.outbox_items_max {
+                break;
+            }
+            let Some(pid) = self.ready.pop_front() else { break };
+            let nonce = self.evaluate_one(pid)?;
+            evaluated.push(Evaluated { process: pid, nonce });
+        }
+        self.deliver(now)
+    }
+
+    pub fn has_work(&self) -> bool {
+        !self.ready.is_empty() || !self.outbox.is_empty()
+    }
+
+    fn deliver(&mut self, now: Timestamp) -> Result<(), ShardError> {
+        while let Some(delivery) = self.outbox.pop_front() {
+            match self.deliver_one(&delivery, now) {
+                Ok(None) => {}
+                Ok(Some(follow_up)) => self.outbox.push_front(follow_up),
+                Err(error) => {
+                    // Nothing of it was appended (or only the spawn, which the retry skips).
+                    self.outbox.push_front(delivery);
+                    return Err(error);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Delivers one item; a spawn returns its `Spawned` notice to deliver next.
+    fn deliver_one(&mut self, delivery: &Delivery, now: Timestamp) -> Result<Option<Delivery>, ShardError> {
+        match delivery {
+            Delivery::Message(item) => {
+                let id = MessageId::from(item.id());
+                let target = ProcessId(item.target.expect("pushed messages always have a target"));
+                if self.messages.contains_key(&id) {
+                    self.counters.duplicates_refused += 1;
+                } else if !self.processes.contains_key(&target) {
+                    self.counters.undeliverable += 1;
+                    tracing::warn!(%id, %target, "outbox message to a process this node does not hold is dropped");
+                } else {
+                    self.assign(target, item, &item.to_bytes(), now)?;
+                    self.counters.delivered += 1;
+                }
+                Ok(None)
+            }
+            Delivery::Spawn { process, notice } => {
+                let pid = ProcessId::from(process.id());
+                if !self.processes.contains_key(&pid) {
+                    if let Err(error) = self.check_spawn(process) {
+                        self.counters.undeliverable += 1;
+                        tracing::warn!(%pid, %error, "spawn refused");
+                        return Ok(None);
+                    }
+                    self.assign(pid, process, &process.to_bytes(), now)?;
+                    self.counters.delivered += 1;
+                }
+                Ok(Some(Delivery::Message(notice.clone())))
+            }
+        }
+    }
+
+    fn read_item(&self, lsn: Lsn) -> Result<DataItem, ShardError> {
+        let log = self.log.borrow();
+        let record = log.read(lsn)?;
+        let corrupt = |reason: String| ShardError::Corrupt { lsn, reason };
+        let assignment = AssignmentRecord::decode(record.payload).map_err(|e| corrupt(e.to_string()))?;
+        DataItem::parse(assignment.item).map_err(|e| corrupt(e.to_string()))
+    }
+
+    fn placement(pid: ProcessId, nonce: usize, entry: &Entry) -> Placement {
+        Placement {
+            process: pid,
+            nonce: Nonce(nonce as u64),
+            timestamp: entry.timestamp,
+            block_height: entry.block_height,
+            hash_chain: entry.hash_chain,
+        }
+    }
+
+    fn run_handle(instance: &mut ProcessInstance, msg: &[u8], env: &[u8]) -> ProcessResult {
+        match instance.handle(msg, env) {
+            Evaluation::Returned { output, gas_used } => abi::decode_result(&output, gas_used),
+            Evaluation::Failed { reason, gas_used } => ProcessResult::failed(&reason, gas_used),
+        }
+    }
+
+    fn evaluate_one(&mut self, pid: ProcessId) -> Result<Nonce, ShardError> {
+        let (nonce, lsn) = {
+            let process = self.processes.get(&pid).expect("ready processes exist");
+            (process.evaluated, process.entries[process.evaluated].lsn)
+        };
+        let item = self.read_item(lsn)?;
+        let process = self.processes.get_mut(&pid).expect("ready processes exist");
+        let placement = Self::placement(pid, nonce, &process.entries[nonce]);
+        let msg = abi::msg_json(&item, &placement, &self.address, false);
+        let instance = process.instance.as_mut().expect("a queued process has a live instance");
+        let result = Self::run_handle(instance, &msg, &process.env);
+        if result.is_error {
+            self.counters.rollbacks += 1;
+            self.rebuild_instance(pid, nonce)?;
+        }
+        let message_id = MessageId::from(item.id());
+        let process = self.processes.get_mut(&pid).expect("exists");
+        let origin = Origin {
+            process: pid,
+            module: process.module,
+            nonce: Nonce(nonce as u64),
+            pushed_for: abi::pushed_for(&item, message_id),
+        };
+        for (index, message) in result.messages.iter().enumerate() {
+            let pushed = messenger::push_message(&self.signer, &origin, index as u32, message);
+            self.outbox.push_back(Delivery::Message(pushed));
+        }
+        for (index, spawn) in result.spawns.iter().enumerate() {
+            let module = abi::spawn_module(spawn).unwrap_or(process.module);
+            let child = messenger::spawn_process(
+                &self.signer,
+                &origin,
+                index as u32,
+                spawn,
+                module,
+                &self.address.to_string(),
+            );
+            let notice =
+                messenger::spawned_notice(&self.signer, &origin, index as u32, spawn, ProcessId::from(child.id()));
+            self.outbox.push_back(Delivery::Spawn { process: child, notice });
+        }
+        process.entries[nonce].result = Some(Rc::new(result));
+        process.evaluated += 1;
+        self.unevaluated -= 1;
+        self.counters.evaluated += 1;
+        if process.evaluated < process.entries.len() {
+            self.ready.push_back(pid);
+        } else {
+            process.queued = false;
+        }
+        Ok(Nonce(nonce as u64))
+    }
+
+    /// Puts back the memory the process had before evaluating nonce `failed`: a fresh instance
+    /// from the latest snapshot, then a replay of the successful messages after it, then a new
+    /// snapshot so the next rollback replays only from here.
+    fn rebuild_instance(&mut self, pid: ProcessId, failed: usize) -> Result<(), ShardError> {
+        let process = self.processes.get_mut(&pid).expect("exists");
+        process.instance = None; // return the slot before taking another
+        let module = &self
+            .modules
+            .get(&process.module)
+            .expect("a process's module is loaded")
+            .compiled;
+        let (mut instance, from) = match &process.snapshot {
+            Some((covered, snapshot)) => (
+                module
+                    .instantiate_from(process.limits, snapshot)
+                    .map_err(ShardError::Compute)?,
+                *covered,
+            ),
+            None => (module.instantiate(process.limits).map_err(ShardError::Compute)?, 0),
+        };
+        let replay: Vec<(usize, Lsn)> = (from..failed)
+            .filter(|nonce| process.entries[*nonce].result.as_ref().is_some_and(|r| !r.is_error))
+            .map(|nonce| (nonce, process.entries[nonce].lsn))
+            .collect();
+        let env = Rc::clone(&process.env);
+        for (nonce, lsn) in replay {
+            let item = self.read_item(lsn)?;
+            let process = self.processes.get(&pid).expect("exists");
+            let placement = Self::placement(pid, nonce, &process.entries[nonce]);
+            let msg = abi::msg_json(&item, &placement, &self.address, false);
+            let result = Self::run_handle(&mut instance, &msg, &env);
+            assert!(
+                !result.is_error,
+                "replay of {pid} nonce {nonce} failed where it once succeeded: evaluation is not deterministic"
+            );
+        }
+        let snapshot = instance.snapshot();
+        let process = self.processes.get_mut(&pid).expect("exists");
+        process.snapshot = Some((failed, snapshot));
+        process.instance = Some(instance);
+        Ok(())
+    }
+
+    /// The result of `message`, or `None` while it waits for evaluation.
+    pub fn result(&self, process: ProcessId, message: MessageId) -> Result<Option<Rc<ProcessResult>>, ShardError> {
+        let nonce = self.locate(process, message)?;
+        Ok(self.processes[&process].entries[nonce.0 as usize].result.clone())
+    }
+
+    /// The nonce at which `message` sits in `process`'s timeline.
+    pub fn locate(&self, process: ProcessId, message: MessageId) -> Result<Nonce, ShardError> {
+        if !self.processes.contains_key(&process) {
+            return Err(ShardError::NotFound(format!("process {process} is not on this node")));
+        }
+        match self.messages.get(&message) {
+            Some((owner, nonce)) if *owner == process => Ok(*nonce),
+            _ => Err(ShardError::NotFound(format!(
+                "message {message} is not in the timeline of {process}"
+            ))),
+        }
+    }
+
+    pub fn has_process(&self, process: ProcessId) -> bool {
+        self.processes.contains_key(&process)
+    }
+
+    /// Runs `msg` against a copy of the process's current memory; the live instance and the log
+    /// are untouched.
+    pub fn dry_run(&mut self, pid: ProcessId, item: &DataItem, now: Timestamp) -> Result<ProcessResult, ShardError> {
+        let process = self
+            .processes
+            .get_mut(&pid)
+            .ok_or_else(|| ShardError::NotFound(format!("process {pid} is not on this node")))?;
+        let module = &self.modules[&process.module].compiled;
+        let snapshot = process
+            .instance
+            .as_mut()
+            .expect("every process has a live instance")
+            .snapshot();
+        let mut copy = module
+            .instantiate_from(process.limits, &snapshot)
+            .map_err(ShardError::Compute)?;
+        let last = process.entries.last().expect("nonce 0 exists");
+        let placement = Placement {
+            process: pid,
+            nonce: Nonce(process.entries.len() as u64),
+            timestamp: Timestamp(now.0.max(last.timestamp.0)),
+            block_height: block_height_at(now),
+            hash_chain: last.hash_chain,
+        };
+        let msg = abi::msg_json(item, &placement, &self.address, true);
+        Ok(Self::run_handle(&mut copy, &msg, &process.env))
+    }
+
+    /// The process's linear memory as it stands after the messages evaluated so far.
+    pub fn memory(&mut self, pid: ProcessId) -> Result<Vec<u8>, ShardError> {
+        let process = self
+            .processes
+            .get_mut(&pid)
+            .ok_or_else(|| ShardError::NotFound(format!("process {pid} is not on this node")))?;
+        Ok(process
+            .instance
+            .as_mut()
+            .expect("every process has a live instance")
+            .memory()
+            .to_vec())
+    }
+
+    /// The process's spawn item.
+    pub fn process_item(&self, pid: ProcessId) -> Result<(&DataItem, Timestamp, BlockHeight), ShardError> {
+        let process = self
+            .processes
+            .get(&pid)
+            .ok_or_else(|| ShardError::NotFound(format!("process {pid} is not on this node")))?;
+        let first = &process.entries[0];
+        Ok((&process.item, first.timestamp, first.block_height))
+    }
+
+    /// Nonces of `pid` within the bounds, in order, at most `limit` (+1 to tell if more follow).
+    /// Nonce bounds: `from` exclusive, `to` inclusive; timestamp bounds likewise. Found by
+    /// binary search: the timeline is sorted by both.
+    pub fn timeline(
+        &self,
+        pid: ProcessId,
+        from_nonce: Option<u64>,
+        to_nonce: Option<u64>,
+        from_ms: Option<u64>,
+        to_ms: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<TimelineEntry>, bool), ShardError> {
+        let process = self
+            .processes
+            .get(&pid)
+            .ok_or_else(|| ShardError::NotFound(format!("process {pid} is not on this node")))?;
+        let entries = &process.entries;
+        let mut start = from_nonce.map_or(0, |n| (n as usize).saturating_add(1));
+        if let Some(from) = from_ms {
+            start = start.max(entries.partition_point(|e| e.timestamp.0 <= from));
+        }
+        let mut end = to_nonce.map_or(entries.len(), |n| (n as usize).saturating_add(1).min(entries.len()));
+        if let Some(to) = to_ms {
+            end = end.min(entries.partition_point(|e| e.timestamp.0 <= to));
+        }
+        let start = start.min(end);
+        let page_end = end.min(start.saturating_add(limit));
+        let page = (start..page_end)
+            .map(|nonce| TimelineEntry {
+                nonce: Nonce(nonce as u64),
+                timestamp: entries[nonce].timestamp,
+                lsn: entries[nonce].lsn,
+            })
+            .collect();
+        Ok((page, page_end < end))
+    }
+
+    /// The assignment and message stored at `lsn`, rebuilt as data items for the SU API.
+    pub fn assignment_at(&self, lsn: Lsn) -> Result<(DataItem, DataItem), ShardError> {
+        let log = self.log.borrow();
+        let record = log.read(lsn)?;
+        let corrupt = |reason: String| ShardError::Corrupt { lsn, reason };
+        let assignment = AssignmentRecord::decode(record.payload).map_err(|e| corrupt(e.to_string()))?;
+        let message = DataItem::parse(assignment.item).map_err(|e| corrupt(e.to_string()))?;
+        let fields = AssignmentFields {
+            process: assignment.process,
+            epoch: 0,
+            nonce: assignment.nonce,
+            hash_chain: assignment.hash_chain,
+            block_height: assignment.block_height,
+            timestamp: assignment.timestamp,
+            message: (assignment.nonce != Nonce(0)).then_some(assignment.message),
+            exclude: None,
+        };
+        let mut item = chain::sign_assignment(&self.signer, &fields);
+        // The stored signature is the one the chain links to; with a deterministic signer the two
+        // are equal, and the stored one stays authoritative if the key type ever changes.
+        item.signature = assignment.signature.to_vec();
+        Ok((item, message))
+    }
+
+    /// The SHA-256 of a process's memory and the nonce it covers (for `verify` and tests).
+    pub fn memory_hash(&mut self, pid: ProcessId) -> Result<([u8; 32], Nonce), ShardError> {
+        let process = self
+            .processes
+            .get_mut(&pid)
+            .ok_or_else(|| ShardError::NotFound(format!("process {pid} is not on this node")))?;
+        let evaluated = process.evaluated;
+        let hash = process.instance.as_mut().expect("live instance").memory_sha256();
+        Ok((hash, Nonce(evaluated as u64)))
+    }
+
+    /// Every process id, for tests and `verify`.
+    pub fn process_ids(&self) -> Vec<ProcessId> {
+        let mut ids: Vec<_> = self.processes.keys().copied().collect();
+        ids.sort();
+        ids
+    }
+
+    /// The module item, for the GraphQL subset and `/processes`.
+    pub fn module_item(&self, id: ModuleId) -> Option<&DataItem> {
+        self.modules.get(&id).map(|m| &m.item)
+    }
+}

@@ -1,0 +1,311 @@
+//! [`Committer`], the glommio shell of the log: the task that group-commits pending batches
+//! (one io_uring write, one `fdatasync` each) and wakes the callers waiting for durability.
+//!
+//! It makes no decisions about records or positions (the [`Log`] core does) and never retries a
+//! failed write: a failure poisons the log.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::Instant;
+
+use futures_channel::oneshot;
+use glommio::io::{BufferedFile, Directory, OpenOptions};
+
+use super::store::Batch;
+use super::{Log, LogError, Lsn};
+
+/// Counters of the group commits done so far, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Batches made durable, each by one write and one `fdatasync`.
+    pub batch_count: u64,
+    /// Records in those batches.
+    pub record_count: u64,
+    /// Frame bytes in those batches.
+    pub byte_count: u64,
+    /// Duration of the last `fdatasync`, in microseconds.
+    pub fdatasync_latency_us_last: u64,
+    /// Sum of the durations of all `fdatasync`s, in microseconds.
+    pub fdatasync_latency_us_total: u64,
+}
+
+type Waiter = oneshot::Sender<Result<(), LogError>>;
+
+/// The group-commit task of one [`Log`]. Create it with [`Committer::new`], spawn
+/// [`Committer::run`] on the log's executor, and stop it with [`Committer::shutdown`].
+pub struct Committer {
+    log: Rc<RefCell<Log>>,
+    dir: PathBuf,
+    /// Callers waiting for durability, keyed by (record LSN, arrival order). Bounded by the
+    /// callers: one waiter per appended record in practice, and appends are bounded by
+    /// `pending_bytes_max`.
+    waiters: RefCell<BTreeMap<(u64, u64), Waiter>>,
+    waiter_seq: Cell<u64>,
+    /// The segment file being written, by segment index; taken out while a batch is written.
+    file: RefCell<Option<(u64, BufferedFile)>>,
+    /// Shutdown was asked: flush what is pending, then stop.
+    stopping: Cell<bool>,
+    /// `run` has returned.
+    stopped: Cell<bool>,
+    stop_waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    stats: Cell<CommitStats>,
+}
+
+impl Committer {
+    /// A committer for `log`; nothing happens until [`Committer::run`] is spawned.
+    pub fn new(log: Rc<RefCell<Log>>) -> Rc<Committer> {
+        let dir = log.borrow().dir().to_owned();
+        Rc::new(Committer {
+            log,
+            dir,
+            waiters: RefCell::new(BTreeMap::new()),
+            waiter_seq: Cell::new(0),
+            file: RefCell::new(None),
+            stopping: Cell::new(false),
+            stopped: Cell::new(false),
+            stop_waiters: RefCell::new(Vec::new()),
+            stats: Cell::new(CommitStats::default()),
+        })
+    }
+
+    /// The commit loop: sleeps until a record is appended, then writes and syncs batch after
+    /// batch until nothing is pending. Returns after [`Committer::shutdown`] (once everything
+    /// appended before it is durable) or when the log is poisoned. Spawn it with
+    /// `glommio::spawn_local` on the executor that owns the log.
+    pub async fn run(self: Rc<Self>) {
+        loop {
+            self.wait_for_work().await;
+            let batch = self.log.borrow_mut().take_batch();
+            let Some(batch) = batch else {
+                let log = self.log.borrow();
+                if let Some(reason) = log.poisoned() {
+                    tracing::error!(dir = %self.dir.display(), %reason, "log poisoned");
+                    break;
+                }
+                if self.stopping.get() && !log.has_pending() {
+                    break;
+                }
+                continue;
+            };
+            let record_count = batch.record_count;
+            let byte_count = batch.bytes.len() as u64;
+            let result = self.write(batch).await;
+            let result = result.map(|latency_us| {
+                let mut stats = self.stats.get();
+                stats.batch_count += 1;
+                stats.record_count += record_count;
+                stats.byte_count += byte_count;
+                stats.fdatasync_latency_us_last = latency_us;
+                stats.fdatasync_latency_us_total += latency_us;
+                self.stats.set(stats);
+            });
+            self.log.borrow_mut().complete_batch(result);
+            self.wake_waiters();
+        }
+        self.finish().await;
+    }
+
+    /// Resolves once the record at `lsn` is durable (at once if it already is), or fails with
+    /// [`LogError::Poisoned`] (the record will never be acknowledged) or [`LogError::Closed`]
+    /// (the committer stopped). Panics if no record was appended at or after `lsn` (a bug).
+    pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), LogError> {
+        let receiver = {
+            let log = self.log.borrow();
+            if let Some(reason) = log.poisoned() {
+                return Err(LogError::Poisoned(reason.to_owned()));
+            }
+            if lsn < log.durable_lsn() {
+                return Ok(());
+            }
+            assert!(
+                lsn < log.end_lsn(),
+                "waiting for {lsn}, past the end of the log ({})",
+                log.end_lsn()
+            );
+            if self.stopped.get() {
+                return Err(LogError::Closed);
+            }
+            let (sender, receiver) = oneshot::channel();
+            let seq = self.waiter_seq.get();
+            self.waiter_seq.set(seq + 1);
+            self.waiters.borrow_mut().insert((lsn.0, seq), sender);
+            receiver
+        };
+        // A dropped sender means the committer went away without answering.
+        receiver.await.unwrap_or(Err(LogError::Closed))
+    }
+
+    /// Asks the commit loop to make everything appended so far durable and stop, and waits
+    /// until it has. Later appends fail with [`LogError::Closed`]. Returns the poison, if any.
+    /// Needs [`Committer::run`] to be running (or finished).
+    pub async fn shutdown(&self) -> Result<(), LogError> {
+        if !self.stopped.get() {
+            self.stopping.set(true);
+            self.log.borrow_mut().wake_committer();
+            let (sender, receiver) = oneshot::channel();
+            self.stop_waiters.borrow_mut().push(sender);
+            // Cancelled only if the committer is dropped, which also means it stopped.
+            let _ = receiver.await;
+        }
+        match self.log.borrow().poisoned() {
+            Some(reason) => Err(LogError::Poisoned(reason.to_owned())),
+            None => Ok(()),
+        }
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> CommitStats {
+        self.stats.get()
+    }
+
+    /// Sleeps until a batch is pending, shutdown is asked, or the log is poisoned.
+    async fn wait_for_work(&self) {
+        std::future::poll_fn(|cx| {
+            let mut log = self.log.borrow_mut();
+            if self.stopping.get() || log.has_pending() || log.poisoned().is_some() {
+                Poll::Ready(())
+            } else {
+                log.set_committer_waker(cx.waker());
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+
+    /// Writes one batch and syncs it; returns the `fdatasync` latency in microseconds, or the
+    /// reason to poison the log.
+    async fn write(&self, batch: Batch) -> Result<u64, String> {
+        let index = batch.segment_index;
+        let file = self.file_for(index, &batch.path).await?;
+        let result = self.write_to(&file, batch).await;
+        *self.file.borrow_mut() = Some((index, file));
+        result
+    }
+
+    async fn write_to(&self, file: &BufferedFile, batch: Batch) -> Result<u64, String> {
+        let path = batch.path.display();
+        let total = batch.bytes.len();
+        let mut buffer = batch.bytes;
+        let mut written = 0;
+        loop {
+            let at = batch.offset + written as u64;
+            let count = file
+                .write_at(buffer, at)
+                .await
+                .map_err(|e| format!("writing {} bytes at offset {at} of {path}: {e}", total - written))?;
+            if count == 0 {
+                return Err(format!("writing at offset {at} of {path}: no byte written"));
+            }
+            written += count;
+            assert!(written <= total);
+            if written == total {
+                break;
+            }
+            // A short write: write the rest, copied again from the in-flight batch.
+            buffer = self.log.borrow().in_flight_bytes(written).to_vec();
+        }
+        let started = Instant::now();
+        file.fdatasync()
+            .await
+            .map_err(|e| format!("fdatasync of {path}: {e}"))?;
+        let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        if batch.segment_created {
+            sync_dir(&self.dir).await?;
+        }
+        Ok(latency_us)
+    }
+
+    /// The open file of segment `index`, opening it (and closing the previous one) if needed.
+    async fn file_for(&self, index: u64, path: &Path) -> Result<BufferedFile, String> {
+        let current = self.file.borrow_mut().take();
+        match current {
+            Some((open_index, file)) if open_index == index => return Ok(file),
+            Some((_, previous)) => close(previous).await,
+            None => {}
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .buffered_open(path)
+            .await
+            .map_err(|e| format!("opening {} for writing: {e}", path.display()))?;
+        Ok(file)
+    }
+
+    /// Answers every waiter whose record is now durable, or all of them if the log is poisoned.
+    fn wake_waiters(&self) {
+        let (durable_lsn, poison) = {
+            let log = self.log.borrow();
+            (log.durable_lsn(), log.poisoned().map(str::to_owned))
+        };
+        let done = {
+            let mut waiters = self.waiters.borrow_mut();
+            match poison {
+                Some(_) => std::mem::take(&mut *waiters),
+                None => {
+                    let later = waiters.split_off(&(durable_lsn.0, 0));
+                    std::mem::replace(&mut *waiters, later)
+                }
+            }
+        };
+        for (_, waiter) in done {
+            let answer = match &poison {
+                Some(reason) => Err(LogError::Poisoned(reason.clone())),
+                None => Ok(()),
+            };
+            // A dropped receiver is a caller that stopped waiting: nothing to tell it.
+            let _ = waiter.send(answer);
+        }
+    }
+
+    /// After the loop: refuse later appends, answer the waiters left, release the file and
+    /// whoever waits in `shutdown`.
+    async fn finish(&self) {
+        self.stopped.set(true);
+        let poison = {
+            let mut log = self.log.borrow_mut();
+            log.close();
+            log.poisoned().map(str::to_owned)
+        };
+        let left = std::mem::take(&mut *self.waiters.borrow_mut());
+        for (_, waiter) in left {
+            let answer = match &poison {
+                Some(reason) => LogError::Poisoned(reason.clone()),
+                None => LogError::Closed,
+            };
+            let _ = waiter.send(Err(answer));
+        }
+        let file = self.file.borrow_mut().take();
+        if let Some((_, file)) = file {
+            close(file).await;
+        }
+        for stop_waiter in std::mem::take(&mut *self.stop_waiters.borrow_mut()) {
+            let _ = stop_waiter.send(());
+        }
+        tracing::info!(dir = %self.dir.display(), "log committer stopped");
+    }
+}
+
+/// Makes the names of newly created segments durable.
+async fn sync_dir(dir: &Path) -> Result<(), String> {
+    let handle = Directory::open(dir)
+        .await
+        .map_err(|e| format!("opening directory {}: {e}", dir.display()))?;
+    handle
+        .sync()
+        .await
+        .map_err(|e| format!("fsync of directory {}: {e}", dir.display()))?;
+    if let Err(e) = handle.close().await {
+        tracing::warn!(dir = %dir.display(), error = %e, "closing the log directory failed");
+    }
+    Ok(())
+}
+
+/// Closes a segment file whose writes are all synced; a failure here loses nothing.
+async fn close(file: BufferedFile) {
+    if let Err(e) = file.close().await {
+        tracing::warn!(error = %e, "closing a log segment failed after its data was synced");
+    }
+}

@@ -1,0 +1,217 @@
+//! Opening a log directory: lock it, check or write `FORMAT`, find the segments, check their
+//! sequence and recover each one.
+//!
+//! It does not frame or write records; it leaves the directory exactly as valid as it found it,
+//! except for zeroing a torn tail (see the module docs of `log`).
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use super::segment::{self, Position, Segment};
+use super::{LogConfig, LogError};
+
+/// The on-disk format version this code reads and writes.
+pub(super) const FORMAT_VERSION: u32 = 1;
+
+const FORMAT_FILE: &str = "FORMAT";
+const FORMAT_TEMP_FILE: &str = "FORMAT.tmp";
+const FORMAT_MAGIC: &str = "hewitt-log";
+
+/// A recovered directory, ready for appends.
+pub(super) struct Recovered {
+    /// The directory, open and locked for the life of the log.
+    pub(super) dir_lock: File,
+    pub(super) segments: Vec<Segment>,
+    /// Position just past the last valid record.
+    pub(super) end_lsn: u64,
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
+    move |source| LogError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> LogError {
+    LogError::Corrupt {
+        file: path.to_owned(),
+        offset,
+        reason: reason.into(),
+    }
+}
+
+pub(super) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, LogError> {
+    config.validate()?;
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let dir_lock = lock(dir)?;
+
+    let mut segment_paths = Vec::new();
+    let mut has_format = false;
+    for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
+        let entry = entry.map_err(io_error(dir))?;
+        let path = entry.path();
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            tracing::warn!(file = %path.display(), "ignoring a file with a non-UTF-8 name in the log directory");
+            continue;
+        };
+        if name == FORMAT_FILE {
+            has_format = true;
+        } else if name == FORMAT_TEMP_FILE {
+            // A crash while writing FORMAT for a new directory: it was never renamed into place.
+            std::fs::remove_file(&path).map_err(io_error(&path))?;
+        } else if name.ends_with(".log") {
+            let first_lsn = segment::parse_file_name(&name)
+                .ok_or_else(|| corrupt(&path, 0, "segment name is not a 20-digit decimal LSN"))?;
+            segment_paths.push((first_lsn, path));
+        } else {
+            tracing::warn!(file = %path.display(), "ignoring an unknown file in the log directory");
+        }
+    }
+    segment_paths.sort_unstable_by_key(|(first_lsn, _)| *first_lsn);
+
+    let format_path = dir.join(FORMAT_FILE);
+    if has_format {
+        check_format(&format_path, config)?;
+    } else if let Some((_, path)) = segment_paths.first() {
+        return Err(corrupt(
+            &format_path,
+            0,
+            format!("missing, while segment {} exists", path.display()),
+        ));
+    } else {
+        write_format(dir, &dir_lock, config)?;
+    }
+
+    let segment_bytes = config.segment_bytes;
+    let segment_count = segment_paths.len();
+    let mut segments = Vec::with_capacity(segment_count);
+    for (position, (first_lsn, path)) in segment_paths.into_iter().enumerate() {
+        let index = position as u64;
+        if !first_lsn.is_multiple_of(segment_bytes) {
+            return Err(corrupt(
+                &path,
+                0,
+                format!("first LSN {first_lsn} is not a multiple of segment_bytes {segment_bytes}"),
+            ));
+        }
+        let expected_lsn = index * segment_bytes;
+        if first_lsn != expected_lsn {
+            let missing = dir.join(segment::file_name(expected_lsn));
+            return Err(corrupt(
+                &missing,
+                0,
+                format!("segment missing; the next present one is {}", path.display()),
+            ));
+        }
+        let position = if position + 1 == segment_count {
+            Position::Last {
+                window_bytes: config.batch_bytes_max as u64,
+            }
+        } else {
+            Position::Sealed
+        };
+        segments.push(Segment::recover(path, index, segment_bytes, position)?);
+    }
+    let end_lsn = segments.last().map_or(0, |s| s.first_lsn(segment_bytes) + s.data_end);
+    Ok(Recovered {
+        dir_lock,
+        segments,
+        end_lsn,
+    })
+}
+
+/// Opens `dir` and takes an exclusive, non-blocking `flock` on it, held while the file is open.
+fn lock(dir: &Path) -> Result<File, LogError> {
+    let file = File::open(dir).map_err(io_error(dir))?;
+    // SAFETY: `flock` only reads its integer arguments; the descriptor is open and owned by
+    // `file` for the duration of the call.
+    let code = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if code != 0 {
+        let source = std::io::Error::last_os_error();
+        let source = if source.kind() == std::io::ErrorKind::WouldBlock {
+            std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                "the log directory is already open (locked by another log)",
+            )
+        } else {
+            source
+        };
+        return Err(LogError::Io {
+            path: dir.to_owned(),
+            source,
+        });
+    }
+    Ok(file)
+}
+
+fn format_text(config: &LogConfig) -> String {
+    format!(
+        "{FORMAT_MAGIC}\nversion {FORMAT_VERSION}\nsegment_bytes {}\n",
+        config.segment_bytes
+    )
+}
+
+fn check_format(path: &Path, config: &LogConfig) -> Result<(), LogError> {
+    let bytes = std::fs::read(path).map_err(io_error(path))?;
+    if bytes == format_text(config).as_bytes() {
+        return Ok(());
+    }
+    // Not what this configuration would write: say what differs, and where.
+    let text = String::from_utf8_lossy(&bytes);
+    let text_end = text.len() as u64;
+    let mut offset = 0u64;
+    let mut lines = text.split_inclusive('\n').map(|line| {
+        let at = offset;
+        offset += line.len() as u64;
+        (at, line.trim_end_matches('\n'))
+    });
+    let (at, magic) = lines.next().unwrap_or((0, ""));
+    if magic != FORMAT_MAGIC {
+        return Err(corrupt(path, at, format!("expected {FORMAT_MAGIC:?}, found {magic:?}")));
+    }
+    let mut field = |name: &str| -> Result<u64, LogError> {
+        let (at, line) = lines.next().unwrap_or((text_end, ""));
+        line.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|value| value.parse().ok())
+            .ok_or_else(|| corrupt(path, at, format!("expected \"{name} <decimal>\", found {line:?}")))
+    };
+    let version = field("version")?;
+    if version != u64::from(FORMAT_VERSION) {
+        return Err(corrupt(
+            path,
+            0,
+            format!("format version {version} is not the one this build reads, {FORMAT_VERSION}"),
+        ));
+    }
+    let segment_bytes = field("segment_bytes")?;
+    if segment_bytes != config.segment_bytes {
+        return Err(LogError::Config(format!(
+            "{} says segment_bytes {segment_bytes}, the configuration {}; \
+             a directory keeps the segment size it was created with",
+            path.display(),
+            config.segment_bytes
+        )));
+    }
+    Err(corrupt(path, 0, "unexpected content after the known fields"))
+}
+
+fn write_format(dir: &Path, dir_lock: &File, config: &LogConfig) -> Result<(), LogError> {
+    let temp = dir.join(FORMAT_TEMP_FILE);
+    let path = dir.join(FORMAT_FILE);
+    let mut file = File::create(&temp).map_err(io_error(&temp))?;
+    file.write_all(format_text(config).as_bytes())
+        .map_err(io_error(&temp))?;
+    file.sync_all().map_err(io_error(&temp))?;
+    std::fs::rename(&temp, &path).map_err(io_error(&path))?;
+    dir_lock.sync_all().map_err(io_error(dir))?;
+    Ok(())
+}
+
+/// The path of the segment that starts at `first_lsn`.
+pub(super) fn segment_path(dir: &Path, first_lsn: u64) -> PathBuf {
+    dir.join(segment::file_name(first_lsn))
+}

@@ -1,0 +1,353 @@
+//! One segment file: its name, its creation (preallocated, mapped read-only) and its recovery
+//! scan (check every frame, find the end of data, zero a torn tail).
+//!
+//! It does not write records (the committer does) and does not know about other segments: the
+//! directory-level checks (FORMAT, order, gaps) are in `recovery`.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use super::frame;
+use super::LogError;
+
+/// Bytes compared at once when looking for nonzero bytes.
+const ZERO_CHUNK_BYTES: usize = 4096;
+
+/// Bytes written at once when zeroing a torn tail.
+const ZERO_WRITE_BYTES: usize = 64 << 10;
+
+/// A segment file, mapped whole and read-only.
+pub(super) struct Segment {
+    pub(super) index: u64,
+    pub(super) path: PathBuf,
+    /// Offset just past the last durable frame (for a recovered segment: the last valid frame).
+    /// Only grows, and only after the bytes below it are durable; bytes below it are never
+    /// written again while the segment is mapped.
+    pub(super) data_end: u64,
+    map: MmapRaw,
+}
+
+/// The file name of the segment whose first record is at `first_lsn`.
+pub(super) fn file_name(first_lsn: u64) -> String {
+    format!("{first_lsn:020}.log")
+}
+
+/// The first LSN encoded in a segment file name, if `name` has the form of one.
+pub(super) fn parse_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".log")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
+    move |source| LogError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn corrupt(path: &Path, offset: u64, reason: String) -> LogError {
+    LogError::Corrupt {
+        file: path.to_owned(),
+        offset,
+        reason,
+    }
+}
+
+/// Extends `file` to `len` bytes of allocated zeros (or allocates the holes below `len`).
+fn preallocate(file: &File, len: u64) -> std::io::Result<()> {
+    let len = libc::off_t::try_from(len).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    // SAFETY: `posix_fallocate` only reads its integer arguments; the descriptor is open and
+    // owned by `file` for the duration of the call.
+    let code = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    // posix_fallocate returns the error number instead of setting errno.
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::from_raw_os_error(code))
+    }
+}
+
+fn map(file: &File, segment_bytes: u64) -> std::io::Result<MmapRaw> {
+    let len = usize::try_from(segment_bytes).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    MmapOptions::new().len(len).map_raw_read_only(file)
+}
+
+/// Offset of the first nonzero byte of `bytes`.
+fn first_nonzero(bytes: &[u8]) -> Option<usize> {
+    const ZEROS: [u8; ZERO_CHUNK_BYTES] = [0; ZERO_CHUNK_BYTES];
+    // Whole-chunk comparisons are memcmp calls: fast even in unoptimised builds.
+    let chunk = bytes.chunks(ZERO_CHUNK_BYTES).position(|c| c != &ZEROS[..c.len()])?;
+    let start = chunk * ZERO_CHUNK_BYTES;
+    let within = bytes[start..]
+        .iter()
+        .position(|&b| b != 0)
+        .expect("the chunk holds a nonzero byte");
+    Some(start + within)
+}
+
+/// Where the valid frames of a segment end, and why.
+struct Scan {
+    /// Offset just past the last valid frame.
+    data_end: u64,
+    /// The reason the frame at `data_end` is bad; `None` when it is the end of data.
+    bad: Option<frame::FrameError>,
+}
+
+fn scan(bytes: &[u8]) -> Scan {
+    let mut offset = 0;
+    loop {
+        match frame::decode(&bytes[offset..]) {
+            Ok(Some(f)) => offset += f.frame_bytes,
+            Ok(None) => {
+                return Scan {
+                    data_end: offset as u64,
+                    bad: None,
+                }
+            }
+            Err(e) => {
+                return Scan {
+                    data_end: offset as u64,
+                    bad: Some(e),
+                }
+            }
+        }
+    }
+}
+
+/// How [`Segment::recover`] treats what follows the valid frames.
+#[derive(Clone, Copy)]
+pub(super) enum Position {
+    /// Not the last segment: everything after the end of data must be zero.
+    Sealed,
+    /// The last segment: a bad frame, or nonzero bytes, within `window_bytes` of the end of data
+    /// are a torn write, zeroed; anything nonzero beyond is corruption.
+    Last { window_bytes: u64 },
+}
+
+impl Segment {
+    /// Creates the segment starting at `index * segment_bytes`: a new file, preallocated and
+    /// mapped. The caller makes the name durable (directory fsync) before acknowledging records
+    /// in it.
+    pub(super) fn create(dir: &Path, index: u64, segment_bytes: u64) -> std::io::Result<Segment> {
+        let first_lsn = index
+            .checked_mul(segment_bytes)
+            .ok_or(std::io::ErrorKind::InvalidInput)?;
+        let path = dir.join(file_name(first_lsn));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&path)?;
+        preallocate(&file, segment_bytes)?;
+        let map = map(&file, segment_bytes)?;
+        Ok(Segment {
+            index,
+            path,
+            data_end: 0,
+            map,
+        })
+    }
+
+    /// Opens an existing segment, checks all of it and, for the last segment, zeroes a torn
+    /// tail. Fails with [`LogError::Corrupt`] naming the file and offset of anything else.
+    pub(super) fn recover(
+        path: PathBuf,
+        index: u64,
+        segment_bytes: u64,
+        position: Position,
+    ) -> Result<Segment, LogError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        let file_bytes = file.metadata().map_err(io_error(&path))?.len();
+        if file_bytes != segment_bytes {
+            let shorter_last = matches!(position, Position::Last { .. }) && file_bytes < segment_bytes;
+            if !shorter_last {
+                return Err(corrupt(
+                    &path,
+                    file_bytes.min(segment_bytes),
+                    format!("segment is {file_bytes} bytes long, not segment_bytes {segment_bytes}"),
+                ));
+            }
+            // A crash between creating the last segment and preallocating it: nothing in it was
+            // acknowledged. Allocate it again; its contents are checked below like any other.
+            tracing::warn!(
+                file = %path.display(),
+                file_bytes,
+                segment_bytes,
+                "log segment shorter than segment_bytes; preallocating it again"
+            );
+            preallocate(&file, segment_bytes).map_err(io_error(&path))?;
+        }
+        let map = map(&file, segment_bytes).map_err(io_error(&path))?;
+        let zero_range = {
+            // SAFETY: the mapping is `segment_bytes` long (`map` asked for exactly that and the
+            // file is that long), and stays alive for this block. Nothing writes the file during
+            // this block: the directory is locked by this process, and no committer exists
+            // before `Log::open` returns; the zeroing below happens after this slice is gone.
+            let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
+            let Scan { data_end, bad } = scan(bytes);
+            check_tail(&path, bytes, data_end, bad, position)?
+        };
+        let scan_end = match zero_range {
+            ZeroRange::None { data_end } => data_end,
+            ZeroRange::Zero { data_end, end, reason } => {
+                tracing::warn!(
+                    file = %path.display(),
+                    offset = data_end,
+                    zeroed_bytes = end - data_end,
+                    %reason,
+                    "log torn tail truncated"
+                );
+                write_zeros(&file, data_end, end).map_err(io_error(&path))?;
+                file.sync_data().map_err(io_error(&path))?;
+                data_end
+            }
+        };
+        Ok(Segment {
+            index,
+            path,
+            data_end: scan_end,
+            map,
+        })
+    }
+
+    /// The first LSN of this segment.
+    pub(super) fn first_lsn(&self, segment_bytes: u64) -> u64 {
+        self.index * segment_bytes
+    }
+
+    /// The durable bytes from `offset` to `data_end`.
+    pub(super) fn durable_bytes(&self, offset: u64) -> &[u8] {
+        assert!(offset <= self.data_end, "read past the durable data");
+        assert!(self.data_end as usize <= self.map.len());
+        // Widening: offsets below data_end <= map.len() fit a usize.
+        let start = offset as usize;
+        let len = (self.data_end - offset) as usize;
+        // SAFETY: `start + len = data_end <= map.len()`, so the range lies in the mapping, which
+        // lives as long as `self`. Bytes below `data_end` are durable and never written again
+        // while the segment is mapped (the committer writes only at or past `data_end`, and
+        // `data_end` grows only after a write completed), so they do not change under the
+        // returned borrow.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(start), len) }
+    }
+}
+
+/// What recovery must zero after the valid frames.
+enum ZeroRange {
+    None { data_end: u64 },
+    Zero { data_end: u64, end: u64, reason: String },
+}
+
+fn check_tail(
+    path: &Path,
+    bytes: &[u8],
+    data_end: u64,
+    bad: Option<frame::FrameError>,
+    position: Position,
+) -> Result<ZeroRange, LogError> {
+    // Widening: offsets within the mapping fit a usize.
+    let start = data_end as usize;
+    match position {
+        Position::Sealed => {
+            if let Some(reason) = bad {
+                return Err(corrupt(path, data_end, reason.to_string()));
+            }
+            if let Some(at) = first_nonzero(&bytes[start..]) {
+                return Err(corrupt(
+                    path,
+                    (start + at) as u64,
+                    format!("nonzero byte after the end of data ({data_end}) of a sealed segment"),
+                ));
+            }
+            Ok(ZeroRange::None { data_end })
+        }
+        Position::Last { window_bytes } => {
+            let window_end = data_end.saturating_add(window_bytes).min(bytes.len() as u64);
+            if let Some(at) = first_nonzero(&bytes[window_end as usize..]) {
+                let beyond = window_end + at as u64;
+                let what = match &bad {
+                    Some(reason) => format!("bad frame ({reason})"),
+                    None => "end of data".to_owned(),
+                };
+                return Err(corrupt(
+                    path,
+                    data_end,
+                    format!(
+                        "{what}, yet offset {beyond} holds a nonzero byte, beyond the \
+                         {window_bytes}-byte window a torn write can reach: not a torn tail"
+                    ),
+                ));
+            }
+            let window = &bytes[start..window_end as usize];
+            match (bad, first_nonzero(window)) {
+                (None, None) => Ok(ZeroRange::None { data_end }),
+                (bad, _) => Ok(ZeroRange::Zero {
+                    data_end,
+                    end: window_end,
+                    reason: match bad {
+                        Some(reason) => reason.to_string(),
+                        None => "nonzero bytes after the end of data".to_owned(),
+                    },
+                }),
+            }
+        }
+    }
+}
+
+fn write_zeros(file: &File, start: u64, end: u64) -> std::io::Result<()> {
+    let zeros = vec![0u8; ZERO_WRITE_BYTES];
+    let mut at = start;
+    while at < end {
+        // Bounded by ZERO_WRITE_BYTES, so the cast is exact.
+        let len = (end - at).min(ZERO_WRITE_BYTES as u64) as usize;
+        file.write_all_at(&zeros[..len], at)?;
+        at += len as u64;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_round_trip_and_sort() {
+        assert_eq!(file_name(0), "00000000000000000000.log");
+        assert_eq!(file_name(67_108_864), "00000000000067108864.log");
+        assert_eq!(file_name(u64::MAX), "18446744073709551615.log");
+        for lsn in [0, 4096, 67_108_864, u64::MAX] {
+            assert_eq!(parse_file_name(&file_name(lsn)), Some(lsn));
+        }
+        assert!(file_name(4096) < file_name(67_108_864));
+        for bad in [
+            "0.log",
+            "0000000000000000000a.log",
+            "99999999999999999999.log",
+            "00000000000000000000.lg",
+            "+0000000000000000000.log",
+        ] {
+            assert_eq!(parse_file_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn first_nonzero_finds_the_first() {
+        let mut bytes = vec![0u8; 3 * ZERO_CHUNK_BYTES + 5];
+        assert_eq!(first_nonzero(&bytes), None);
+        bytes[3 * ZERO_CHUNK_BYTES + 4] = 1;
+        assert_eq!(first_nonzero(&bytes), Some(3 * ZERO_CHUNK_BYTES + 4));
+        bytes[ZERO_CHUNK_BYTES + 1] = 1;
+        assert_eq!(first_nonzero(&bytes), Some(ZERO_CHUNK_BYTES + 1));
+    }
+}

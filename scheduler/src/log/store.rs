@@ -1,0 +1,464 @@
+//! [`Log`], the synchronous core of the log: appends into an in-memory pending batch, hands
+//! batches to the committer and takes back their outcome, and serves reads from the mapped
+//! segments or from memory.
+//!
+//! It never awaits and never writes a record to a file itself (the committer does, through
+//! io_uring); its only file operations are opening and recovering the directory and creating a
+//! segment when a batch first needs it.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::task::Waker;
+
+use super::frame::{self, FrameError};
+use super::recovery;
+use super::segment::Segment;
+use super::{LogConfig, LogError, Lsn};
+
+/// One record, borrowed from the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// Where the record starts.
+    pub lsn: Lsn,
+    /// The caller's kind, 1..=255.
+    pub kind: u8,
+    /// The caller's bytes, exactly as appended.
+    pub payload: &'a [u8],
+}
+
+/// Frames appended but not yet durable, contiguous within one segment; at most
+/// `batch_bytes_max` bytes. Each one is written by one write.
+struct Chunk {
+    /// LSN of the first frame.
+    start: u64,
+    bytes: Vec<u8>,
+    record_count: u64,
+}
+
+impl Chunk {
+    fn end(&self) -> u64 {
+        self.start + self.bytes.len() as u64
+    }
+}
+
+/// A batch handed to the committer: bytes to write at `offset` of segment `segment_index`.
+pub(super) struct Batch {
+    pub(super) segment_index: u64,
+    pub(super) path: PathBuf,
+    pub(super) offset: u64,
+    /// A copy of the in-flight frames: the write owns its buffer while the log keeps serving
+    /// reads from the original.
+    pub(super) bytes: Vec<u8>,
+    pub(super) record_count: u64,
+    /// The segment file was created for this batch: its name must be made durable too.
+    pub(super) segment_created: bool,
+}
+
+/// Where a position falls.
+enum Place<'a> {
+    /// In the durable bytes of a segment, at this offset.
+    Durable(&'a Segment, u64),
+    /// In a chunk not yet durable, at this offset within the chunk.
+    Memory(&'a Chunk, usize),
+    /// In the unused tail of a sealed segment; the next record (if any) is at or after this LSN.
+    Gap(u64),
+    /// At or past the end of the log.
+    End,
+}
+
+/// The log of one shard: see the module docs of `log` for its format and guarantees.
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    /// The directory, held open with an exclusive `flock` so that no second log writes it.
+    _dir_lock: File,
+    /// Segment `i` starts at `Lsn(i * segment_bytes)`. Every one but the last is sealed.
+    segments: Vec<Segment>,
+    /// Position just past the last appended record.
+    end_lsn: u64,
+    /// Position just past the last durable record; every record below it is durable.
+    durable_lsn: u64,
+    /// Frame bytes in `in_flight` and `pending`; at most `pending_bytes_max`.
+    unsynced_bytes: usize,
+    /// The batch the committer is writing, if any.
+    in_flight: Option<Chunk>,
+    /// Batches waiting for the committer, in LSN order, after `in_flight`.
+    pending: VecDeque<Chunk>,
+    /// A cleared buffer from a completed batch, reused by the next chunk.
+    spare: Vec<u8>,
+    poisoned: Option<String>,
+    closed: bool,
+    /// Woken when a record is appended or shutdown is asked, so the committer sleeps while idle.
+    committer_waker: Option<Waker>,
+}
+
+impl Log {
+    /// Opens the log in `dir`, creating the directory if missing, and recovers it (see the
+    /// module docs). Fails on an invalid configuration, an I/O error, a directory already open,
+    /// or corruption.
+    pub fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {
+        let recovered = recovery::recover(dir, &config)?;
+        let log = Log {
+            dir: dir.to_owned(),
+            config,
+            _dir_lock: recovered.dir_lock,
+            segments: recovered.segments,
+            end_lsn: recovered.end_lsn,
+            durable_lsn: recovered.end_lsn,
+            unsynced_bytes: 0,
+            in_flight: None,
+            pending: VecDeque::new(),
+            spare: Vec::new(),
+            poisoned: None,
+            closed: false,
+            committer_waker: None,
+        };
+        tracing::info!(
+            dir = %dir.display(),
+            segments = log.segments.len(),
+            end_lsn = log.end_lsn,
+            "log opened"
+        );
+        Ok(log)
+    }
+
+    /// Frames a record into the pending batch and returns its position. Copies only: the record
+    /// becomes durable when the committer's next `fdatasync` covers it
+    /// ([`super::Committer::wait_durable`]); until then it is readable but not acknowledged.
+    ///
+    /// Panics if `kind` is 0 (a bug: kind 0 marks the end of data).
+    pub fn append(&mut self, kind: u8, payload: &[u8]) -> Result<Lsn, LogError> {
+        assert_ne!(kind, 0, "record kind 0 is reserved for the end of data");
+        if let Some(reason) = &self.poisoned {
+            return Err(LogError::Poisoned(reason.clone()));
+        }
+        if self.closed {
+            return Err(LogError::Closed);
+        }
+        let payload_bytes_max = self.config.payload_bytes_max();
+        if payload.len() > payload_bytes_max {
+            return Err(LogError::RecordTooLarge {
+                payload_bytes: payload.len(),
+                payload_bytes_max,
+            });
+        }
+        let frame_bytes = frame::frame_bytes(payload.len());
+        if self.unsynced_bytes + frame_bytes > self.config.pending_bytes_max {
+            return Err(LogError::Backpressure {
+                unsynced_bytes: self.unsynced_bytes,
+                pending_bytes_max: self.config.pending_bytes_max,
+            });
+        }
+
+        let segment_bytes = self.config.segment_bytes;
+        let frame_len = frame_bytes as u64;
+        let offset = self.end_lsn % segment_bytes;
+        let lsn = if offset + frame_len <= segment_bytes {
+            self.end_lsn
+        } else {
+            // Seal the current segment: its tail stays zero, the record starts the next one.
+            self.end_lsn - offset + segment_bytes
+        };
+        let batch_bytes_max = self.config.batch_bytes_max;
+        // A chunk lies within one segment: a record that starts a segment starts a chunk, even
+        // when the previous chunk ends exactly where it begins.
+        let starts_segment = lsn.is_multiple_of(segment_bytes);
+        let joins_last = !starts_segment
+            && self
+                .pending
+                .back()
+                .is_some_and(|c| c.end() == lsn && c.bytes.len() + frame_bytes <= batch_bytes_max);
+        if !joins_last {
+            self.pending.push_back(Chunk {
+                start: lsn,
+                bytes: std::mem::take(&mut self.spare),
+                record_count: 0,
+            });
+        }
+        let chunk = self.pending.back_mut().expect("a pending chunk exists");
+        frame::encode(kind, payload, &mut chunk.bytes);
+        chunk.record_count += 1;
+        assert!(chunk.bytes.len() <= batch_bytes_max);
+        assert!((lsn % segment_bytes) + frame_len <= segment_bytes);
+
+        self.end_lsn = lsn + frame_len;
+        self.unsynced_bytes += frame_bytes;
+        if let Some(waker) = self.committer_waker.take() {
+            waker.wake();
+        }
+        Ok(Lsn(lsn))
+    }
+
+    /// The record at `lsn`: from the mapped segment if durable, else from memory. Its checksum is
+    /// checked on every read. [`LogError::Corrupt`] if the bytes there are not a valid frame
+    /// (including a position in the middle of a record), [`LogError::OutOfRange`] if no record
+    /// can be there.
+    pub fn read(&self, lsn: Lsn) -> Result<Record<'_>, LogError> {
+        if !lsn.0.is_multiple_of(frame::ALIGN_BYTES as u64) {
+            return Err(self.corrupt_at(lsn.0, "not a multiple of 8, so no frame starts here".into()));
+        }
+        match self.place(lsn.0) {
+            Place::End | Place::Gap(_) => Err(LogError::OutOfRange {
+                lsn,
+                end_lsn: Lsn(self.end_lsn),
+            }),
+            Place::Durable(segment, offset) => self.decode_at(lsn.0, segment.durable_bytes(offset)),
+            Place::Memory(chunk, offset) => self.decode_at(lsn.0, &chunk.bytes[offset..]),
+        }
+    }
+
+    /// Every record in LSN order: recovered ones, then later appends, durable or not. Stops
+    /// after yielding the first error (a frame that no longer checks).
+    pub fn records(&self) -> Records<'_> {
+        Records {
+            log: self,
+            lsn: 0,
+            failed: false,
+        }
+    }
+
+    /// Position just past the last appended record; the next record goes here, or at the start
+    /// of the next segment if it does not fit in this one.
+    pub fn end_lsn(&self) -> Lsn {
+        Lsn(self.end_lsn)
+    }
+
+    /// Position just past the last durable record: the record at `lsn` is durable iff
+    /// `lsn < durable_lsn`.
+    pub fn durable_lsn(&self) -> Lsn {
+        Lsn(self.durable_lsn)
+    }
+
+    /// The reason the log was poisoned, if it was.
+    pub fn poisoned(&self) -> Option<&str> {
+        self.poisoned.as_deref()
+    }
+
+    /// Frame bytes appended but not yet durable.
+    pub fn unsynced_bytes(&self) -> usize {
+        self.unsynced_bytes
+    }
+
+    /// The limits the log was opened with.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// The log directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether a batch waits for the committer.
+    pub(super) fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Registers the committer's waker, woken by the next append or [`Log::wake_committer`].
+    pub(super) fn set_committer_waker(&mut self, waker: &Waker) {
+        match &mut self.committer_waker {
+            Some(current) if current.will_wake(waker) => {}
+            slot => *slot = Some(waker.clone()),
+        }
+    }
+
+    pub(super) fn wake_committer(&mut self) {
+        if let Some(waker) = self.committer_waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Refuses every later append with [`LogError::Closed`].
+    pub(super) fn close(&mut self) {
+        self.closed = true;
+    }
+
+    /// Records the first failure; every later append and waiter fails with it.
+    pub(super) fn poison(&mut self, reason: String) {
+        if self.poisoned.is_none() {
+            self.poisoned = Some(reason);
+        }
+    }
+
+    /// Takes the next pending batch and makes it the one in flight, creating its segment file
+    /// if it is the first batch there. `None` when nothing is pending or the log is poisoned
+    /// (a failed segment creation poisons it).
+    pub(super) fn take_batch(&mut self) -> Option<Batch> {
+        if self.poisoned.is_some() {
+            return None;
+        }
+        assert!(self.in_flight.is_none(), "one batch in flight at a time");
+        let chunk = self.pending.pop_front()?;
+        let segment_bytes = self.config.segment_bytes;
+        let index = chunk.start / segment_bytes;
+        let offset = chunk.start % segment_bytes;
+        let slot = usize::try_from(index).expect("segment index fits memory");
+        assert!(offset + chunk.bytes.len() as u64 <= segment_bytes);
+        assert!(slot <= self.segments.len(), "batches never skip a segment");
+        assert!(
+            slot + 1 >= self.segments.len(),
+            "batches go to the last segment or a new one"
+        );
+        let segment_created = slot == self.segments.len();
+        if segment_created {
+            match Segment::create(&self.dir, index, segment_bytes) {
+                Ok(segment) => self.segments.push(segment),
+                Err(error) => {
+                    let path = recovery::segment_path(&self.dir, chunk.start - offset);
+                    self.pending.push_front(chunk);
+                    self.poison(format!("creating segment {}: {error}", path.display()));
+                    return None;
+                }
+            }
+        }
+        let segment = &self.segments[slot];
+        assert_eq!(segment.data_end, offset, "a batch starts at the end of durable data");
+        let batch = Batch {
+            segment_index: index,
+            path: segment.path.clone(),
+            offset,
+            bytes: chunk.bytes.clone(),
+            record_count: chunk.record_count,
+            segment_created,
+        };
+        self.in_flight = Some(chunk);
+        Some(batch)
+    }
+
+    /// The in-flight frames from byte `from` on, for a write that was short.
+    pub(super) fn in_flight_bytes(&self, from: usize) -> &[u8] {
+        let chunk = self.in_flight.as_ref().expect("a batch is in flight");
+        &chunk.bytes[from..]
+    }
+
+    /// Ends the in-flight batch: on success its records become durable; on failure the log is
+    /// poisoned (the records stay readable from memory, never acknowledged).
+    pub(super) fn complete_batch(&mut self, result: Result<(), String>) {
+        let chunk = self.in_flight.take().expect("a batch is in flight");
+        if let Err(reason) = result {
+            self.in_flight = Some(chunk);
+            self.poison(reason);
+            return;
+        }
+        let segment_bytes = self.config.segment_bytes;
+        let slot = usize::try_from(chunk.start / segment_bytes).expect("segment index fits memory");
+        let offset = chunk.start % segment_bytes;
+        let segment = &mut self.segments[slot];
+        assert_eq!(segment.data_end, offset, "batches complete in order");
+        segment.data_end = offset + chunk.bytes.len() as u64;
+        assert!(chunk.start >= self.durable_lsn);
+        self.durable_lsn = chunk.end();
+        assert!(self.durable_lsn <= self.end_lsn);
+        self.unsynced_bytes -= chunk.bytes.len();
+        let mut bytes = chunk.bytes;
+        if bytes.capacity() > self.spare.capacity() {
+            bytes.clear();
+            self.spare = bytes;
+        }
+    }
+
+    fn place(&self, lsn: u64) -> Place<'_> {
+        if lsn >= self.end_lsn {
+            return Place::End;
+        }
+        let segment_bytes = self.config.segment_bytes;
+        if lsn < self.durable_lsn {
+            let slot = usize::try_from(lsn / segment_bytes).expect("segment index fits memory");
+            let segment = &self.segments[slot];
+            let offset = lsn % segment_bytes;
+            return if offset < segment.data_end {
+                Place::Durable(segment, offset)
+            } else {
+                Place::Gap(lsn - offset + segment_bytes)
+            };
+        }
+        // Chunks are few (about pending_bytes_max / batch_bytes_max, plus one per rollover), so
+        // a linear search is enough.
+        for chunk in self.in_flight.iter().chain(self.pending.iter()) {
+            if lsn < chunk.start {
+                return Place::Gap(chunk.start);
+            }
+            if lsn < chunk.end() {
+                // Below end_lsn and within one chunk of at most batch_bytes_max bytes.
+                return Place::Memory(chunk, (lsn - chunk.start) as usize);
+            }
+        }
+        Place::End
+    }
+
+    fn decode_at<'a>(&self, lsn: u64, bytes: &'a [u8]) -> Result<Record<'a>, LogError> {
+        match frame::decode(bytes) {
+            Ok(Some(f)) => Ok(Record {
+                lsn: Lsn(lsn),
+                kind: f.kind,
+                payload: f.payload,
+            }),
+            Ok(None) => Err(self.corrupt_at(lsn, FrameError::EndOfData.to_string())),
+            Err(e) => Err(self.corrupt_at(lsn, e.to_string())),
+        }
+    }
+
+    fn corrupt_at(&self, lsn: u64, reason: String) -> LogError {
+        let segment_bytes = self.config.segment_bytes;
+        let offset = lsn % segment_bytes;
+        LogError::Corrupt {
+            file: recovery::segment_path(&self.dir, lsn - offset),
+            offset,
+            reason,
+        }
+    }
+}
+
+/// Iterator over every record, from [`Log::records`].
+pub struct Records<'a> {
+    log: &'a Log,
+    /// Where the next record is, or where to look for it.
+    lsn: u64,
+    failed: bool,
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<Record<'a>, LogError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            let bytes = match self.log.place(self.lsn) {
+                Place::End => return None,
+                Place::Gap(next) => {
+                    assert!(next > self.lsn);
+                    self.lsn = next;
+                    continue;
+                }
+                Place::Durable(segment, offset) => segment.durable_bytes(offset),
+                Place::Memory(chunk, offset) => &chunk.bytes[offset..],
+            };
+            let result = self.log.decode_at(self.lsn, bytes);
+            match &result {
+                Ok(record) => {
+                    self.lsn += frame::frame_bytes(record.payload.len()) as u64;
+                }
+                Err(_) => self.failed = true,
+            }
+            return Some(result);
+        }
+    }
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.dir)
+            .field("config", &self.config)
+            .field("segments", &self.segments.len())
+            .field("end_lsn", &self.end_lsn)
+            .field("durable_lsn", &self.durable_lsn)
+            .field("unsynced_bytes", &self.unsynced_bytes)
+            .field("poisoned", &self.poisoned)
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}

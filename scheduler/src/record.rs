@@ -1,0 +1,152 @@
+//! The payloads Hewitt writes into the log: what one log record means.
+//!
+//! The log (`log`) frames and checksums opaque payloads tagged with a kind byte; this module gives
+//! those kinds their meaning. Two kinds exist:
+//!
+//! - `KIND_MODULE` (1): the payload is the module's ANS-104 data item, byte for byte.
+//! - `KIND_ASSIGNMENT` (2): one assignment of a message (or of the process itself, nonce 0) to a
+//!   process's timeline, followed by the assigned data item. Layout, little-endian:
+//!
+//! ```text
+//! offset  size  field
+//! 0       32    process id (raw)
+//! 32      8     nonce (u64)
+//! 40      8     timestamp, ms since the Unix epoch (u64)
+//! 48      8     block height (u64)
+//! 56      32    hash chain link of this nonce (raw)
+//! 88      32    message id (raw; equals the process id at nonce 0)
+//! 120     2     signature length S (u16)
+//! 122     S     the scheduler's signature of the assignment data item
+//! 122+S   ..    the assigned message's ANS-104 data item (the rest of the payload)
+//! ```
+//!
+//! The assignment data item itself is not stored: its tags follow from the fields above
+//! (`chain::assignment_tags`), its owner is the node key, and its id is SHA-256 of the stored
+//! signature. The message item is stored whole because it is the input evaluation needs.
+//! This module does no I/O and checks no signatures.
+
+use crate::{AssignmentId, BlockHeight, HashChain, MessageId, Nonce, ProcessId, Timestamp};
+use sha2::{Digest, Sha256};
+
+/// Record kind of a module data item.
+pub const KIND_MODULE: u8 = 1;
+/// Record kind of an assignment plus its message.
+pub const KIND_ASSIGNMENT: u8 = 2;
+
+const HEADER_BYTES: usize = 122;
+
+/// A stored record's payload that does not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("assignment record truncated: {len} bytes, at least {need} needed")]
+    Truncated { len: usize, need: usize },
+    #[error("unknown record kind {0}")]
+    UnknownKind(u8),
+}
+
+/// One decoded assignment record, borrowing the payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssignmentRecord<'a> {
+    pub process: ProcessId,
+    pub nonce: Nonce,
+    pub timestamp: Timestamp,
+    pub block_height: BlockHeight,
+    pub hash_chain: HashChain,
+    pub message: MessageId,
+    pub signature: &'a [u8],
+    pub item: &'a [u8],
+}
+
+impl AssignmentRecord<'_> {
+    /// The assignment's id: SHA-256 of the scheduler's signature.
+    pub fn assignment_id(&self) -> AssignmentId {
+        assignment_id_of(self.signature)
+    }
+
+    /// Encodes the record into a log payload.
+    pub fn encode(&self) -> Vec<u8> {
+        let signature_len = u16::try_from(self.signature.len())
+            .expect("assignment signature fits u16: signers produce at most 512 bytes");
+        let mut out = Vec::with_capacity(HEADER_BYTES + self.signature.len() + self.item.len());
+        out.extend_from_slice(self.process.as_bytes());
+        out.extend_from_slice(&self.nonce.0.to_le_bytes());
+        out.extend_from_slice(&self.timestamp.0.to_le_bytes());
+        out.extend_from_slice(&self.block_height.0.to_le_bytes());
+        out.extend_from_slice(self.hash_chain.as_bytes());
+        out.extend_from_slice(self.message.as_bytes());
+        out.extend_from_slice(&signature_len.to_le_bytes());
+        out.extend_from_slice(self.signature);
+        out.extend_from_slice(self.item);
+        out
+    }
+
+    /// Decodes a log payload of kind `KIND_ASSIGNMENT`.
+    pub fn decode(payload: &[u8]) -> Result<AssignmentRecord<'_>, RecordError> {
+        if payload.len() < HEADER_BYTES {
+            return Err(RecordError::Truncated {
+                len: payload.len(),
+                need: HEADER_BYTES,
+            });
+        }
+        let array32 = |at: usize| -> [u8; 32] { payload[at..at + 32].try_into().expect("slice of 32 bytes") };
+        let u64_at =
+            |at: usize| -> u64 { u64::from_le_bytes(payload[at..at + 8].try_into().expect("slice of 8 bytes")) };
+        let signature_len = usize::from(u16::from_le_bytes([payload[120], payload[121]]));
+        let need = HEADER_BYTES + signature_len;
+        if payload.len() < need {
+            return Err(RecordError::Truncated {
+                len: payload.len(),
+                need,
+            });
+        }
+        Ok(AssignmentRecord {
+            process: ProcessId(array32(0)),
+            nonce: Nonce(u64_at(32)),
+            timestamp: Timestamp(u64_at(40)),
+            block_height: BlockHeight(u64_at(48)),
+            hash_chain: HashChain(array32(56)),
+            message: MessageId(array32(88)),
+            signature: &payload[HEADER_BYTES..need],
+            item: &payload[need..],
+        })
+    }
+}
+
+/// The id of an assignment whose signature is `signature`.
+pub fn assignment_id_of(signature: &[u8]) -> AssignmentId {
+    AssignmentId(Sha256::digest(signature).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample<'a>(signature: &'a [u8], item: &'a [u8]) -> AssignmentRecord<'a> {
+        AssignmentRecord {
+            process: ProcessId([1; 32]),
+            nonce: Nonce(42),
+            timestamp: Timestamp(1_700_000_000_123),
+            block_height: BlockHeight(1_393_008),
+            hash_chain: HashChain([4; 32]),
+            message: MessageId([5; 32]),
+            signature,
+            item,
+        }
+    }
+
+    #[test]
+    fn assignment_record_round_trips() {
+        let record = sample(&[9; 64], b"item bytes");
+        let bytes = record.encode();
+        assert_eq!(AssignmentRecord::decode(&bytes).unwrap(), record);
+    }
+
+    #[test]
+    fn every_truncation_of_the_header_is_an_error() {
+        let bytes = sample(&[9; 64], b"").encode();
+        for len in 0..HEADER_BYTES + 64 {
+            assert!(AssignmentRecord::decode(&bytes[..len]).is_err(), "len {len}");
+        }
+        assert!(AssignmentRecord::decode(&bytes).is_ok());
+    }
+}

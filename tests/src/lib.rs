@@ -1,0 +1,139 @@
+//! The harness of Hewitt's integration tests: starts a real `hewitt` node process on a real data
+//! dir on loopback, talks to it over HTTP, and SIGKILLs it. The tests themselves are in `tests/`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use engine::client::Client;
+use scheduler::signer::Signer;
+use scheduler::tags::Tag;
+use scheduler::{Address, ModuleId, ProcessId};
+use serde_json::Value;
+
+/// A node process under test.
+pub struct Node {
+    child: Child,
+    pub url: String,
+    pub address: Address,
+    pub data_dir: PathBuf,
+}
+
+impl Node {
+    /// Starts `hewitt serve` on `data_dir` with a free port; returns once it serves.
+    pub fn start(binary: &str, data_dir: &Path) -> Node {
+        let mut child = Command::new(binary)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("HEWITT_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the hewitt binary starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the node's first line");
+        // "hewitt node <address> serving on http://<addr>"
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert!(
+            words.len() == 6 && words[3] == "serving",
+            "node did not start: {line:?}"
+        );
+        Node {
+            child,
+            url: words[5].to_owned(),
+            address: words[2].parse().expect("node address"),
+            data_dir: data_dir.to_owned(),
+        }
+    }
+
+    /// A client of this node with a fresh Ed25519 key.
+    pub fn client(&self) -> Client {
+        Client::new(&self.url, Signer::generate_ed25519())
+    }
+
+    /// Kills the node with SIGKILL and waits for it to be gone.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL the node");
+        self.child.wait().expect("reap the node");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Loads a sample module (by name, see engine::compute::samples) with extra tags.
+pub fn load_sample(client: &Client, name: &str, extra: &[Tag]) -> ModuleId {
+    client
+        .load_module(
+            engine::compute::samples::wasm(name).unwrap_or_else(|| panic!("no sample {name}")),
+            "wasm32-unknown-unknown",
+            extra,
+        )
+        .unwrap_or_else(|e| panic!("load {name}: {e}"))
+}
+
+/// Spawns a process of `module` on `node`.
+pub fn spawn(client: &Client, node: &Node, module: ModuleId) -> ProcessId {
+    client.spawn(module, node.address, &[], b"").expect("spawn")
+}
+
+/// Every edge of a process's timeline, following pages to the end.
+pub fn timeline(client: &Client, pid: ProcessId) -> Vec<Value> {
+    let mut edges = Vec::new();
+    let mut from_nonce: Option<u64> = None;
+    loop {
+        let mut path = format!("/{pid}?process-id={pid}&limit=1000");
+        if let Some(from) = from_nonce {
+            path.push_str(&format!("&from-nonce={from}"));
+        }
+        let page = client.get(&path).expect("timeline page");
+        let page_edges = page["edges"].as_array().expect("edges").clone();
+        let has_next = page["page_info"]["has_next_page"].as_bool().expect("has_next_page");
+        for edge in &page_edges {
+            from_nonce = Some(tag_of(&edge["node"]["assignment"], "Nonce").parse().expect("nonce"));
+        }
+        edges.extend(page_edges);
+        if !has_next {
+            return edges;
+        }
+    }
+}
+
+/// The value of tag `name` on an item JSON.
+pub fn tag_of(item: &Value, name: &str) -> String {
+    item["tags"]
+        .as_array()
+        .and_then(|tags| tags.iter().find(|t| t["name"] == name))
+        .and_then(|t| t["value"].as_str())
+        .unwrap_or_else(|| panic!("no tag {name} in {item}"))
+        .to_owned()
+}
+
+/// Checks a timeline AO's way: nonces dense from 0, each hash chain link derived from the
+/// previous assignment's id and link, each assignment signed by the scheduler.
+pub fn check_timeline(edges: &[Value], pid: ProcessId, scheduler: Address) {
+    use scheduler::chain::{genesis_hash_chain, next_hash_chain};
+    use scheduler::{AssignmentId, HashChain};
+    let mut previous: Option<(AssignmentId, HashChain)> = None;
+    for (index, edge) in edges.iter().enumerate() {
+        let assignment = &edge["node"]["assignment"];
+        assert_eq!(tag_of(assignment, "Nonce"), index.to_string(), "nonces are dense");
+        assert_eq!(tag_of(assignment, "Process"), pid.to_string());
+        assert_eq!(assignment["owner"]["address"], scheduler.to_string());
+        let link: HashChain = tag_of(assignment, "Hash-Chain").parse().expect("hash chain id");
+        let expected = match &previous {
+            None => genesis_hash_chain(&pid),
+            Some((id, chain)) => next_hash_chain(id, chain),
+        };
+        assert_eq!(link, expected, "hash chain at nonce {index}");
+        let id: AssignmentId = assignment["id"].as_str().expect("assignment id").parse().expect("id");
+        previous = Some((id, link));
+    }
+}
