@@ -206,11 +206,18 @@ fn run(cli: Cli) -> Result<(), String> {
 
 /// Entry point of the `hewitt` binary.
 pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo prints its own report; the node's info lines would only interleave with it.
+    let level = if matches!(cli.command, Command::Demo { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HEWITT_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HEWITT_LOG").unwrap_or_else(|_| level.into()))
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()) {
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("hewitt: {error}");

@@ -188,6 +188,11 @@ pub fn run(data_dir: &Path, options: &DemoOptions, out: &mut impl Write) -> Resu
     )?;
     let mut raw = probe::fdatasync_latencies(data_dir, 200, 4096)?;
     probe::summary(out, "raw 4 KiB append + fdatasync, same disk", &mut raw)?;
-    writeln!(out, "demo finished in {:.1} s", began.elapsed().as_secs_f64())?;
+    node.stop()?;
+    writeln!(
+        out,
+        "node stopped; demo finished in {:.1} s",
+        began.elapsed().as_secs_f64()
+    )?;
     Ok(())
 }

@@ -423,11 +423,8 @@ fn get_latest(state: &NodeState, pid: &str) -> Result<Answer, Answer> {
         .parse()
         .map_err(|_| fail(StatusCode::BAD_REQUEST, format!("{pid:?} is not a process id")))?;
     let shard = state.shard.borrow();
-    let (all, _) = shard
-        .timeline(pid, None, None, None, None, usize::MAX)
-        .map_err(shard_fail)?;
-    let last = all.last().expect("a timeline holds at least the process");
-    let (assignment, message) = shard.assignment_at(last.lsn).map_err(shard_fail)?;
+    let latest = shard.latest(pid).map_err(shard_fail)?;
+    let (assignment, message) = shard.assignment_at(latest).map_err(shard_fail)?;
     Ok(respond(StatusCode::OK, &timeline_node(&assignment, &message)))
 }
 

@@ -54,6 +54,10 @@ impl NodeConfig {
 /// handlers and the committer get their turn under load.
 const PUMP_EVALUATIONS_MAX: usize = 64;
 
+/// How soon the executor must get back to the group committer once it has work (µs); a
+/// fraction of an fdatasync, so that acknowledgement latency stays close to the disk's.
+const COMMIT_LATENCY_US: u64 = 100;
+
 /// Most open client connections per shard; a connection beyond it is closed at once (clients
 /// see a reset and retry), so that waiting requests cannot grow without bound.
 pub const CONNECTIONS_MAX: usize = 4096;
@@ -212,12 +216,22 @@ pub struct RunningNode {
     pub recovered_processes: usize,
     pub recovery_ms: u128,
     thread: glommio::ExecutorJoinHandle<()>,
+    stop: oneshot::Sender<()>,
 }
 
 impl RunningNode {
     /// Blocks until the node's executor ends (it runs until the process exits).
     pub fn wait(self) {
         let _ = self.thread.join();
+    }
+
+    /// Stops accepting connections, makes everything appended durable, and waits for the
+    /// executor thread to end. Requests in flight at that moment get no answer.
+    pub fn stop(self) -> Result<(), StartError> {
+        let _ = self.stop.send(());
+        self.thread
+            .join()
+            .map_err(|e| StartError::Executor(format!("shard thread failed: {e}")))
     }
 }
 
@@ -231,6 +245,7 @@ struct Started {
 /// Starts a node on a new executor thread and returns once it serves HTTP (or failed to start).
 pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<Started, StartError>>(1);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let placement = match config.cpu {
         Some(cpu) => glommio::Placement::Fixed(cpu),
         None => glommio::Placement::Unbound,
@@ -242,7 +257,10 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             match open(config).await {
                 Ok((state, listener, started)) => {
                     let _ = report.send(Ok(started));
-                    serve(state, listener).await;
+                    serve(&state, listener, stop_rx).await;
+                    if let Err(error) = state.committer.shutdown().await {
+                        tracing::error!(%error, "log could not be flushed at stop");
+                    }
                 }
                 Err(error) => {
                     let _ = report.send(Err(error));
@@ -257,6 +275,7 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             recovered_processes: started.processes,
             recovery_ms: started.recovery_ms,
             thread,
+            stop: stop_tx,
         }),
         Ok(Err(error)) => {
             let _ = thread.join();
@@ -276,7 +295,18 @@ async fn open(config: NodeConfig) -> Result<(Rc<NodeState>, glommio::net::TcpLis
     let address = signer.address();
     let log = Rc::new(RefCell::new(Log::open(&config.data_dir.join("log"), config.log)?));
     let committer = Committer::new(Rc::clone(&log));
-    glommio::spawn_local(Rc::clone(&committer).run()).detach();
+    // The committer runs in a latency-sensitive task queue: glommio then submits its writes and
+    // syncs on the latency ring and preempts busy tasks (HTTP, evaluation) within
+    // COMMIT_LATENCY_US, so a finished fdatasync is noticed promptly instead of after the
+    // executor's other work drains.
+    let commit_queue = glommio::executor().create_task_queue(
+        glommio::Shares::default(),
+        glommio::Latency::Matters(std::time::Duration::from_micros(COMMIT_LATENCY_US)),
+        "group-commit",
+    );
+    glommio::spawn_local_into(Rc::clone(&committer).run(), commit_queue)
+        .map_err(|e| StartError::Executor(e.to_string()))?
+        .detach();
     let runtime = Runtime::new(config.compute.clone()).map_err(|e| StartError::Compute(e.to_string()))?;
     let shard = Shard::recover(signer, runtime, log, config.limits.clone())?;
     let processes = shard.process_count();
@@ -313,10 +343,20 @@ async fn open(config: NodeConfig) -> Result<(Rc<NodeState>, glommio::net::TcpLis
     ))
 }
 
-async fn serve(state: Rc<NodeState>, listener: glommio::net::TcpListener) {
+/// Accepts connections until `stop` fires (or its sender is dropped).
+async fn serve(state: &Rc<NodeState>, listener: glommio::net::TcpListener, mut stop: oneshot::Receiver<()>) {
     let open_connections = Rc::new(std::cell::Cell::new(0usize));
     loop {
-        let stream = match listener.accept().await {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            let _ = (&mut stop).await;
+            None
+        })
+        .await;
+        let Some(accepted) = accepted else {
+            tracing::info!("node stopping");
+            return;
+        };
+        let stream = match accepted {
             Ok(stream) => stream,
             Err(error) => {
                 tracing::warn!(%error, "accept failed");
@@ -330,7 +370,7 @@ async fn serve(state: Rc<NodeState>, listener: glommio::net::TcpListener) {
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let state = Rc::clone(&state);
+        let state = Rc::clone(state);
         let open_connections = Rc::clone(&open_connections);
         open_connections.set(open_connections.get() + 1);
         glommio::spawn_local(async move {

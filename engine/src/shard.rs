@@ -227,7 +227,7 @@ impl Shard {
                 KIND_ASSIGNMENT => {
                     let assignment = AssignmentRecord::decode(record.payload).map_err(|e| corrupt(e.to_string()))?;
                     shard
-                        .register_assignment(&assignment, record.lsn)
+                        .register_assignment(&assignment, record.lsn, None)
                         .map_err(|e| corrupt(e.to_string()))?;
                 }
                 other => return Err(corrupt(format!("unknown record kind {other}"))),
@@ -317,7 +317,15 @@ impl Shard {
 
     /// Registers a recovered or freshly appended assignment. Checks what the log must guarantee:
     /// dense nonces and an unbroken hash chain.
-    fn register_assignment(&mut self, assignment: &AssignmentRecord<'_>, lsn: Lsn) -> Result<(), ShardError> {
+    /// Registers an assignment; for nonce 0, `instance` is the process's instance if the caller
+    /// already took one from the pool (a spawn takes it before appending, so that a full pool
+    /// refuses the spawn instead of leaving a process without an instance in the log).
+    fn register_assignment(
+        &mut self,
+        assignment: &AssignmentRecord<'_>,
+        lsn: Lsn,
+        instance: Option<ProcessInstance>,
+    ) -> Result<(), ShardError> {
         let corrupt = |reason: String| ShardError::Corrupt { lsn, reason };
         let item = DataItem::parse(assignment.item).map_err(|e| corrupt(e.to_string()))?;
         let entry = Entry {
@@ -346,7 +354,10 @@ impl Shard {
                 .ok_or_else(|| corrupt(format!("process {pid}: module {module_id} unknown")))?;
             let limits = self.limits_for(&item, &module.item)?;
             let env: Rc<[u8]> = abi::env_json(&item, &module.item).into();
-            let instance = module.compiled.instantiate(limits).map_err(ShardError::Compute)?;
+            let instance = match instance {
+                Some(instance) => instance,
+                None => module.compiled.instantiate(limits).map_err(ShardError::Compute)?,
+            };
             self.messages.insert(MessageId::from(pid), (pid, Nonce(0)));
             self.processes.insert(
                 pid,
@@ -425,9 +436,11 @@ impl Shard {
         now: Timestamp,
     ) -> Result<(Nonce, Lsn), ShardError> {
         let message = MessageId::from(item.id());
+        let mut instance = None;
         let fields = match self.processes.get(&process) {
             None => {
-                // Nonce 0: the process itself.
+                // Nonce 0: the process itself. Its instance is taken before anything is logged.
+                instance = Some(self.instantiate_for(item)?);
                 AssignmentFields {
                     process,
                     epoch: 0,
@@ -466,9 +479,23 @@ impl Shard {
             item: bytes,
         };
         let lsn = self.log.borrow_mut().append(KIND_ASSIGNMENT, &assignment.encode())?;
-        self.register_assignment(&assignment, lsn)?;
+        self.register_assignment(&assignment, lsn, instance)?;
         self.counters.assigned += 1;
         Ok((fields.nonce, lsn))
+    }
+
+    /// A fresh instance for the process `item` would spawn (checked by `check_spawn` first).
+    fn instantiate_for(&self, item: &DataItem) -> Result<ProcessInstance, ShardError> {
+        let module_id: ModuleId = item
+            .tag("Module")
+            .and_then(|m| m.parse().ok())
+            .ok_or_else(|| ShardError::BadRequest("process has no valid Module tag".into()))?;
+        let module = self
+            .modules
+            .get(&module_id)
+            .ok_or_else(|| ShardError::NotFound(format!("module {module_id} is not loaded on this node")))?;
+        let limits = self.limits_for(item, &module.item)?;
+        module.compiled.instantiate(limits).map_err(ShardError::Compute)
     }
 
     fn check_spawn(&self, item: &DataItem) -> Result<(), ShardError> {
@@ -622,8 +649,16 @@ impl Shard {
                         tracing::warn!(%pid, %error, "spawn refused");
                         return Ok(None);
                     }
-                    self.assign(pid, process, &process.to_bytes(), now)?;
-                    self.counters.delivered += 1;
+                    match self.assign(pid, process, &process.to_bytes(), now) {
+                        Ok(_) => self.counters.delivered += 1,
+                        Err(ShardError::Compute(error)) => {
+                            // A full instance pool refuses the spawn; the parent hears nothing.
+                            self.counters.undeliverable += 1;
+                            tracing::warn!(%pid, %error, "spawn refused");
+                            return Ok(None);
+                        }
+                        Err(error) => return Err(error),
+                    }
                 }
                 Ok(Some(Delivery::Message(notice.clone())))
             }
@@ -696,7 +731,14 @@ impl Shard {
                 messenger::spawned_notice(&self.signer, &origin, index as u32, spawn, ProcessId::from(child.id()));
             self.outbox.push_back(Delivery::Spawn { process: child, notice });
         }
-        process.entries[nonce].result = Some(Rc::new(result));
+        // The outbox is queued above; the entry keeps only what `/result` serves.
+        let stored = ProcessResult {
+            json: result.json,
+            is_error: result.is_error,
+            messages: Vec::new(),
+            spawns: Vec::new(),
+        };
+        process.entries[nonce].result = Some(Rc::new(stored));
         process.evaluated += 1;
         self.unevaluated -= 1;
         self.counters.evaluated += 1;
@@ -863,6 +905,15 @@ impl Shard {
         Ok((page, page_end < end))
     }
 
+    /// The log position of the process's latest assignment.
+    pub fn latest(&self, pid: ProcessId) -> Result<Lsn, ShardError> {
+        let process = self
+            .processes
+            .get(&pid)
+            .ok_or_else(|| ShardError::NotFound(format!("process {pid} is not on this node")))?;
+        Ok(process.entries.last().expect("nonce 0 exists").lsn)
+    }
+
     /// The assignment and message stored at `lsn`, rebuilt as data items for the SU API.
     pub fn assignment_at(&self, lsn: Lsn) -> Result<(DataItem, DataItem), ShardError> {
         let log = self.log.borrow();
@@ -908,5 +959,179 @@ impl Shard {
     /// The module item, for the GraphQL subset and `/processes`.
     pub fn module_item(&self, id: ModuleId) -> Option<&DataItem> {
         self.modules.get(&id).map(|m| &m.item)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compute::{samples, ComputeConfig};
+    use scheduler::log::LogConfig;
+    use scheduler::tags::Tag;
+
+    struct Fixture {
+        shard: Shard,
+        client: Signer,
+        _dir: tempfile::TempDir,
+    }
+
+    fn fixture(instance_count_max: u32) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Rc::new(RefCell::new(Log::open(dir.path(), LogConfig::default()).unwrap()));
+        let config = ComputeConfig {
+            instance_count_max,
+            memory_bytes_max: 64 << 20,
+            ..ComputeConfig::default()
+        };
+        let limits = ShardLimits {
+            memory_limit_default: 16 << 20,
+            memory_limit_max: 64 << 20,
+            ..ShardLimits::default()
+        };
+        let shard = Shard::recover(Signer::generate_ed25519(), Runtime::new(config).unwrap(), log, limits).unwrap();
+        Fixture {
+            shard,
+            client: Signer::generate_ed25519(),
+            _dir: dir,
+        }
+    }
+
+    fn ao(kind: &str, extra: Vec<Tag>) -> Vec<Tag> {
+        let mut tags = vec![Tag::new("Data-Protocol", "ao"), Tag::new("Type", kind)];
+        tags.extend(extra);
+        tags
+    }
+
+    impl Fixture {
+        fn module(&mut self, name: &str) -> ModuleId {
+            let tags = ao("Module", vec![Tag::new("Module-Format", "wasm32-unknown-unknown")]);
+            let item = self.client.sign(None, None, tags, samples::wasm(name).unwrap());
+            let bytes = item.to_bytes();
+            self.shard.admit_module(item, &bytes).unwrap().0
+        }
+
+        fn spawn(&mut self, module: ModuleId, name: &str) -> Result<ProcessId, ShardError> {
+            let tags = ao(
+                "Process",
+                vec![
+                    Tag::new("Module", module.to_string()),
+                    Tag::new("Scheduler", self.shard.address().to_string()),
+                    Tag::new("Name", name),
+                ],
+            );
+            let item = self.client.sign(None, None, tags, Vec::new());
+            let bytes = item.to_bytes();
+            self.shard
+                .admit_process(item, &bytes, Timestamp(1_700_000_000_000))
+                .map(|(pid, _)| pid)
+        }
+
+        fn send(&mut self, pid: ProcessId, action: &str, anchor: u8) -> MessageId {
+            let tags = ao("Message", vec![Tag::new("Action", action)]);
+            let item = self.client.sign(Some(pid.0), Some([anchor; 32]), tags, Vec::new());
+            let bytes = item.to_bytes();
+            self.shard
+                .admit_message(item, &bytes, Timestamp(1_700_000_000_000))
+                .unwrap()
+                .0
+        }
+
+        fn settle(&mut self) {
+            let mut evaluated = Vec::new();
+            while self.shard.has_work() {
+                self.shard
+                    .pump(Timestamp(1_700_000_000_001), 64, &mut evaluated)
+                    .unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_instance_pool_refuses_a_spawn_and_logs_nothing() {
+        let mut f = fixture(2);
+        let counter = f.module("counter");
+        f.spawn(counter, "a").unwrap();
+        f.spawn(counter, "b").unwrap();
+        let end = f.shard.log_end();
+        let error = f.spawn(counter, "c").unwrap_err();
+        assert!(
+            matches!(error, ShardError::Compute(ComputeError::PoolExhausted { .. })),
+            "{error}"
+        );
+        assert_eq!(f.shard.log_end(), end, "a refused spawn leaves no record");
+        assert_eq!(f.shard.process_count(), 2);
+    }
+
+    #[test]
+    fn error_results_roll_back_and_later_messages_see_the_old_memory() {
+        let mut f = fixture(8);
+        let counter = f.module("counter");
+        let pid = f.spawn(counter, "a").unwrap();
+        for anchor in 0..3 {
+            f.send(pid, "Increment", anchor);
+        }
+        let failed = f.send(pid, "Fail", 10);
+        let after = f.send(pid, "Increment", 11);
+        f.settle();
+        assert!(f.shard.result(pid, failed).unwrap().unwrap().is_error);
+        assert_eq!(f.shard.result(pid, after).unwrap().unwrap().json["Output"], "4");
+        assert_eq!(f.shard.counters().rollbacks, 1);
+    }
+
+    #[test]
+    fn timelines_are_dense_and_chained() {
+        let mut f = fixture(8);
+        let counter = f.module("counter");
+        let pid = f.spawn(counter, "a").unwrap();
+        for anchor in 0..5 {
+            f.send(pid, "Increment", anchor);
+        }
+        let (page, more) = f.shard.timeline(pid, None, None, None, None, 100).unwrap();
+        assert!(!more);
+        assert_eq!(page.len(), 6);
+        let mut previous: Option<(AssignmentId, HashChain)> = None;
+        for (nonce, entry) in page.iter().enumerate() {
+            assert_eq!(entry.nonce, Nonce(nonce as u64));
+            let (assignment, _) = f.shard.assignment_at(entry.lsn).unwrap();
+            assignment.verify().unwrap();
+            let link: HashChain = assignment.tag("Hash-Chain").unwrap().parse().unwrap();
+            let expected = match previous {
+                None => chain::genesis_hash_chain(&pid),
+                Some((id, link)) => chain::next_hash_chain(&id, &link),
+            };
+            assert_eq!(link, expected);
+            previous = Some((AssignmentId::from(assignment.id()), link));
+        }
+        let (page, more) = f.shard.timeline(pid, Some(1), Some(3), None, None, 100).unwrap();
+        assert_eq!(page.iter().map(|e| e.nonce.0).collect::<Vec<_>>(), vec![2, 3]);
+        assert!(!more);
+    }
+
+    #[test]
+    fn a_duplicate_message_is_refused() {
+        let mut f = fixture(8);
+        let counter = f.module("counter");
+        let pid = f.spawn(counter, "a").unwrap();
+        let tags = ao("Message", vec![Tag::new("Action", "Increment")]);
+        let item = f.client.sign(Some(pid.0), Some([1; 32]), tags, Vec::new());
+        let bytes = item.to_bytes();
+        f.shard.admit_message(item.clone(), &bytes, Timestamp(1)).unwrap();
+        let error = f.shard.admit_message(item, &bytes, Timestamp(2)).unwrap_err();
+        assert!(matches!(error, ShardError::Duplicate(_)), "{error}");
+    }
+
+    #[test]
+    fn memory_limits_parse() {
+        for (text, bytes) in [
+            ("512-mb", Some(512 << 20)),
+            ("1-gb", Some(1 << 30)),
+            ("64-kb", Some(65536)),
+            ("100", Some(100)),
+        ] {
+            assert_eq!(parse_memory_limit(text), bytes, "{text}");
+        }
+        for text in ["", "mb", "5-tb", "-1-mb", "99999999999999999999-gb"] {
+            assert_eq!(parse_memory_limit(text), None, "{text}");
+        }
     }
 }

@@ -38,7 +38,7 @@ fn acknowledged_messages_survive_sigkill_under_load() {
     let setup = node.client();
     let module = load_sample(&setup, "counter", &[]);
     let pids: Vec<ProcessId> = (0..3).map(|_| spawn(&setup, &node, module)).collect();
-    let acked: Arc<Mutex<Vec<(ProcessId, MessageId)>>> = Arc::default();
+    let acked: Arc<Mutex<Vec<(usize, ProcessId, MessageId)>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let url = node.url.clone();
     let senders: Vec<_> = (0..6)
@@ -49,7 +49,7 @@ fn acknowledged_messages_survive_sigkill_under_load() {
                 let client = Client::new(&url, Signer::generate_ed25519());
                 while !stop.load(Ordering::Relaxed) {
                     match client.send(pid, &[Tag::new("Action", "Increment")], b"") {
-                        Ok(id) => acked.lock().unwrap().push((pid, id)),
+                        Ok(id) => acked.lock().unwrap().push((index, pid, id)),
                         Err(_) => return, // the node is gone
                     }
                 }
@@ -75,8 +75,8 @@ fn acknowledged_messages_survive_sigkill_under_load() {
             .collect();
         let mine: Vec<String> = acked
             .iter()
-            .filter(|(p, _)| p == pid)
-            .map(|(_, id)| id.to_string())
+            .filter(|(_, p, _)| p == pid)
+            .map(|(_, _, id)| id.to_string())
             .collect();
         // Every acknowledged message is there exactly once, and in the order it was acknowledged
         // per sender (each sender waits for its ack before sending again).
@@ -85,6 +85,17 @@ fn acknowledged_messages_survive_sigkill_under_load() {
                 logged.iter().filter(|l| *l == id).count(),
                 1,
                 "acknowledged {id} appears once"
+            );
+        }
+        for sender in 0..6 {
+            let positions: Vec<usize> = acked
+                .iter()
+                .filter(|(index, p, _)| *index == sender && p == pid)
+                .map(|(_, _, id)| logged.iter().position(|l| *l == id.to_string()).expect("logged"))
+                .collect();
+            assert!(
+                positions.windows(2).all(|w| w[0] < w[1]),
+                "sender {sender}'s messages keep their order"
             );
         }
         let mut unique = logged.clone();
