@@ -146,14 +146,21 @@ fn text_of(value: &Value) -> String {
     }
 }
 
+/// Most tags an outbox entry may carry: the messenger adds up to this many of its own
+/// (`Data-Protocol`, `Variant`, `Type`, `From-Process`, `From-Module`, `Pushed-For`, `Module`,
+/// `Scheduler`, `Action`, `Process`) and the pushed item must stay within ANS-104's tag limit.
+pub const OUTBOX_TAG_COUNT_MAX: usize = scheduler::tags::TAG_COUNT_MAX - 10;
+
+/// Most bytes of `Data` in one outbox entry: what a client may send in one message.
+pub const OUTBOX_DATA_BYTES_MAX: usize = 10 << 20;
+
 fn decode_tags(value: Option<&Value>, what: &str) -> Result<Vec<Tag>, String> {
     let Some(value) = value else { return Ok(Vec::new()) };
     let array = value.as_array().ok_or_else(|| format!("{what} Tags is not an array"))?;
-    if array.len() > scheduler::tags::TAG_COUNT_MAX {
+    if array.len() > OUTBOX_TAG_COUNT_MAX {
         return Err(format!(
-            "{what} has {} tags, at most {}",
-            array.len(),
-            scheduler::tags::TAG_COUNT_MAX
+            "{what} has {} tags, at most {OUTBOX_TAG_COUNT_MAX}",
+            array.len()
         ));
     }
     array
@@ -166,9 +173,35 @@ fn decode_tags(value: Option<&Value>, what: &str) -> Result<Vec<Tag>, String> {
             let value = tag
                 .get("value")
                 .ok_or_else(|| format!("{what} tag {index} has no value"))?;
-            Ok(Tag::new(text_of(name), text_of(value)))
+            let tag = Tag::new(text_of(name), text_of(value));
+            if tag.name.is_empty() || tag.name.len() > scheduler::tags::TAG_NAME_BYTES_MAX {
+                return Err(format!(
+                    "{what} tag {index} has a name of {} bytes (1 to {})",
+                    tag.name.len(),
+                    scheduler::tags::TAG_NAME_BYTES_MAX
+                ));
+            }
+            if tag.value.len() > scheduler::tags::TAG_VALUE_BYTES_MAX {
+                return Err(format!(
+                    "{what} tag {index} has a value of {} bytes, at most {}",
+                    tag.value.len(),
+                    scheduler::tags::TAG_VALUE_BYTES_MAX
+                ));
+            }
+            Ok(tag)
         })
         .collect()
+}
+
+fn decode_data(value: Option<&Value>, what: &str) -> Result<Vec<u8>, String> {
+    let data = value.map(text_of).unwrap_or_default().into_bytes();
+    if data.len() > OUTBOX_DATA_BYTES_MAX {
+        return Err(format!(
+            "{what} has {} bytes of Data, at most {OUTBOX_DATA_BYTES_MAX}",
+            data.len()
+        ));
+    }
+    Ok(data)
 }
 
 fn try_decode(output: &[u8], gas_used: u64) -> Result<ProcessResult, String> {
@@ -215,7 +248,7 @@ fn try_decode(output: &[u8], gas_used: u64) -> Result<ProcessResult, String> {
             .map_err(|_| format!("{what} Target {target:?} is not a process id"))?;
         messages.push(OutboxMessage {
             target,
-            data: message.get("Data").map(text_of).unwrap_or_default().into_bytes(),
+            data: decode_data(message.get("Data"), &what)?,
             tags: decode_tags(message.get("Tags"), &what)?,
         });
     }
@@ -223,7 +256,7 @@ fn try_decode(output: &[u8], gas_used: u64) -> Result<ProcessResult, String> {
     for (index, spawn) in raw_spawns.iter().enumerate() {
         let what = format!("spawn {index}");
         spawns.push(SpawnRequest {
-            data: spawn.get("Data").map(text_of).unwrap_or_default().into_bytes(),
+            data: decode_data(spawn.get("Data"), &what)?,
             tags: decode_tags(spawn.get("Tags"), &what)?,
         });
     }
@@ -301,5 +334,24 @@ mod tests {
         check(r#"{"ok":true,"response":{"Messages":[{"Data":"no target"}]}}"#, true, 0);
         check(r#"{"ok":true,"response":{"Messages":[{"Target":"short"}]}}"#, true, 0);
         check(r#"{"ok":true,"response":{"Messages":{}}}"#, true, 0);
+        let long_value = "v".repeat(scheduler::tags::TAG_VALUE_BYTES_MAX + 1);
+        check(
+            &format!(
+                r#"{{"ok":true,"response":{{"Messages":[{{"Target":"{pid}","Tags":[{{"name":"X","value":"{long_value}"}}]}}]}}}}"#
+            ),
+            true,
+            0,
+        );
+        let many: Vec<String> = (0..=OUTBOX_TAG_COUNT_MAX)
+            .map(|i| format!(r#"{{"name":"T{i}","value":"v"}}"#))
+            .collect();
+        check(
+            &format!(
+                r#"{{"ok":true,"response":{{"Messages":[{{"Target":"{pid}","Tags":[{}]}}]}}}}"#,
+                many.join(",")
+            ),
+            true,
+            0,
+        );
     }
 }

@@ -20,6 +20,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use scheduler::data_item::{DataItem, DATA_ITEM_BYTES_MAX};
+use scheduler::log::Lsn;
 use scheduler::tags::Tag;
 use scheduler::{MessageId, Nonce, ProcessId};
 use serde_json::{json, Value};
@@ -223,8 +224,8 @@ pub async fn serve(state: Rc<NodeState>, request: Request<Incoming>) -> Result<A
         (&Method::GET, ["result", message]) => get_result(&state, message, &params).await,
         (&Method::POST, ["dry-run"]) => dry_run(&state, request.into_body(), &params).await,
         (&Method::GET, ["state", pid]) => get_state(&state, pid),
-        (&Method::GET, [pid, "latest"]) => get_latest(&state, pid),
-        (&Method::GET, [id]) => get_su(&state, id, &params),
+        (&Method::GET, [pid, "latest"]) => get_latest(&state, pid).await,
+        (&Method::GET, [id]) => get_su(&state, id, &params).await,
         _ => Err(fail(StatusCode::NOT_FOUND, format!("no route for {method} {path}"))),
     };
     Ok(answer.unwrap_or_else(|error| error))
@@ -418,42 +419,69 @@ fn get_state(state: &NodeState, pid: &str) -> Result<Answer, Answer> {
     Ok(response)
 }
 
-fn get_latest(state: &NodeState, pid: &str) -> Result<Answer, Answer> {
+/// Waits until the record at `lsn` is durable: SU reads never show an assignment that a crash
+/// could still take back (and give its nonce to another message).
+async fn durable(state: &NodeState, lsn: Lsn) -> Result<(), Answer> {
+    state
+        .committer
+        .wait_durable(lsn)
+        .await
+        .map_err(|e| fail(StatusCode::SERVICE_UNAVAILABLE, format!("not durable: {e}")))
+}
+
+fn render_node(state: &NodeState, lsn: Lsn) -> Result<Value, Answer> {
+    let (assignment, message) = state.shard.borrow().assignment_at(lsn).map_err(shard_fail)?;
+    Ok(timeline_node(&assignment, &message))
+}
+
+async fn get_latest(state: &NodeState, pid: &str) -> Result<Answer, Answer> {
     let pid: ProcessId = pid
         .parse()
         .map_err(|_| fail(StatusCode::BAD_REQUEST, format!("{pid:?} is not a process id")))?;
-    let shard = state.shard.borrow();
-    let latest = shard.latest(pid).map_err(shard_fail)?;
-    let (assignment, message) = shard.assignment_at(latest).map_err(shard_fail)?;
-    Ok(respond(StatusCode::OK, &timeline_node(&assignment, &message)))
+    let latest = state.shard.borrow().latest(pid).map_err(shard_fail)?;
+    durable(state, latest).await?;
+    Ok(respond(StatusCode::OK, &render_node(state, latest)?))
 }
 
-fn get_su(state: &NodeState, id: &str, params: &[(String, String)]) -> Result<Answer, Answer> {
+async fn get_su(state: &NodeState, id: &str, params: &[(String, String)]) -> Result<Answer, Answer> {
     let pid = match parse_param::<ProcessId>(params, "process-id")? {
         Some(pid) => pid,
         None => id
             .parse()
             .map_err(|_| fail(StatusCode::BAD_REQUEST, format!("{id:?} is not an id")))?,
     };
-    let shard = state.shard.borrow();
     if id == pid.to_string() {
         let limit = parse_param::<usize>(params, "limit")?
             .unwrap_or(PAGE_LIMIT_DEFAULT)
             .clamp(1, PAGE_LIMIT_MAX);
-        let (page, has_next_page) = shard
+        let from_nonce = parse_param(params, "from-nonce")?;
+        let to_nonce = parse_param(params, "to-nonce")?;
+        // Cursors are timestamps as AO's SU gives them; a client paging by nonce gets nonces
+        // back, which never skip messages that share a millisecond.
+        let nonce_cursors = from_nonce.is_some() || to_nonce.is_some();
+        let (page, has_next_page) = state
+            .shard
+            .borrow()
             .timeline(
                 pid,
-                parse_param(params, "from-nonce")?,
-                parse_param(params, "to-nonce")?,
+                from_nonce,
+                to_nonce,
                 parse_param(params, "from")?,
                 parse_param(params, "to")?,
                 limit,
             )
             .map_err(shard_fail)?;
+        if let Some(last) = page.last() {
+            durable(state, last.lsn).await?;
+        }
         let mut edges = Vec::with_capacity(page.len());
         for entry in page {
-            let (assignment, message) = shard.assignment_at(entry.lsn).map_err(shard_fail)?;
-            edges.push(json!({"cursor": entry.timestamp.0.to_string(), "node": timeline_node(&assignment, &message)}));
+            let cursor = if nonce_cursors {
+                entry.nonce.0
+            } else {
+                entry.timestamp.0
+            };
+            edges.push(json!({"cursor": cursor.to_string(), "node": render_node(state, entry.lsn)?}));
         }
         return Ok(respond(
             StatusCode::OK,
@@ -463,13 +491,16 @@ fn get_su(state: &NodeState, id: &str, params: &[(String, String)]) -> Result<An
     let message: MessageId = id
         .parse()
         .map_err(|_| fail(StatusCode::BAD_REQUEST, format!("{id:?} is not a message id")))?;
-    let nonce: Nonce = shard.locate(pid, message).map_err(shard_fail)?;
-    let (page, _) = shard
-        .timeline(pid, nonce.0.checked_sub(1), Some(nonce.0), None, None, 1)
-        .map_err(shard_fail)?;
-    let entry = page
-        .first()
-        .ok_or_else(|| fail(StatusCode::NOT_FOUND, format!("message {message} not found")))?;
-    let (assignment, message) = shard.assignment_at(entry.lsn).map_err(shard_fail)?;
-    Ok(respond(StatusCode::OK, &timeline_node(&assignment, &message)))
+    let lsn = {
+        let shard = state.shard.borrow();
+        let nonce: Nonce = shard.locate(pid, message).map_err(shard_fail)?;
+        let (page, _) = shard
+            .timeline(pid, nonce.0.checked_sub(1), Some(nonce.0), None, None, 1)
+            .map_err(shard_fail)?;
+        page.first()
+            .map(|entry| entry.lsn)
+            .ok_or_else(|| fail(StatusCode::NOT_FOUND, format!("message {message} not found")))?
+    };
+    durable(state, lsn).await?;
+    Ok(respond(StatusCode::OK, &render_node(state, lsn)?))
 }

@@ -43,7 +43,13 @@ impl NodeConfig {
             data_dir: data_dir.into(),
             listen,
             cpu: None,
-            log: LogConfig::default(),
+            log: LogConfig {
+                // A record holds a whole data item (up to DATA_ITEM_BYTES_MAX) plus its
+                // assignment header, and a batch must be able to carry the largest record.
+                batch_bytes_max: 16 << 20,
+                pending_bytes_max: 64 << 20,
+                ..LogConfig::default()
+            },
             compute: ComputeConfig::default(),
             limits: ShardLimits::default(),
         }
@@ -89,7 +95,9 @@ pub struct NodeState {
     pub shard: RefCell<Shard>,
     pub committer: Rc<Committer>,
     address: Address,
-    wake: mpsc::Sender<()>,
+    /// Never cloned: `try_send` on one sender of a channel of capacity 1 holds at most two
+    /// signals, whereas each clone would get a guaranteed slot of its own.
+    wake: RefCell<mpsc::Sender<()>>,
     waiters: RefCell<ResultWaiters>,
     failure: RefCell<Option<String>>,
 }
@@ -109,7 +117,7 @@ impl NodeState {
 
     /// Tells the pump there may be work; coalesces (the channel holds at most one signal).
     pub fn wake_pump(&self) {
-        let _ = self.wake.clone().try_send(());
+        let _ = self.wake.borrow_mut().try_send(());
     }
 
     /// Waits until the message at `nonce` of `pid` is evaluated and returns its result.
@@ -161,7 +169,13 @@ pub fn load_or_create_key(path: &Path) -> Result<Signer, StartError> {
         reason,
     };
     if path.exists() {
-        Signer::load(path).map_err(|e| key_error(e.to_string()))
+        let signer = Signer::load(path).map_err(|e| key_error(e.to_string()))?;
+        // Exactly-once delivery rests on deterministic outbox ids, hence on a deterministic
+        // signature scheme; RSA-PSS is randomized (and 4 ms a signature).
+        match signer {
+            Signer::Ed25519(_) => Ok(signer),
+            Signer::Rsa(_) => Err(key_error("the node key must be Ed25519: RSA-PSS signatures are randomized, so replayed outbox messages would get new ids and be delivered twice".into())),
+        }
     } else {
         let signer = Signer::generate_ed25519();
         signer.save(path).map_err(|e| key_error(e.to_string()))?;
@@ -188,8 +202,10 @@ async fn pump(state: Rc<NodeState>, mut wake: mpsc::Receiver<()>) {
             Ok(()) => {}
             Err(ShardError::Log(LogError::Backpressure { .. })) => {
                 // The pending batch is full: wait for the committer to drain it, then go on.
+                // Wait for the last appended record (at end - 1: backpressure means there is one).
                 let end = state.shard.borrow().log_end();
-                if let Err(error) = state.committer.wait_durable(end).await {
+                let last = scheduler::log::Lsn(end.0.saturating_sub(1));
+                if let Err(error) = state.committer.wait_durable(last).await {
                     tracing::error!(%error, "log failed; evaluation stops");
                     *state.failure.borrow_mut() = Some(error.to_string());
                     return;
@@ -315,7 +331,7 @@ async fn open(config: NodeConfig) -> Result<(Rc<NodeState>, glommio::net::TcpLis
         shard: RefCell::new(shard),
         committer,
         address,
-        wake: wake_tx,
+        wake: RefCell::new(wake_tx),
         waiters: RefCell::new(HashMap::new()),
         failure: RefCell::new(None),
     });

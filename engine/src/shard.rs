@@ -40,7 +40,8 @@ pub struct ShardLimits {
     pub outbox_items_max: usize,
     /// Fuel per message when neither module nor process names a `Compute-Limit`.
     pub compute_limit_default: u64,
-    /// Largest `Compute-Limit` a module or process may ask for; larger values are refused.
+    /// Largest `Compute-Limit` (fuel per message) a module or process may ask for; larger values
+    /// are refused at load or spawn.
     pub compute_limit_max: u64,
     /// Memory limit in bytes when no `Memory-Limit` tag is given.
     pub memory_limit_default: u64,
@@ -55,7 +56,9 @@ impl Default for ShardLimits {
             outbox_items_max: 10_000,
             // About a second of guest work: enough for real handlers, short for a runaway loop.
             compute_limit_default: 1_000_000_000,
-            compute_limit_max: 9_000_000_000_000,
+            // Until evaluation is preemptible, a handler holds its shard for as long as it runs:
+            // this bound keeps that to about ten seconds. AO's reference allows ~9e12.
+            compute_limit_max: 10_000_000_000,
             memory_limit_default: 256 << 20,
             memory_limit_max: 1 << 30,
         }
@@ -114,9 +117,20 @@ struct Process {
 }
 
 /// An item waiting in the messenger's queue.
+///
+/// `cause` is the log position of the message whose evaluation produced the item: a message is
+/// delivered only to a process spawned before its cause (nonce 0 at an earlier position). That
+/// rule depends only on the log, so the first run and every replay agree on what is delivered.
 enum Delivery {
-    Message(DataItem),
-    Spawn { process: DataItem, notice: DataItem },
+    Message {
+        item: DataItem,
+        cause: Lsn,
+    },
+    Spawn {
+        process: DataItem,
+        notice: DataItem,
+        cause: Lsn,
+    },
 }
 
 /// A message that was evaluated by `pump`.
@@ -157,6 +171,12 @@ pub struct Shard {
     unevaluated: usize,
     outbox: VecDeque<Delivery>,
     counters: ShardCounters,
+}
+
+fn no_instance(pid: ProcessId) -> ShardError {
+    ShardError::Busy(format!(
+        "process {pid} has no live instance (its rollback failed; see the node log)"
+    ))
 }
 
 /// Parses `Memory-Limit` values such as `512-mb`, `1-gb`, `65536-kb` or a plain byte count.
@@ -518,6 +538,17 @@ impl Shard {
     }
 
     /// Spawns a process from its signed `Type: Process` data item (nonce 0 of its timeline).
+    fn refuse_forged_tags(item: &DataItem) -> Result<(), ShardError> {
+        for forged in ["From-Process", "Forwarded-By", "Pushed-For", "From-Module"] {
+            if item.tag(forged).is_some() {
+                return Err(ShardError::BadRequest(format!(
+                    "tag {forged} is set by the messenger, not by clients"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     pub fn admit_process(
         &mut self,
         item: DataItem,
@@ -533,6 +564,7 @@ impl Shard {
                 self.address
             )));
         }
+        Self::refuse_forged_tags(&item)?;
         self.check_ingress_room()?;
         self.check_spawn(&item)?;
         let pid = ProcessId::from(item.id());
@@ -557,13 +589,7 @@ impl Shard {
         bytes: &[u8],
         now: Timestamp,
     ) -> Result<(MessageId, Nonce, Lsn), ShardError> {
-        for forged in ["From-Process", "Forwarded-By", "Pushed-For", "From-Module"] {
-            if item.tag(forged).is_some() {
-                return Err(ShardError::BadRequest(format!(
-                    "tag {forged} is set by the messenger, not by clients"
-                )));
-            }
-        }
+        Self::refuse_forged_tags(&item)?;
         let target = item
             .target
             .ok_or_else(|| ShardError::BadRequest("message has no target process".into()))?;
@@ -624,24 +650,28 @@ impl Shard {
         Ok(())
     }
 
-    /// Delivers one item; a spawn returns its `Spawned` notice to deliver next.
+    /// Delivers one item; a spawn returns its `Spawned` notice to deliver next. An item that
+    /// cannot be delivered (no such process, a full instance pool, too large for the log) is
+    /// dropped with a warning: it is the sending process's outcome, never the node's failure.
     fn deliver_one(&mut self, delivery: &Delivery, now: Timestamp) -> Result<Option<Delivery>, ShardError> {
         match delivery {
-            Delivery::Message(item) => {
+            Delivery::Message { item, cause } => {
                 let id = MessageId::from(item.id());
                 let target = ProcessId(item.target.expect("pushed messages always have a target"));
                 if self.messages.contains_key(&id) {
                     self.counters.duplicates_refused += 1;
-                } else if !self.processes.contains_key(&target) {
+                    return Ok(None);
+                }
+                let spawned_before_cause = self.processes.get(&target).is_some_and(|p| p.entries[0].lsn < *cause);
+                if !spawned_before_cause {
                     self.counters.undeliverable += 1;
                     tracing::warn!(%id, %target, "outbox message to a process this node does not hold is dropped");
-                } else {
-                    self.assign(target, item, &item.to_bytes(), now)?;
-                    self.counters.delivered += 1;
+                    return Ok(None);
                 }
+                self.assign_pushed(target, item, now)?;
                 Ok(None)
             }
-            Delivery::Spawn { process, notice } => {
+            Delivery::Spawn { process, notice, cause } => {
                 let pid = ProcessId::from(process.id());
                 if !self.processes.contains_key(&pid) {
                     if let Err(error) = self.check_spawn(process) {
@@ -649,18 +679,41 @@ impl Shard {
                         tracing::warn!(%pid, %error, "spawn refused");
                         return Ok(None);
                     }
-                    match self.assign(pid, process, &process.to_bytes(), now) {
-                        Ok(_) => self.counters.delivered += 1,
-                        Err(ShardError::Compute(error)) => {
-                            // A full instance pool refuses the spawn; the parent hears nothing.
-                            self.counters.undeliverable += 1;
-                            tracing::warn!(%pid, %error, "spawn refused");
-                            return Ok(None);
-                        }
-                        Err(error) => return Err(error),
+                    if !self.assign_pushed(pid, process, now)? {
+                        return Ok(None);
                     }
                 }
-                Ok(Some(Delivery::Message(notice.clone())))
+                Ok(Some(Delivery::Message {
+                    item: notice.clone(),
+                    cause: *cause,
+                }))
+            }
+        }
+    }
+
+    /// Assigns an item the messenger built; returns false when it was refused (and counted)
+    /// rather than logged. Log backpressure and log failures are passed on.
+    fn assign_pushed(&mut self, target: ProcessId, item: &DataItem, now: Timestamp) -> Result<bool, ShardError> {
+        let bytes = item.to_bytes();
+        // What the log holds must parse back at recovery: check before appending.
+        let refusal = match DataItem::parse(&bytes) {
+            Err(error) => Some(error.to_string()),
+            Ok(_) => match self.assign(target, item, &bytes, now) {
+                Ok(_) => None,
+                Err(ShardError::Compute(error)) => Some(error.to_string()),
+                Err(ShardError::Log(error @ LogError::RecordTooLarge { .. })) => Some(error.to_string()),
+                Err(error) => return Err(error),
+            },
+        };
+        match refusal {
+            None => {
+                self.counters.delivered += 1;
+                Ok(true)
+            }
+            Some(reason) => {
+                self.counters.undeliverable += 1;
+                tracing::warn!(id = %item.id(), %target, %reason, "pushed item refused");
+                Ok(false)
             }
         }
     }
@@ -699,7 +752,7 @@ impl Shard {
         let process = self.processes.get_mut(&pid).expect("ready processes exist");
         let placement = Self::placement(pid, nonce, &process.entries[nonce]);
         let msg = abi::msg_json(&item, &placement, &self.address, false);
-        let instance = process.instance.as_mut().expect("a queued process has a live instance");
+        let instance = process.instance.as_mut().ok_or_else(|| no_instance(pid))?;
         let result = Self::run_handle(instance, &msg, &process.env);
         if result.is_error {
             self.counters.rollbacks += 1;
@@ -715,7 +768,10 @@ impl Shard {
         };
         for (index, message) in result.messages.iter().enumerate() {
             let pushed = messenger::push_message(&self.signer, &origin, index as u32, message);
-            self.outbox.push_back(Delivery::Message(pushed));
+            self.outbox.push_back(Delivery::Message {
+                item: pushed,
+                cause: lsn,
+            });
         }
         for (index, spawn) in result.spawns.iter().enumerate() {
             let module = abi::spawn_module(spawn).unwrap_or(process.module);
@@ -729,7 +785,11 @@ impl Shard {
             );
             let notice =
                 messenger::spawned_notice(&self.signer, &origin, index as u32, spawn, ProcessId::from(child.id()));
-            self.outbox.push_back(Delivery::Spawn { process: child, notice });
+            self.outbox.push_back(Delivery::Spawn {
+                process: child,
+                notice,
+                cause: lsn,
+            });
         }
         // The outbox is queued above; the entry keeps only what `/result` serves.
         let stored = ProcessResult {
@@ -824,11 +884,7 @@ impl Shard {
             .get_mut(&pid)
             .ok_or_else(|| ShardError::NotFound(format!("process {pid} is not on this node")))?;
         let module = &self.modules[&process.module].compiled;
-        let snapshot = process
-            .instance
-            .as_mut()
-            .expect("every process has a live instance")
-            .snapshot();
+        let snapshot = process.instance.as_mut().ok_or_else(|| no_instance(pid))?.snapshot();
         let mut copy = module
             .instantiate_from(process.limits, &snapshot)
             .map_err(ShardError::Compute)?;
@@ -853,7 +909,7 @@ impl Shard {
         Ok(process
             .instance
             .as_mut()
-            .expect("every process has a live instance")
+            .ok_or_else(|| no_instance(pid))?
             .memory()
             .to_vec())
     }
@@ -945,7 +1001,11 @@ impl Shard {
             .get_mut(&pid)
             .ok_or_else(|| ShardError::NotFound(format!("process {pid} is not on this node")))?;
         let evaluated = process.evaluated;
-        let hash = process.instance.as_mut().expect("live instance").memory_sha256();
+        let hash = process
+            .instance
+            .as_mut()
+            .ok_or_else(|| no_instance(pid))?
+            .memory_sha256();
         Ok((hash, Nonce(evaluated as u64)))
     }
 

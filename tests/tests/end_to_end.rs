@@ -356,3 +356,16 @@ fn a_process_spawns_a_child_and_hears_back() {
     let notice_id: MessageId = notice["id"].as_str().unwrap().parse().unwrap();
     assert_eq!(client.result(parent, notice_id).unwrap()["Output"], child.to_string());
 }
+
+#[test]
+fn a_message_of_several_mebibytes_is_logged_and_evaluated() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(BINARY, dir.path());
+    let client = node.client();
+    let pid = spawn(&client, &node, load_sample(&client, "counter", &[]));
+    let data = vec![b'x'; 6 << 20];
+    let id = client.send(pid, &action("Increment"), &data).unwrap();
+    assert_eq!(client.result(pid, id).unwrap()["Output"], "1");
+    let one = client.get(&format!("/{id}?process-id={pid}")).unwrap();
+    assert_eq!(one["message"]["data"].as_str().unwrap().len(), data.len());
+}
