@@ -26,7 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs a node until killed.
+    /// Runs a node until SIGTERM or SIGINT (then stops accepting, flushes the log and exits 0;
+    /// a second signal exits at once).
     Serve {
         /// Data directory (log segments and the node key).
         #[arg(long, env = "HEWITT_DATA_DIR", default_value = "hewitt-data")]
@@ -129,9 +130,23 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Serve { data_dir, listen, cpu } => {
             let mut config = NodeConfig::new(data_dir, listen);
             config.cpu = cpu;
+            // Registered before the node starts, so a signal at any moment is seen.
+            let mut signals =
+                signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+                    .map_err(|e| format!("cannot watch for signals: {e}"))?;
             let node = node::start(config).map_err(|e| e.to_string())?;
             println!("hewitt node {} serving on http://{}", node.address, node.addr);
-            node.wait();
+            let signal = signals.forever().next();
+            tracing::info!(?signal, "stopping: no new connections, flushing the log");
+            // A second signal stops at once: whatever was acknowledged is already durable.
+            std::thread::spawn(move || {
+                if signals.forever().next().is_some() {
+                    eprintln!("hewitt: second signal, exiting now");
+                    std::process::exit(130);
+                }
+            });
+            node.stop().map_err(|e| e.to_string())?;
+            tracing::info!("stopped");
             Ok(())
         }
         Command::Demo {

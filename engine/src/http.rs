@@ -398,10 +398,12 @@ async fn dry_run(state: &Rc<NodeState>, body: Incoming, params: &[(String, Strin
     let body: Value = serde_json::from_slice(&bytes)
         .map_err(|e| fail(StatusCode::BAD_REQUEST, format!("dry-run body is not JSON: {e}")))?;
     let item = request_item_from_json(&body, pid, state)?;
+    let owner = body.get("Owner").and_then(Value::as_str);
+    let from = body.get("From").and_then(Value::as_str);
     let result = state
         .shard
         .borrow_mut()
-        .dry_run(pid, &item, now())
+        .dry_run(pid, &item, now(), owner, from)
         .map_err(shard_fail)?;
     Ok(respond(StatusCode::OK, &result.json))
 }

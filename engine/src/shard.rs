@@ -878,7 +878,17 @@ impl Shard {
 
     /// Runs `msg` against a copy of the process's current memory; the live instance and the log
     /// are untouched.
-    pub fn dry_run(&mut self, pid: ProcessId, item: &DataItem, now: Timestamp) -> Result<ProcessResult, ShardError> {
+    ///
+    /// `owner` and `from` stand in for the message's `Owner` and `From` (a dry run is unsigned:
+    /// it asks "what would this process answer to a message from X?"); `From` defaults to `Owner`.
+    pub fn dry_run(
+        &mut self,
+        pid: ProcessId,
+        item: &DataItem,
+        now: Timestamp,
+        owner: Option<&str>,
+        from: Option<&str>,
+    ) -> Result<ProcessResult, ShardError> {
         let process = self
             .processes
             .get_mut(&pid)
@@ -896,7 +906,18 @@ impl Shard {
             block_height: block_height_at(now),
             hash_chain: last.hash_chain,
         };
-        let msg = abi::msg_json(item, &placement, &self.address, true);
+        let mut msg = abi::msg_json(item, &placement, &self.address, true);
+        if owner.is_some() || from.is_some() {
+            let mut value: serde_json::Value = serde_json::from_slice(&msg).expect("msg_json writes JSON");
+            if let Some(owner) = owner {
+                value["Owner"] = owner.into();
+                value["From"] = owner.into();
+            }
+            if let Some(from) = from {
+                value["From"] = from.into();
+            }
+            msg = serde_json::to_vec(&value).expect("a JSON value serialises");
+        }
         Ok(Self::run_handle(&mut copy, &msg, &process.env))
     }
 

@@ -54,6 +54,16 @@ impl Node {
         Client::new(&self.url, Signer::generate_ed25519())
     }
 
+    /// Sends SIGTERM and returns the exit status once the node has stopped.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        self.child.wait().expect("reap the node")
+    }
+
     /// Kills the node with SIGKILL and waits for it to be gone.
     pub fn kill(mut self) {
         self.child.kill().expect("SIGKILL the node");

@@ -168,3 +168,24 @@ fn rally_killed_midway_finishes_with_every_hop_exactly_once() {
         check_timeline(&timeline(&client, pid), pid, node.address);
     }
 }
+
+#[test]
+fn sigterm_stops_cleanly_and_keeps_every_acknowledged_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(BINARY, dir.path());
+    let client = node.client();
+    let pid = spawn(&client, &node, load_sample(&client, "counter", &[]));
+    let sent: Vec<MessageId> = (0..20)
+        .map(|_| client.send(pid, &[Tag::new("Action", "Increment")], b"").unwrap())
+        .collect();
+    let status = node.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    let node = Node::start(BINARY, dir.path());
+    let client = node.client();
+    let edges = timeline(&client, pid);
+    assert_eq!(edges.len(), 21);
+    for id in sent {
+        assert!(edges.iter().any(|e| e["node"]["message"]["id"] == id.to_string()));
+    }
+    assert_eq!(counter_value(&client, pid), 20);
+}
