@@ -22,7 +22,14 @@ pub struct Node {
 impl Node {
     /// Starts `hewitt serve` on `data_dir` with a free port; returns once it serves.
     pub fn start(binary: &str, data_dir: &Path) -> Node {
+        Node::start_in(binary, Path::new("."), data_dir)
+    }
+
+    /// Starts `hewitt serve` in the working directory `cwd`, with `data_dir` as given (it may
+    /// be relative to `cwd`, as an operator would type it).
+    pub fn start_in(binary: &str, cwd: &Path, data_dir: &Path) -> Node {
         let mut child = Command::new(binary)
+            .current_dir(cwd)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .env("HEWITT_LOG", "warn")

@@ -369,3 +369,14 @@ fn a_message_of_several_mebibytes_is_logged_and_evaluated() {
     let one = client.get(&format!("/{id}?process-id={pid}")).unwrap();
     assert_eq!(one["message"]["data"].as_str().unwrap().len(), data.len());
 }
+
+#[test]
+fn a_relative_data_dir_works() {
+    let cwd = tempfile::tempdir().unwrap();
+    let node = Node::start_in(BINARY, cwd.path(), std::path::Path::new("data/node"));
+    let client = node.client();
+    let pid = spawn(&client, &node, load_sample(&client, "counter", &[]));
+    let id = client.send(pid, &action("Increment"), b"").unwrap();
+    assert_eq!(client.result(pid, id).unwrap()["Output"], "1");
+    assert!(cwd.path().join("data/node/log/FORMAT").exists());
+}

@@ -99,6 +99,13 @@ impl Log {
     /// or corruption.
     pub fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {
         let recovered = recovery::recover(dir, &config)?;
+        // glommio opens files and the directory (for its fsync at rollover) by absolute path
+        // only: a relative one fails there with EBADF and would poison the log.
+        let dir = std::fs::canonicalize(dir).map_err(|source| LogError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let dir = dir.as_path();
         let log = Log {
             dir: dir.to_owned(),
             config,
