@@ -5,8 +5,6 @@
 //! cost is part of the per-message compute cost; `env_json` runs once per process load.
 //! Runs once per benchmark in test mode (`cargo test --benches`) so it never rots.
 
-use std::time::Duration;
-
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use engine::abi::{decode_result, env_json, msg_json, Placement};
 use scheduler::signer::Signer;
@@ -93,16 +91,9 @@ fn abi(c: &mut Criterion) {
     group.finish();
 }
 
-/// Short runs: `cargo bench -p benches` should finish in a few minutes on 2 cores.
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = benches::criterion_config();
     targets = abi
 }
 criterion_main!(benches);

@@ -21,8 +21,6 @@
 //! images, fuel), with a pool of 16 slots.
 //! Runs once per benchmark in test mode (`cargo test --benches`) so it never rots.
 
-use std::time::Duration;
-
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use engine::abi::{decode_result, env_json, msg_json, Placement};
 use engine::compute::{
@@ -238,16 +236,9 @@ fn compute(c: &mut Criterion) {
     limits(c);
 }
 
-/// Short runs: `cargo bench -p benches` should finish in a few minutes on 2 cores.
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = benches::criterion_config();
     targets = compute
 }
 criterion_main!(benches);

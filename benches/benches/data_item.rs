@@ -9,8 +9,6 @@
 //! `scheduler::signer`'s tests) so that no key is generated at bench time.
 //! Runs once per benchmark in test mode (`cargo test --benches`) so it never rots.
 
-use std::time::Duration;
-
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use rsa::traits::PublicKeyParts;
 use rsa::Pss;
@@ -103,16 +101,9 @@ fn data_item_rsa(c: &mut Criterion) {
     slow.finish();
 }
 
-/// Short runs: `cargo bench -p benches` should finish in a few minutes on 2 cores.
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = benches::criterion_config();
     targets = data_item, data_item_rsa
 }
 criterion_main!(benches);

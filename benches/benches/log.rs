@@ -295,16 +295,9 @@ fn log(c: &mut Criterion) {
     read(c, &executor);
 }
 
-/// Short runs: `cargo bench -p benches` should finish in a few minutes on 2 cores.
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = benches::criterion_config();
     targets = log
 }
 criterion_main!(benches);

@@ -99,46 +99,24 @@ fn record(h: &mut Histogram<u64>, latency: Duration) {
     h.saturating_record(us);
 }
 
-/// Sends `total` messages from `clients` threads as fast as acknowledgements come back.
-fn closed_loop(url: &str, targets: &[ProcessId], clients: usize, total: u64) -> (f64, Histogram<u64>) {
-    let next = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let workers: Vec<_> = (0..clients)
-        .map(|_| {
-            let (next, url, targets) = (Arc::clone(&next), url.to_owned(), targets.to_vec());
-            std::thread::spawn(move || {
-                let client = Client::new(&url, Signer::generate_ed25519());
-                let mut h = histogram();
-                loop {
-                    let ticket = next.fetch_add(1, Ordering::Relaxed);
-                    if ticket >= total {
-                        return h;
-                    }
-                    let target = targets[ticket as usize % targets.len()];
-                    let bytes = client
-                        .message_item(target, &[Tag::new("Action", "Increment")], b"")
-                        .to_bytes();
-                    let sent = Instant::now();
-                    client.post_bytes(&bytes).expect("message acknowledged");
-                    record(&mut h, sent.elapsed());
-                }
-            })
-        })
-        .collect();
-    let mut all = histogram();
-    for worker in workers {
-        all.add(worker.join().expect("load thread"))
-            .expect("same histogram bounds");
-    }
-    (total as f64 / started.elapsed().as_secs_f64(), all)
+/// When messages are due: as soon as acknowledgements come back (closed loop), or ticket `i` at
+/// `start + i / rate` (open loop).
+#[derive(Clone, Copy)]
+enum Pace {
+    Closed,
+    Open { start: Instant, rate: f64 },
 }
 
-/// Offers `rate` messages/s for `seconds`; ticket i is due at start + i/rate, and its latency is
-/// measured from that due time, so a stalled node is charged for every message it delayed.
-fn open_loop(url: &str, targets: &[ProcessId], clients: usize, rate: f64, seconds: f64) -> (f64, Histogram<u64>) {
-    let total = (rate * seconds).max(1.0) as u64;
+/// Sends `total` messages from `clients` threads, round robin over `targets`. Each latency is
+/// measured from the message's due time: its send time in a closed loop, its slot in the
+/// schedule in an open loop, so a stalled node is charged for every message it delayed.
+/// Returns the achieved messages/s and the latency histogram (µs).
+fn drive(url: &str, targets: &[ProcessId], clients: usize, total: u64, pace: Pace) -> (f64, Histogram<u64>) {
     let next = Arc::new(AtomicU64::new(0));
-    let started = Instant::now() + Duration::from_millis(50);
+    let began = match pace {
+        Pace::Closed => Instant::now(),
+        Pace::Open { start, .. } => start,
+    };
     let workers: Vec<_> = (0..clients)
         .map(|_| {
             let (next, url, targets) = (Arc::clone(&next), url.to_owned(), targets.to_vec());
@@ -150,14 +128,20 @@ fn open_loop(url: &str, targets: &[ProcessId], clients: usize, rate: f64, second
                     if ticket >= total {
                         return h;
                     }
-                    let due = started + Duration::from_secs_f64(ticket as f64 / rate);
                     let target = targets[ticket as usize % targets.len()];
                     let bytes = client
                         .message_item(target, &[Tag::new("Action", "Increment")], b"")
                         .to_bytes();
-                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                        std::thread::sleep(wait);
-                    }
+                    let due = match pace {
+                        Pace::Closed => Instant::now(),
+                        Pace::Open { start, rate } => {
+                            let due = start + Duration::from_secs_f64(ticket as f64 / rate);
+                            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                                std::thread::sleep(wait);
+                            }
+                            due
+                        }
+                    };
                     client.post_bytes(&bytes).expect("message acknowledged");
                     record(&mut h, due.elapsed());
                 }
@@ -169,7 +153,7 @@ fn open_loop(url: &str, targets: &[ProcessId], clients: usize, rate: f64, second
         all.add(worker.join().expect("load thread"))
             .expect("same histogram bounds");
     }
-    (total as f64 / (Instant::now() - started).as_secs_f64(), all)
+    (total as f64 / began.elapsed().as_secs_f64(), all)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -207,12 +191,14 @@ fn run(
     };
     eprintln!("{scenario_name}: {count} processes, {clients} clients");
 
-    let (peak, peak_latency) = closed_loop(&url, &targets, clients, messages);
+    let (peak, peak_latency) = drive(&url, &targets, clients, messages, Pace::Closed);
     eprintln!("peak {peak:.0} messages/s");
     let mut phases = Vec::new();
     for load in loads {
         let rate = peak * load;
-        let (achieved, latency) = open_loop(&url, &targets, clients, rate, seconds);
+        let total = (rate * seconds).max(1.0) as u64;
+        let start = Instant::now() + Duration::from_millis(50);
+        let (achieved, latency) = drive(&url, &targets, clients, total, Pace::Open { start, rate });
         eprintln!(
             "offered {rate:.0}/s ({:.0} %): achieved {achieved:.0}/s, p99 {} µs",
             load * 100.0,
