@@ -210,7 +210,7 @@ pub async fn serve(state: Rc<NodeState>, request: Request<Incoming>) -> Result<A
         (&Method::GET, ["health"]) => health(&state),
         (&Method::GET, []) => Ok(respond(
             StatusCode::OK,
-            &json!({"timestamp": now().0, "address": state.address().to_string()}),
+            &json!({"timestamp": now().0.to_string(), "address": state.address().to_string()}),
         )),
         (&Method::POST, []) => post_item(&state, request.into_body(), &params).await,
         (&Method::GET, ["timestamp"]) => {

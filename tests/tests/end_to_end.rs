@@ -82,6 +82,9 @@ fn load_spawn_message_result_with_both_signature_types() {
         let memory = client.get_bytes(&format!("/state/{pid}")).unwrap();
         assert!(memory.len() >= 65536 && memory.len().is_multiple_of(65536));
     }
+    let root = node.client().get("/").unwrap();
+    assert_eq!(root["address"], node.address.to_string());
+    assert!(root["timestamp"].as_str().unwrap().parse::<u64>().is_ok(), "{root}");
     let now = node.client().get("/timestamp").unwrap();
     assert_eq!(now["block_height"].as_str().unwrap().len(), 12);
     assert!(now["timestamp"].as_str().unwrap().parse::<u64>().is_ok());
