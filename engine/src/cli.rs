@@ -1,16 +1,21 @@
-//! The `hewitt` command line: `serve`, `demo`, and client verbs against a running node.
+//! The `hewitt` command line: `serve`, `demo`, client verbs against a running node, and the
+//! operator's `log verify` / `log repair` on a data dir.
 //! `main.rs` only calls `cli::main`.
 
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
+use scheduler::log::inspect::{self, RepairPlan, ScanOptions};
 use scheduler::signer::Signer;
 use scheduler::tags::Tag;
 use scheduler::{MessageId, ModuleId, ProcessId};
 
 use crate::client::Client;
+use crate::inspect::{Status, Verification};
 use crate::node::{self, NodeConfig};
 
 #[derive(Parser)]
@@ -92,6 +97,11 @@ enum Command {
         #[arg(long, default_value = "")]
         data: String,
     },
+    /// Operator tools for a data dir's log: verify it, repair it.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
     /// Prints the result of a message.
     Result {
         #[arg(long, default_value = "http://127.0.0.1:8734")]
@@ -101,6 +111,47 @@ enum Command {
         #[arg(long)]
         message: MessageId,
     },
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Checks every frame and every record of the log, read-only (it can run beside a node, but
+    /// then sees a moving tail). Progress on stderr, the summary and each problem on stdout.
+    /// Exit 0 if clean, 1 if any problem.
+    Verify {
+        #[command(flatten)]
+        log: LogArgs,
+    },
+    /// Cuts the log back to its intact prefix so that a node starts again: zeroes from the first
+    /// bad frame, moves later segments into <data-dir>/log/quarantine-<unix-seconds>/ (nothing
+    /// is deleted). Refuses while a node has the log open. Exit 0 when done.
+    Repair {
+        #[command(flatten)]
+        log: LogArgs,
+        /// Proceed without asking for confirmation on stdin.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct LogArgs {
+    /// Data directory of the node (the log is in its log/ folder).
+    #[arg(long, env = "HEWITT_DATA_DIR", default_value = "hewitt-data")]
+    data_dir: PathBuf,
+    /// Torn-tail window in bytes: the batch_bytes_max the node runs with (default: the node's).
+    #[arg(long)]
+    window_bytes: Option<u64>,
+}
+
+impl LogArgs {
+    fn scan_options(&self) -> ScanOptions {
+        let mut options = crate::inspect::node_scan_options();
+        if let Some(window_bytes) = self.window_bytes {
+            options.window_bytes = window_bytes;
+        }
+        options
+    }
 }
 
 #[derive(clap::Args)]
@@ -210,6 +261,10 @@ fn run(cli: Cli) -> Result<(), String> {
             println!("{}", serde_json::json!({"id": id.to_string(), "result": result}));
             Ok(())
         }
+        Command::Log { command } => match command {
+            LogCommand::Verify { log } => log_verify(&log),
+            LogCommand::Repair { log, yes } => log_repair(&log, yes),
+        },
         Command::Result { url, process, message } => {
             let client = Client::new(&url, Signer::generate_ed25519());
             let result = client.result(process, message).map_err(|e| e.to_string())?;
@@ -217,6 +272,142 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// Seconds between two progress lines of `log verify`.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1 << 20)
+}
+
+/// Prints a progress line to stderr at most once per [`PROGRESS_INTERVAL`]; on a terminal it
+/// rewrites one line.
+struct ProgressLine {
+    terminal: bool,
+    last: Instant,
+    printed: bool,
+}
+
+impl ProgressLine {
+    fn new() -> ProgressLine {
+        ProgressLine {
+            terminal: std::io::stderr().is_terminal(),
+            last: Instant::now(),
+            printed: false,
+        }
+    }
+
+    fn show(&mut self, status: &Status) {
+        if self.last.elapsed() < PROGRESS_INTERVAL {
+            return;
+        }
+        self.last = Instant::now();
+        let line = format!(
+            "log verify: {:.1} of {:.1} MiB, {} records, {} messages",
+            mib(status.done_bytes),
+            mib(status.total_bytes),
+            status.counts.records,
+            status.counts.messages
+        );
+        if self.terminal {
+            eprint!("\r{line}");
+            self.printed = true;
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    fn finish(&self) {
+        if self.printed {
+            eprintln!();
+        }
+    }
+}
+
+fn log_verify(args: &LogArgs) -> Result<(), String> {
+    let mut progress = ProgressLine::new();
+    let verification = crate::inspect::verify(&args.data_dir, &args.scan_options(), &mut |s| progress.show(s))
+        .map_err(|e| e.to_string())?;
+    progress.finish();
+    let Verification {
+        log,
+        counts,
+        problems,
+        elapsed,
+    } = &verification;
+    let log_dir = crate::inspect::log_dir(&args.data_dir);
+    let segment_bytes = log.segment_bytes.map_or("unknown".to_owned(), |b| b.to_string());
+    let last_lsn = log.last_lsn.map_or("none".to_owned(), |l| l.0.to_string());
+    println!(
+        "log {}: {} segments of {segment_bytes} bytes, {} records, {} bytes, last lsn {last_lsn}, end lsn {}",
+        log_dir.display(),
+        log.segments,
+        log.records,
+        log.bytes,
+        log.end_lsn.0
+    );
+    println!(
+        "records: {} modules, {} processes, {} messages",
+        counts.modules, counts.processes, counts.messages
+    );
+    println!(
+        "scanned in {:.3} s: {:.0} messages/s",
+        elapsed.as_secs_f64(),
+        verification.messages_per_s()
+    );
+    for problem in &log.problems {
+        println!("problem: {problem}");
+    }
+    for problem in problems {
+        println!("problem: {problem}");
+    }
+    let count = log.problems.len() + problems.len();
+    if count == 0 {
+        println!("clean");
+        Ok(())
+    } else {
+        println!("{count} problems");
+        Err(format!("log verify found {count} problems in {}", log_dir.display()))
+    }
+}
+
+fn log_repair(args: &LogArgs, yes: bool) -> Result<(), String> {
+    let log_dir = crate::inspect::log_dir(&args.data_dir);
+    let now_unix_s = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(|e| format!("system clock before 1970: {e}"))?
+        .as_secs();
+    let mut confirm = |plan: &RepairPlan| -> bool {
+        for problem in &plan.report.problems {
+            println!("problem: {problem}");
+        }
+        println!("repair plan (quarantine folder {}):", plan.quarantine.display());
+        for action in &plan.actions {
+            println!("  {action}");
+        }
+        println!("the log will then end at lsn {}", plan.report.end_lsn.0);
+        if yes {
+            return true;
+        }
+        print!("type yes to proceed: ");
+        let _ = std::io::stdout().flush();
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer).is_ok() && answer.trim() == "yes"
+    };
+    let plan = inspect::repair(&log_dir, &args.scan_options(), now_unix_s, &mut (), &mut confirm)
+        .map_err(|e| e.to_string())?;
+    if plan.actions.is_empty() {
+        println!("nothing to repair in {}", log_dir.display());
+    } else {
+        println!(
+            "repaired {}: the log ends at lsn {}; set-aside data is in {}",
+            log_dir.display(),
+            plan.report.end_lsn.0,
+            plan.quarantine.display()
+        );
+    }
+    Ok(())
 }
 
 /// Entry point of the `hewitt` binary.

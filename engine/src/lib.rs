@@ -7,6 +7,7 @@ pub mod client;
 pub mod compute;
 pub mod demo;
 pub mod http;
+pub mod inspect;
 pub mod node;
 pub mod probe;
 pub mod shard;

@@ -134,6 +134,7 @@ mod committer;
 mod config;
 mod error;
 mod frame;
+pub mod inspect;
 mod recovery;
 mod segment;
 mod store;
@@ -144,6 +145,7 @@ mod tests;
 pub use committer::{CommitStats, Committer};
 pub use config::LogConfig;
 pub use error::LogError;
+pub use inspect::{Problem, ProblemKind, Report};
 pub use store::{Log, Record, Records};
 
 /// A record's position: its global byte position in the log,

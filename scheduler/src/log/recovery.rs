@@ -66,6 +66,8 @@ pub(super) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, LogEr
             let first_lsn = segment::parse_file_name(&name)
                 .ok_or_else(|| corrupt(&path, 0, "segment name is not a 20-digit decimal LSN"))?;
             segment_paths.push((first_lsn, path));
+        } else if name.starts_with("quarantine-") {
+            // What `hewitt log repair` set aside: kept for the operator, never read.
         } else {
             tracing::warn!(file = %path.display(), "ignoring an unknown file in the log directory");
         }
@@ -124,7 +126,7 @@ pub(super) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, LogEr
 }
 
 /// Opens `dir` and takes an exclusive, non-blocking `flock` on it, held while the file is open.
-fn lock(dir: &Path) -> Result<File, LogError> {
+pub(super) fn lock(dir: &Path) -> Result<File, LogError> {
     let file = File::open(dir).map_err(io_error(dir))?;
     // SAFETY: `flock` only reads its integer arguments; the descriptor is open and owned by
     // `file` for the duration of the call.
@@ -156,38 +158,7 @@ fn format_text(config: &LogConfig) -> String {
 
 fn check_format(path: &Path, config: &LogConfig) -> Result<(), LogError> {
     let bytes = std::fs::read(path).map_err(io_error(path))?;
-    if bytes == format_text(config).as_bytes() {
-        return Ok(());
-    }
-    // Not what this configuration would write: say what differs, and where.
-    let text = String::from_utf8_lossy(&bytes);
-    let text_end = text.len() as u64;
-    let mut offset = 0u64;
-    let mut lines = text.split_inclusive('\n').map(|line| {
-        let at = offset;
-        offset += line.len() as u64;
-        (at, line.trim_end_matches('\n'))
-    });
-    let (at, magic) = lines.next().unwrap_or((0, ""));
-    if magic != FORMAT_MAGIC {
-        return Err(corrupt(path, at, format!("expected {FORMAT_MAGIC:?}, found {magic:?}")));
-    }
-    let mut field = |name: &str| -> Result<u64, LogError> {
-        let (at, line) = lines.next().unwrap_or((text_end, ""));
-        line.strip_prefix(name)
-            .and_then(|rest| rest.strip_prefix(' '))
-            .and_then(|value| value.parse().ok())
-            .ok_or_else(|| corrupt(path, at, format!("expected \"{name} <decimal>\", found {line:?}")))
-    };
-    let version = field("version")?;
-    if version != u64::from(FORMAT_VERSION) {
-        return Err(corrupt(
-            path,
-            0,
-            format!("format version {version} is not the one this build reads, {FORMAT_VERSION}"),
-        ));
-    }
-    let segment_bytes = field("segment_bytes")?;
+    let segment_bytes = parse_format(&bytes).map_err(|(offset, reason)| corrupt(path, offset, reason))?;
     if segment_bytes != config.segment_bytes {
         return Err(LogError::Config(format!(
             "{} says segment_bytes {segment_bytes}, the configuration {}; \
@@ -196,7 +167,54 @@ fn check_format(path: &Path, config: &LogConfig) -> Result<(), LogError> {
             config.segment_bytes
         )));
     }
-    Err(corrupt(path, 0, "unexpected content after the known fields"))
+    Ok(())
+}
+
+/// Parses the bytes of `FORMAT`: the directory's `segment_bytes`, or the offset and reason of
+/// what is wrong. Shared by recovery and the read-only inspection.
+pub(super) fn parse_format(bytes: &[u8]) -> Result<u64, (u64, String)> {
+    let text = std::str::from_utf8(bytes).map_err(|e| (e.valid_up_to() as u64, "not UTF-8".to_owned()))?;
+    let mut offset = 0u64;
+    let mut lines = text.split_inclusive('\n').map(|line| {
+        let at = offset;
+        offset += line.len() as u64;
+        (at, line.trim_end_matches('\n'))
+    });
+    let (at, magic) = lines.next().unwrap_or((0, ""));
+    if magic != FORMAT_MAGIC {
+        return Err((at, format!("expected {FORMAT_MAGIC:?}, found {magic:?}")));
+    }
+    let text_end = text.len() as u64;
+    let mut field = |name: &str| -> Result<(u64, u64), (u64, String)> {
+        let (at, line) = lines.next().unwrap_or((text_end, ""));
+        line.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|value| value.parse().ok())
+            .map(|value| (at, value))
+            .ok_or_else(|| (at, format!("expected \"{name} <decimal>\", found {line:?}")))
+    };
+    let (version_at, version) = field("version")?;
+    if version != u64::from(FORMAT_VERSION) {
+        return Err((
+            version_at,
+            format!("format version {version} is not the one this build reads, {FORMAT_VERSION}"),
+        ));
+    }
+    let (segment_bytes_at, segment_bytes) = field("segment_bytes")?;
+    // Only the segment size is the directory's; the smallest batch and pending bounds keep the
+    // other checks of `validate` out of the way.
+    let config = LogConfig {
+        segment_bytes,
+        batch_bytes_max: 64,
+        pending_bytes_max: 64,
+    };
+    if let Err(error) = config.validate() {
+        return Err((segment_bytes_at, error.to_string()));
+    }
+    if let Some((at, line)) = lines.next() {
+        return Err((at, format!("unexpected content after the known fields: {line:?}")));
+    }
+    Ok(segment_bytes)
 }
 
 fn write_format(dir: &Path, dir_lock: &File, config: &LogConfig) -> Result<(), LogError> {

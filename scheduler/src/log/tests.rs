@@ -732,7 +732,8 @@ fn format_file_is_checked() {
     assert!(matches!(Log::open(dir.path(), other), Err(LogError::Config(_))));
 
     std::fs::write(&format, "hewitt-log\nversion 2\nsegment_bytes 4096\n").expect("write");
-    let message = expect_corrupt(Log::open(dir.path(), small_config()), &format, 0);
+    // The offset names the line at fault: "version" starts after "hewitt-log\n".
+    let message = expect_corrupt(Log::open(dir.path(), small_config()), &format, 11);
     assert!(message.contains("format version 2"), "{message}");
 
     std::fs::remove_file(&format).expect("remove");
