@@ -17,6 +17,7 @@
 ;;   0x0800..0x0C00  the sample's NUL-terminated constants, one per 64-byte slot
 ;;   0x0C00..0x0C20  scratch for decimal digits
 ;;   0x0D00..0x0E00  scratch for search patterns
+;;   0x0E00..0x0E40  the prelude's constants, continued (one slot)
 ;;   0x10000..       the heap: a bump allocator, reset at the first malloc after handle returned
 ;;
 ;; The heap pointer and the reset flag are exported mutable globals so that a host snapshot
@@ -50,6 +51,7 @@
   (data (i32.const 0x0740) "Action\00")
   (data (i32.const 0x0780) "\"From\":\"\00")
   (data (i32.const 0x07C0) "\"Module\":{\"Id\":\"\00")
+  (data (i32.const 0x0E00) "\"Process\":{\"Id\":\"\00")
 
   ;; Makes addresses below $end valid, growing memory if needed; returns 0 when it cannot.
   (func $ensure (param $end i64) (result i32)
@@ -318,3 +320,65 @@
     (call $out_cstr (i32.const 0x0540))
     (call $out_u64 (local.get $v))
     (call $out_cstr (i32.const 0x0580)))
+
+  ;; The value of the tag named by the NUL-terminated string at $name among the env's Process
+  ;; tags (those of the process itself, not of its Module): (address, length), or (0, 0) when
+  ;; the process has no such tag. It searches from "Process":{"Id":" to "Module":{"Id":" when
+  ;; the Module follows, else to the end: the host's serde_json sorts the keys (Module first),
+  ;; but nothing here depends on that order.
+  (func $process_tag (param $name i32) (result i32 i32)
+    (local $p i32)
+    (local $start i32)
+    (local $end i32)
+    (local.set $start
+      (call $rfind
+        (global.get $env) (global.get $env_len)
+        (i32.const 0x0E00) (call $strlen (i32.const 0x0E00))))
+    (if (i32.eq (local.get $start) (i32.const -1))
+      (then (return (i32.const 0) (i32.const 0))))
+    (local.set $end
+      (call $rfind
+        (global.get $env) (global.get $env_len)
+        (i32.const 0x07C0) (call $strlen (i32.const 0x07C0))))
+    (if (i32.le_s (local.get $end) (local.get $start))
+      (then (local.set $end (i32.add (global.get $env) (global.get $env_len)))))
+    (local.set $p (call $copy_cstr (i32.const 0x0D00) (i32.const 0x0500)))
+    (local.set $p (call $copy_cstr (local.get $p) (local.get $name)))
+    (local.set $p (call $copy_cstr (local.get $p) (i32.const 0x0540)))
+    (call $value_after
+      (local.get $start) (i32.sub (local.get $end) (local.get $start))
+      (i32.const 0x0D00) (i32.sub (local.get $p) (i32.const 0x0D00))))
+
+  ;; For a sample whose state outgrows page 0: it keeps that state at fixed addresses in
+  ;; 0x10000..$base, calls heap_above($base) right after $begin and heap_rebase($base) after its
+  ;; result is written, so that the heap (msg, env, output) lives above $base for good and no
+  ;; input, however large, lands on the state.
+  ;;
+  ;; Only the first message after instantiation finds its msg and env at 0x10000, over the
+  ;; state area (malloc starts there): heap_above moves them up by ($base - 0x10000), zeroes
+  ;; the area they held (a fresh state is all zeros) and makes sure memory reaches $base. A
+  ;; snapshot keeps heap_top and heap_reset, so a restored instance keeps the heap above $base.
+  (func $heap_above (param $base i32)
+    (local $delta i64)
+    (local $used i32)
+    (if (i32.ge_u (global.get $msg) (local.get $base))
+      (then (return)))
+    (local.set $delta (i64.extend_i32_u (i32.sub (local.get $base) (i32.const 0x10000))))
+    (if (i32.eqz
+          (call $ensure (i64.add (i64.extend_i32_u (global.get $heap_top)) (local.get $delta))))
+      (then unreachable))
+    (local.set $used (i32.sub (global.get $heap_top) (i32.const 0x10000)))
+    (memory.copy (local.get $base) (i32.const 0x10000) (local.get $used))
+    (memory.fill (i32.const 0x10000) (i32.const 0)
+      (select
+        (local.get $used)
+        (i32.wrap_i64 (local.get $delta))
+        (i64.lt_u (i64.extend_i32_u (local.get $used)) (local.get $delta))))
+    (global.set $msg (i32.add (global.get $msg) (i32.wrap_i64 (local.get $delta))))
+    (global.set $env (i32.add (global.get $env) (i32.wrap_i64 (local.get $delta))))
+    (global.set $heap_top (i32.add (global.get $heap_top) (i32.wrap_i64 (local.get $delta)))))
+  ;; Makes the next malloc (the next message's msg) start at $base instead of 0x10000. The
+  ;; output just written stays valid: it lies above $base and the host reads it first.
+  (func $heap_rebase (param $base i32)
+    (global.set $heap_top (local.get $base))
+    (global.set $heap_reset (i32.const 0)))

@@ -34,6 +34,8 @@ mod module;
 pub mod samples;
 
 #[cfg(test)]
+mod exchange_tests;
+#[cfg(test)]
 mod tests;
 
 pub use config::{ComputeConfig, ProcessLimits, WASM_PAGE_BYTES};

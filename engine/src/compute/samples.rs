@@ -1,6 +1,6 @@
 //! Hewitt's sample processes, hand-written in WAT under `engine/samples/`, for the CLI demo and
-//! for tests: counter, pingpong, spawner, trap, loop and memhog (each file's header says what
-//! it does).
+//! for tests: counter, pingpong, spawner, trap, loop, memhog and exchange (each file's header
+//! says what it does).
 //!
 //! WAT has no includes, so each sample file holds only module fields and [`wat`] wraps it with
 //! the shared `prelude.wat` (memory, `malloc`, JSON reads, the result writer) into one module.
@@ -22,19 +22,22 @@ pub const TRAP_WAT: &str = include_str!("../../samples/trap.wat");
 pub const LOOP_WAT: &str = include_str!("../../samples/loop.wat");
 /// Grows memory forever on Action=Grow.
 pub const MEMHOG_WAT: &str = include_str!("../../samples/memhog.wat");
+/// A matching engine: a price-time priority limit order book (Place, Cancel, Move, Reduce).
+pub const EXCHANGE_WAT: &str = include_str!("../../samples/exchange.wat");
 
 /// The samples by name, with their module fields.
-const SAMPLES: [(&str, &str); 6] = [
+const SAMPLES: [(&str, &str); 7] = [
     ("counter", COUNTER_WAT),
     ("pingpong", PINGPONG_WAT),
     ("spawner", SPAWNER_WAT),
     ("trap", TRAP_WAT),
     ("loop", LOOP_WAT),
     ("memhog", MEMHOG_WAT),
+    ("exchange", EXCHANGE_WAT),
 ];
 
 /// The samples' names, as [`wat`] and [`wasm`] take them.
-pub const NAMES: [&str; 6] = ["counter", "pingpong", "spawner", "trap", "loop", "memhog"];
+pub const NAMES: [&str; 7] = ["counter", "pingpong", "spawner", "trap", "loop", "memhog", "exchange"];
 
 /// The whole module text of the sample called `name` (prelude included), or `None` for a name
 /// that is not in [`NAMES`].
