@@ -17,10 +17,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use engine::client::Client;
+use engine::client::{fresh_anchor, Client};
 use engine::compute::samples;
 use engine::node::{self, NodeConfig};
 use hdrhistogram::Histogram;
+use scheduler::data_item::DataItem;
 use scheduler::signer::Signer;
 use scheduler::tags::Tag;
 use scheduler::ProcessId;
@@ -39,6 +40,8 @@ enum Scenario {
     Many,
     /// One hot process.
     Hot,
+    /// One matching-engine process (the exchange sample) fed the exchange-core order mix.
+    Exchange,
 }
 
 #[derive(Subcommand)]
@@ -107,11 +110,124 @@ enum Pace {
     Open { start: Instant, rate: f64 },
 }
 
-/// Sends `total` messages from `clients` threads, round robin over `targets`. Each latency is
-/// measured from the message's due time: its send time in a closed loop, its slot in the
-/// schedule in an open loop, so a stalled node is charged for every message it delayed.
-/// Returns the achieved messages/s and the latency histogram (µs).
-fn drive(url: &str, targets: &[ProcessId], clients: usize, total: u64, pace: Pace) -> (f64, Histogram<u64>) {
+/// Accounts trading on the exchange, as in exchange-core's workload.
+const EXCHANGE_ACCOUNTS: usize = 1000;
+/// Orders resting in the book before measuring; the ids 1..=this are the ones moved,
+/// cancelled and re-placed.
+const EXCHANGE_RESTING_ORDERS: u64 = 1000;
+/// The mid price, in ticks.
+const EXCHANGE_MID: u64 = 10_000;
+
+/// What each ticket sends.
+enum Workload {
+    /// `Action: Increment` to the counters, round robin.
+    Counter { targets: Vec<ProcessId>, signer: Signer },
+    /// The exchange-core mix to one exchange process.
+    Exchange { process: ProcessId, accounts: Vec<Signer> },
+}
+
+/// splitmix64: a well-mixed stream of choices from the ticket number.
+fn mix(ticket: u64) -> u64 {
+    let mut z = ticket.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Workload {
+    /// A resting order of the book: odd ids buy below the mid, even ids sell above it.
+    fn resting_order(id: u64, distance: u64) -> Vec<Tag> {
+        let (side, price) = if id % 2 == 1 {
+            ("Buy", EXCHANGE_MID - 1 - distance)
+        } else {
+            ("Sell", EXCHANGE_MID + 1 + distance)
+        };
+        vec![
+            Tag::new("Action", "Place"),
+            Tag::new("Order-Id", id.to_string()),
+            Tag::new("Side", side),
+            Tag::new("Price", price.to_string()),
+            Tag::new("Size", "10"),
+            Tag::new("Type", "GTC"),
+        ]
+    }
+
+    /// The signed item of `ticket`. For the exchange: 82 % move a resting order (within its
+    /// side, so it stays in the book), 6 % cancel one, 9 % place a GTC with one of the book's ids
+    /// (a duplicate while that order rests, close enough to the mid to cross sometimes), 3 %
+    /// an aggressive IOC with a fresh id. Orders are signed by their owning account.
+    fn item(&self, ticket: u64) -> DataItem {
+        match self {
+            Workload::Counter { targets, signer } => {
+                let target = targets[ticket as usize % targets.len()];
+                let tags = vec![
+                    Tag::new("Data-Protocol", "ao"),
+                    Tag::new("Type", "Message"),
+                    Tag::new("Action", "Increment"),
+                ];
+                signer.sign(Some(target.0), Some(fresh_anchor()), tags, Vec::new())
+            }
+            Workload::Exchange { process, accounts } => {
+                let r = mix(ticket);
+                let id = 1 + (r >> 8) % EXCHANGE_RESTING_ORDERS;
+                let distance = (r >> 24) % 20;
+                let (owner, mut tags) = match r % 100 {
+                    0..=81 => {
+                        let price = if id % 2 == 1 {
+                            EXCHANGE_MID - 1 - distance
+                        } else {
+                            EXCHANGE_MID + 1 + distance
+                        };
+                        let tags = vec![
+                            Tag::new("Action", "Move"),
+                            Tag::new("Order-Id", id.to_string()),
+                            Tag::new("Price", price.to_string()),
+                        ];
+                        (id, tags)
+                    }
+                    82..=87 => (
+                        id,
+                        vec![Tag::new("Action", "Cancel"), Tag::new("Order-Id", id.to_string())],
+                    ),
+                    88..=96 => (id, Self::resting_order(id, distance.saturating_sub(3))),
+                    _ => {
+                        let fresh = EXCHANGE_RESTING_ORDERS + 1 + ticket;
+                        let (side, price) = if r >> 40 & 1 == 1 {
+                            ("Buy", EXCHANGE_MID + 25)
+                        } else {
+                            ("Sell", EXCHANGE_MID - 25)
+                        };
+                        let tags = vec![
+                            Tag::new("Action", "Place"),
+                            Tag::new("Order-Id", fresh.to_string()),
+                            Tag::new("Side", side),
+                            Tag::new("Price", price.to_string()),
+                            Tag::new("Size", "5"),
+                            Tag::new("Type", "IOC"),
+                        ];
+                        (fresh, tags)
+                    }
+                };
+                tags.splice(0..0, [Tag::new("Data-Protocol", "ao"), Tag::new("Type", "Message")]);
+                let account = &accounts[owner as usize % accounts.len()];
+                account.sign(Some(process.0), Some(fresh_anchor()), tags, Vec::new())
+            }
+        }
+    }
+}
+
+/// Sends tickets `first..first + total` from `clients` threads. Each latency is measured from
+/// the message's due time: its send time in a closed loop, its slot in the schedule in an open
+/// loop, so a stalled node is charged for every message it delayed. Returns the achieved
+/// messages/s and the latency histogram (µs).
+fn drive(
+    url: &str,
+    workload: &Arc<Workload>,
+    clients: usize,
+    first: u64,
+    total: u64,
+    pace: Pace,
+) -> (f64, Histogram<u64>) {
     let next = Arc::new(AtomicU64::new(0));
     let began = match pace {
         Pace::Closed => Instant::now(),
@@ -119,7 +235,7 @@ fn drive(url: &str, targets: &[ProcessId], clients: usize, total: u64, pace: Pac
     };
     let workers: Vec<_> = (0..clients)
         .map(|_| {
-            let (next, url, targets) = (Arc::clone(&next), url.to_owned(), targets.to_vec());
+            let (next, url, workload) = (Arc::clone(&next), url.to_owned(), Arc::clone(workload));
             std::thread::spawn(move || {
                 let client = Client::new(&url, Signer::generate_ed25519());
                 let mut h = histogram();
@@ -128,10 +244,7 @@ fn drive(url: &str, targets: &[ProcessId], clients: usize, total: u64, pace: Pac
                     if ticket >= total {
                         return h;
                     }
-                    let target = targets[ticket as usize % targets.len()];
-                    let bytes = client
-                        .message_item(target, &[Tag::new("Action", "Increment")], b"")
-                        .to_bytes();
+                    let bytes = workload.item(first + ticket).to_bytes();
                     let due = match pace {
                         Pace::Closed => Instant::now(),
                         Pace::Open { start, rate } => {
@@ -173,32 +286,75 @@ fn run(
     let node = node::start(NodeConfig::new(&data_dir, "127.0.0.1:0".parse()?))?;
     let url = format!("http://{}", node.addr);
     let setup = Client::new(&url, Signer::generate_ed25519());
-    let module = setup.load_module(
-        samples::wasm("counter").expect("counter sample"),
-        "wasm32-unknown-unknown",
-        &[],
-    )?;
-    let count = match scenario {
-        Scenario::Many => processes.max(1),
-        Scenario::Hot => 1,
+    let (scenario_name, count, workload) = match scenario {
+        Scenario::Many | Scenario::Hot => {
+            let module = setup.load_module(
+                samples::wasm("counter").expect("counter sample"),
+                "wasm32-unknown-unknown",
+                &[],
+            )?;
+            let count = if matches!(scenario, Scenario::Many) {
+                processes.max(1)
+            } else {
+                1
+            };
+            let targets: Vec<ProcessId> = (0..count)
+                .map(|_| setup.spawn(module, node.address, &[], b""))
+                .collect::<Result<_, _>>()?;
+            let name = if count == 1 { "hot" } else { "many" };
+            (
+                name,
+                count,
+                Workload::Counter {
+                    targets,
+                    signer: Signer::generate_ed25519(),
+                },
+            )
+        }
+        Scenario::Exchange => {
+            let module = setup.load_module(
+                samples::wasm("exchange").expect("exchange sample"),
+                "wasm32-unknown-unknown",
+                &[],
+            )?;
+            let process = setup.spawn(module, node.address, &[], b"")?;
+            let accounts: Vec<Signer> = (0..EXCHANGE_ACCOUNTS).map(|_| Signer::generate_ed25519()).collect();
+            // The book: EXCHANGE_RESTING_ORDERS resting orders on both sides of the mid.
+            for id in 1..=EXCHANGE_RESTING_ORDERS {
+                let mut tags = Workload::resting_order(id, mix(id) % 20);
+                tags.splice(0..0, [Tag::new("Data-Protocol", "ao"), Tag::new("Type", "Message")]);
+                let item = accounts[id as usize % accounts.len()].sign(
+                    Some(process.0),
+                    Some(fresh_anchor()),
+                    tags,
+                    Vec::new(),
+                );
+                setup.post_item(&item)?;
+            }
+            ("exchange", 1, Workload::Exchange { process, accounts })
+        }
     };
-    let targets: Vec<ProcessId> = (0..count)
-        .map(|_| setup.spawn(module, node.address, &[], b""))
-        .collect::<Result<_, _>>()?;
-    let scenario_name = match scenario {
-        Scenario::Many => "many",
-        Scenario::Hot => "hot",
-    };
+    let workload = Arc::new(workload);
     eprintln!("{scenario_name}: {count} processes, {clients} clients");
 
-    let (peak, peak_latency) = drive(&url, &targets, clients, messages, Pace::Closed);
+    let mut first_ticket = 0;
+    let (peak, peak_latency) = drive(&url, &workload, clients, first_ticket, messages, Pace::Closed);
+    first_ticket += messages;
     eprintln!("peak {peak:.0} messages/s");
     let mut phases = Vec::new();
     for load in loads {
         let rate = peak * load;
         let total = (rate * seconds).max(1.0) as u64;
         let start = Instant::now() + Duration::from_millis(50);
-        let (achieved, latency) = drive(&url, &targets, clients, total, Pace::Open { start, rate });
+        let (achieved, latency) = drive(
+            &url,
+            &workload,
+            clients,
+            first_ticket,
+            total,
+            Pace::Open { start, rate },
+        );
+        first_ticket += total;
         eprintln!(
             "offered {rate:.0}/s ({:.0} %): achieved {achieved:.0}/s, p99 {} µs",
             load * 100.0,
@@ -221,6 +377,12 @@ fn run(
     let raw_p99 = raw_h.value_at_quantile(0.99).max(1) as f64;
     let report = json!({
         "scenario": scenario_name,
+        "workload": match scenario {
+            Scenario::Many | Scenario::Hot => "Action=Increment to counter processes, round robin".to_owned(),
+            Scenario::Exchange => format!(
+                "exchange sample, {EXCHANGE_ACCOUNTS} accounts, {EXCHANGE_RESTING_ORDERS} resting orders; mix 82 % move, 6 % cancel, 9 % GTC, 3 % IOC (some cancels, moves and GTCs are rejected: a filled or cancelled order, a duplicate id)"
+            ),
+        },
         "durability": "durable: acknowledged after the fdatasync that covers the message",
         "transport": "HTTP/1.1 on loopback, Ed25519-signed ANS-104 items, load generator in the same process",
         "commit": git_commit(),
