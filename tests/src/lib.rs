@@ -154,3 +154,22 @@ pub fn check_timeline(edges: &[Value], pid: ProcessId, scheduler: Address) {
         previous = Some((id, link));
     }
 }
+
+/// The counter sample's current count, read by a dry run (the state, not a message's result).
+pub fn counter_value(client: &Client, pid: ProcessId) -> u64 {
+    let answer = client.dry_run(pid, &[Tag::new("Action", "Get")], "").expect("dry run");
+    answer["Output"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("count in {answer}"))
+}
+
+/// Polls `done` (bounded: two minutes) until it holds; for waiting on the node's own work, such
+/// as a rally that is still being delivered.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

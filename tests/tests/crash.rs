@@ -4,32 +4,14 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use engine::client::Client;
 use scheduler::signer::Signer;
 use scheduler::tags::Tag;
 use scheduler::{MessageId, ProcessId};
-use tests::{check_timeline, load_sample, spawn, tag_of, timeline, Node};
+use tests::{check_timeline, counter_value, load_sample, spawn, tag_of, timeline, wait_until, Node};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_hewitt-under-test");
-
-/// Waits (bounded) until `done` holds, polling the node; the wait is for the node's own work.
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn counter_value(client: &Client, pid: ProcessId) -> u64 {
-    let answer = client.dry_run(pid, &[Tag::new("Action", "Get")], "").expect("dry run");
-    answer["Output"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("count in {answer}"))
-}
 
 #[test]
 fn acknowledged_messages_survive_sigkill_under_load() {

@@ -7,10 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use engine::client::Client;
 use scheduler::tags::Tag;
-use scheduler::ProcessId;
-use tests::{check_timeline, load_sample, spawn, timeline, Node};
+use tests::{check_timeline, counter_value, load_sample, spawn, timeline, Node};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_hewitt-under-test");
 
@@ -47,14 +45,6 @@ fn text(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
-}
-
-fn counter_value(client: &Client, pid: ProcessId) -> u64 {
-    let answer = client.dry_run(pid, &[Tag::new("Action", "Get")], "").expect("dry run");
-    answer["Output"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("count in {answer}"))
 }
 
 /// The only segment of the log.

@@ -9,6 +9,7 @@
 use serde_json::{json, Value};
 
 use super::samples;
+use super::tests::id;
 use super::{CompiledModule, ComputeConfig, Evaluation, ProcessInstance, ProcessLimits, Runtime, MODULE_FORMAT_WASM32};
 
 const MIB: u64 = 1024 * 1024;
@@ -38,31 +39,14 @@ fn module(runtime: &Runtime) -> CompiledModule {
         .expect("the exchange compiles")
 }
 
-/// A 43-character id made of one repeated character.
-fn id(c: char) -> String {
-    c.to_string().repeat(43)
-}
-
 /// The 43-character id of test account `n`.
 fn account(n: usize) -> String {
     format!("{:_>43}", format!("account-{n}"))
 }
 
-/// A msg exactly as the host writes it (serde_json, compact, keys in AO's order).
+/// A msg exactly as the host writes it (the compute tests' builder).
 fn msg(from: &str, data: &str, tags: &[(&str, &str)]) -> Vec<u8> {
-    let tags: Vec<Value> = tags
-        .iter()
-        .map(|(name, value)| json!({"name": name, "value": value}))
-        .collect();
-    format!(
-        r#"{{"Id":"{id}","Signature":"c2lnbmF0dXJl","Data":{data},"Owner":"{owner}","Target":"{target}","Anchor":null,"From":"{from}","Forwarded-By":null,"Tags":{tags},"Epoch":0,"Nonce":3,"Timestamp":1700000000000,"Block-Height":1393008,"Hash-Chain":"{id}","Cron":false,"Read-Only":false}}"#,
-        id = id('I'),
-        data = serde_json::to_string(data).expect("a string serialises"),
-        owner = id('O'),
-        target = id('P'),
-        tags = serde_json::to_string(&tags).expect("tags serialise"),
-    )
-    .into_bytes()
+    super::tests::msg_with(from, data, tags)
 }
 
 /// The env of an exchange process, spawned with `Notify-Fills` = `notify` when given, as the

@@ -36,7 +36,7 @@ fn sample(runtime: &Runtime, name: &str) -> CompiledModule {
 }
 
 /// A 43-character id made of one repeated character.
-fn id(c: char) -> String {
+pub(super) fn id(c: char) -> String {
     c.to_string().repeat(43)
 }
 
@@ -44,7 +44,7 @@ const MODULE_ID_CHAR: char = 'M';
 const PROCESS_ID_CHAR: char = 'P';
 
 /// A msg exactly as the host writes it (serde_json, compact, keys in AO's order).
-fn msg_with(from: &str, data: &str, tags: &[(&str, &str)]) -> Vec<u8> {
+pub(super) fn msg_with(from: &str, data: &str, tags: &[(&str, &str)]) -> Vec<u8> {
     let tags: Vec<Value> = tags
         .iter()
         .map(|(name, value)| json!({"name": name, "value": value}))

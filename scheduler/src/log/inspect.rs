@@ -751,6 +751,7 @@ mod tests {
     use std::cell::RefCell;
     use std::rc::Rc;
 
+    use super::super::tests::{flip_bit, segment_files};
     use super::super::{Committer, Log};
     use super::*;
 
@@ -793,24 +794,6 @@ mod tests {
                 task.await;
                 lsns
             })
-    }
-
-    fn segment_files(dir: &Path) -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .expect("list")
-            .map(|e| e.expect("entry").path())
-            .filter(|p| p.extension().is_some_and(|e| e == "log"))
-            .collect();
-        files.sort();
-        files
-    }
-
-    fn flip_bit(path: &Path, offset: u64) {
-        let file = OpenOptions::new().read(true).write(true).open(path).expect("open");
-        let mut byte = [0u8; 1];
-        file.read_exact_at(&mut byte, offset).expect("read byte");
-        byte[0] ^= 0x04;
-        file.write_all_at(&byte, offset).expect("write byte");
     }
 
     /// Collects the records and progress a scan reports.

@@ -99,7 +99,7 @@ impl Running {
     }
 }
 
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
+pub(super) fn segment_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .expect("list")
         .map(|e| e.expect("entry").path())
@@ -109,7 +109,7 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-fn flip_bit(path: &Path, offset: u64) {
+pub(super) fn flip_bit(path: &Path, offset: u64) {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
