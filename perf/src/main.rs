@@ -10,6 +10,8 @@
 //! `hewitt-perf fsync` runs only the disk probe. Scenarios still to come (ping-pong chains, spawn
 //! storms, the exchange, in-process driving, plots) are listed in perf/README.md.
 
+mod engine_run;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,6 +56,20 @@ enum Command {
         rounds: usize,
         #[arg(long, default_value_t = 4096)]
         block_bytes: usize,
+    },
+    /// The engine alone through its API (no HTTP, no client signing in the timed loop):
+    /// durable messages/s and where each message's time goes.
+    Engine {
+        /// Parent of the fresh data dir (its disk is the one measured).
+        #[arg(long, default_value = "target/perf")]
+        work_dir: PathBuf,
+        #[arg(long, default_value_t = 64)]
+        processes: usize,
+        #[arg(long, default_value_t = 20_000)]
+        messages: usize,
+        /// Messages admitted per fdatasync, as that many concurrent clients would land them.
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
     },
     /// Starts a node and measures durable throughput and acknowledgement latency over HTTP.
     Run {
@@ -494,6 +510,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut latencies = engine::probe::fdatasync_latencies(&dir, rounds, block_bytes)?;
             let label = format!("raw {block_bytes} B append + fdatasync on {}", dir.display());
             engine::probe::summary(&mut std::io::stdout(), &label, &mut latencies)?;
+            Ok(())
+        }
+        Command::Engine {
+            work_dir,
+            processes,
+            messages,
+            batch,
+        } => {
+            std::fs::create_dir_all(&work_dir)?;
+            let data_dir = work_dir.join(format!("engine-{}", std::process::id()));
+            let mut report = engine_run::run(&data_dir, processes, messages, batch)?;
+            let mut raw = engine::probe::fdatasync_latencies(&data_dir, 1000, 4096)?;
+            let quantile_us = |q: f64, raw: &mut Vec<Duration>| engine::probe::quantile(raw, q).as_micros() as u64;
+            report["limits"] =
+                json!({"fdatasync_4k": {"p50_us": quantile_us(0.5, &mut raw), "p99_us": quantile_us(0.99, &mut raw)}});
+            report["commit"] = git_commit().into();
+            report["cpu"] = cpu_model().into();
+            std::fs::remove_dir_all(&data_dir)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
         Command::Run {
