@@ -64,10 +64,6 @@ const PUMP_EVALUATIONS_MAX: usize = 64;
 /// fraction of an fdatasync, so that acknowledgement latency stays close to the disk's.
 const COMMIT_LATENCY_US: u64 = 100;
 
-/// Seconds a connection may stay silent while the node waits to read from it (or blocked while
-/// it writes to it) before it is closed.
-pub const CONNECTION_IDLE_TIMEOUT_S: u64 = 30;
-
 /// Most open client connections per shard; a connection beyond it is closed at once (clients
 /// see a reset and retry), so that waiting requests cannot grow without bound.
 pub const CONNECTIONS_MAX: usize = 4096;
@@ -390,10 +386,6 @@ async fn serve(state: &Rc<NodeState>, listener: glommio::net::TcpListener, mut s
             continue;
         }
         let _ = stream.set_nodelay(true);
-        // A connection that sends nothing for this long (an idle keep-alive, or a client that
-        // trickles a request header) is closed, so that idle sockets cannot hold every slot.
-        let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(CONNECTION_IDLE_TIMEOUT_S)));
-        let _ = stream.set_write_timeout(Some(std::time::Duration::from_secs(CONNECTION_IDLE_TIMEOUT_S)));
         let state = Rc::clone(state);
         let open_connections = Rc::clone(&open_connections);
         open_connections.set(open_connections.get() + 1);
