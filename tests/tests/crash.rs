@@ -22,23 +22,42 @@ fn acknowledged_messages_survive_sigkill_under_load() {
     let pids: Vec<ProcessId> = (0..3).map(|_| spawn(&setup, &node, module)).collect();
     let acked: Arc<Mutex<Vec<(usize, ProcessId, MessageId)>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
+    let killing = Arc::new(AtomicBool::new(false));
+    let failures: Arc<Mutex<Vec<String>>> = Arc::default();
     let url = node.url.clone();
     let senders: Vec<_> = (0..6)
         .map(|index| {
             let (acked, stop, url) = (Arc::clone(&acked), Arc::clone(&stop), url.clone());
+            let (failures, killing) = (Arc::clone(&failures), Arc::clone(&killing));
             let pid = pids[index % pids.len()];
             std::thread::spawn(move || {
                 let client = Client::new(&url, Signer::generate_ed25519());
                 while !stop.load(Ordering::Relaxed) {
                     match client.send(pid, &[Tag::new("Action", "Increment")], b"") {
                         Ok(id) => acked.lock().unwrap().push((index, pid, id)),
-                        Err(_) => return, // the node is gone
+                        Err(error) => {
+                            // Expected once the node is being killed; before that, a refused
+                            // message is a failure of the node.
+                            if !killing.load(Ordering::SeqCst) {
+                                failures.lock().unwrap().push(format!("sender {index}: {error}"));
+                            }
+                            return;
+                        }
                     }
                 }
             })
         })
         .collect();
-    wait_until("300 acknowledged messages", || acked.lock().unwrap().len() >= 300);
+    wait_until("300 acknowledged messages", || {
+        acked.lock().unwrap().len() >= 300 || !failures.lock().unwrap().is_empty()
+    });
+    assert_eq!(
+        *failures.lock().unwrap(),
+        Vec::<String>::new(),
+        "messages refused before the kill"
+    );
+    // From here on an error means the node is gone; the senders keep sending into the kill.
+    killing.store(true, Ordering::SeqCst);
     node.kill();
     stop.store(true, Ordering::Relaxed);
     for sender in senders {
