@@ -64,9 +64,13 @@ enum Command {
     Module {
         #[command(flatten)]
         node: NodeArgs,
-        /// Path of the module.
+        /// Path of the module (.wasm, or .wat compiled here).
+        #[arg(long, required_unless_present = "sample", conflicts_with = "sample")]
+        wasm: Option<PathBuf>,
+        /// One of Hewitt's sample processes instead of a file: counter, pingpong, spawner, trap,
+        /// loop, memhog, exchange.
         #[arg(long)]
-        wasm: PathBuf,
+        sample: Option<String>,
         #[arg(long, default_value = "wasm32-unknown-unknown")]
         format: String,
         /// Extra tags, NAME=VALUE.
@@ -217,14 +221,26 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Module {
             node,
             wasm,
+            sample,
             format,
             tags,
         } => {
             let client = client(&node)?;
-            let bytes = std::fs::read(&wasm).map_err(|e| format!("{}: {e}", wasm.display()))?;
-            let bytes = wat::parse_bytes(&bytes)
-                .map_err(|e| format!("{}: {e}", wasm.display()))?
-                .into_owned();
+            let bytes = match (wasm, sample) {
+                (_, Some(name)) => crate::compute::samples::wasm(&name).ok_or_else(|| {
+                    format!(
+                        "no sample called {name:?}; there are {:?}",
+                        crate::compute::samples::NAMES
+                    )
+                })?,
+                (Some(wasm), None) => {
+                    let bytes = std::fs::read(&wasm).map_err(|e| format!("{}: {e}", wasm.display()))?;
+                    wat::parse_bytes(&bytes)
+                        .map_err(|e| format!("{}: {e}", wasm.display()))?
+                        .into_owned()
+                }
+                (None, None) => return Err("give --wasm PATH or --sample NAME".into()),
+            };
             let id = client.load_module(bytes, &format, &tags).map_err(|e| e.to_string())?;
             println!("{id}");
             Ok(())
