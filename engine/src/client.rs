@@ -102,12 +102,31 @@ impl Client {
     }
 
     /// `POST /` with raw bytes (the data item), answered as JSON.
+    ///
+    /// A transport error (a pooled keep-alive connection the server had already closed, say) is
+    /// retried once on a fresh connection. That is safe because a data item is idempotent by
+    /// id: if the first attempt did land, the node answers the retry 409, which is reported as
+    /// the acceptance it is.
     pub fn post_bytes(&self, bytes: &[u8]) -> Result<Value, ClientError> {
-        let request = self
-            .agent
-            .post(&format!("{}/", self.base))
-            .set("Content-Type", "application/octet-stream");
-        Self::json(Self::read(request.send_bytes(bytes))?)
+        let send = || {
+            let request = self
+                .agent
+                .post(&format!("{}/", self.base))
+                .set("Content-Type", "application/octet-stream");
+            Self::read(request.send_bytes(bytes)).and_then(Self::json)
+        };
+        match send() {
+            Err(ClientError::Transport(first)) => match send() {
+                Err(ClientError::Status { status: 409, .. }) => {
+                    let id = DataItem::parse(bytes)
+                        .map(|item| item.id().to_string())
+                        .unwrap_or_default();
+                    Ok(serde_json::json!({"message": "Processing DataItem", "id": id, "retried_after": first}))
+                }
+                other => other,
+            },
+            other => other,
+        }
     }
 
     /// `POST /` with a data item; returns the node's answer.
