@@ -289,18 +289,25 @@ async fn post_item(state: &Rc<NodeState>, body: Incoming, params: &[(String, Str
         )
     })?;
     let id = item.id().to_string();
+    let target = item.target.map(ProcessId);
+    // The answer's timestamp is the assignment's (as AO's SU answers); a module has none.
     let admitted = {
         let mut shard = state.shard.borrow_mut();
         match kind {
-            "Module" => shard.admit_module(item, &bytes).map(|(_, lsn)| lsn),
-            "Process" => shard.admit_process(item, &bytes, now()).map(|(_, lsn)| lsn),
-            "Message" => shard.admit_message(item, &bytes, now()).map(|(_, _, lsn)| lsn),
+            "Module" => shard.admit_module(item, &bytes).map(|(_, lsn)| (lsn, now())),
+            "Process" => shard
+                .admit_process(item, &bytes, now())
+                .map(|(pid, lsn)| (lsn, shard.assignment_time(pid, Nonce(0)))),
+            "Message" => shard.admit_message(item, &bytes, now()).map(|(_, nonce, lsn)| {
+                let pid = target.expect("admitted messages have a target");
+                (lsn, shard.assignment_time(pid, nonce))
+            }),
             other => Err(ShardError::BadRequest(format!(
                 "Type {other:?} is not one of Module, Process, Message"
             ))),
         }
     };
-    let lsn = admitted.map_err(shard_fail)?;
+    let (lsn, timestamp) = admitted.map_err(shard_fail)?;
     state.wake_pump();
     state
         .committer
@@ -309,7 +316,7 @@ async fn post_item(state: &Rc<NodeState>, body: Incoming, params: &[(String, Str
         .map_err(|e| fail(StatusCode::SERVICE_UNAVAILABLE, format!("not acknowledged: {e}")))?;
     Ok(respond(
         StatusCode::ACCEPTED,
-        &json!({"message": "Processing DataItem", "id": id, "timestamp": now().0}),
+        &json!({"message": "Processing DataItem", "id": id, "timestamp": timestamp.0}),
     ))
 }
 

@@ -982,6 +982,11 @@ impl Shard {
         Ok((page, page_end < end))
     }
 
+    /// The timestamp of the assignment at `nonce` of `pid` (both known to exist).
+    pub fn assignment_time(&self, pid: ProcessId, nonce: Nonce) -> Timestamp {
+        self.processes[&pid].entries[nonce.0 as usize].timestamp
+    }
+
     /// The log position of the process's latest assignment.
     pub fn latest(&self, pid: ProcessId) -> Result<Lsn, ShardError> {
         let process = self

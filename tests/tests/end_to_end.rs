@@ -82,6 +82,13 @@ fn load_spawn_message_result_with_both_signature_types() {
         let memory = client.get_bytes(&format!("/state/{pid}")).unwrap();
         assert!(memory.len() >= 65536 && memory.len().is_multiple_of(65536));
     }
+    // POST / answers the assignment's timestamp.
+    let client = node.client();
+    let pid = spawn(&client, &node, load_sample(&client, "counter", &[]));
+    let item = client.message_item(pid, &action("Increment"), b"");
+    let answer = client.post_item(&item).unwrap();
+    let one = client.get(&format!("/{}?process-id={pid}", item.id())).unwrap();
+    assert_eq!(answer["timestamp"].to_string(), tag_of(&one["assignment"], "Timestamp"));
     let root = node.client().get("/").unwrap();
     assert_eq!(root["address"], node.address.to_string());
     assert!(root["timestamp"].as_str().unwrap().parse::<u64>().is_ok(), "{root}");
