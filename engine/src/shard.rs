@@ -1013,10 +1013,7 @@ impl Shard {
             message: (assignment.nonce != Nonce(0)).then_some(assignment.message),
             exclude: None,
         };
-        let mut item = chain::sign_assignment(&self.signer, &fields);
-        // The stored signature is the one the chain links to; with a deterministic signer the two
-        // are equal, and the stored one stays authoritative if the key type ever changes.
-        item.signature = assignment.signature.to_vec();
+        let item = chain::assignment_item(&self.signer, &fields, assignment.signature.to_vec());
         Ok((item, message))
     }
 

@@ -80,6 +80,20 @@ pub fn sign_assignment(signer: &Signer, fields: &AssignmentFields) -> DataItem {
     signer.sign(None, None, assignment_tags(fields), Vec::new())
 }
 
+/// The assignment item of `fields` as `sign_assignment` made it, rebuilt from the signature kept
+/// for it (the log stores fields and signature, not the item) without signing again.
+pub fn assignment_item(signer: &Signer, fields: &AssignmentFields, signature: Vec<u8>) -> DataItem {
+    DataItem {
+        signature_type: signer.signature_type(),
+        signature,
+        owner: signer.owner(),
+        target: None,
+        anchor: None,
+        tags: assignment_tags(fields),
+        data: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,5 +192,14 @@ mod tests {
         let hc0 = genesis_hash_chain(&fields().process);
         let next = next_hash_chain(&AssignmentId::from(item.id()), &hc0);
         assert_ne!(next, hc0);
+    }
+
+    #[test]
+    fn a_rebuilt_assignment_equals_the_signed_one() {
+        let signer = Signer::generate_ed25519();
+        let signed = sign_assignment(&signer, &fields());
+        let rebuilt = assignment_item(&signer, &fields(), signed.signature.clone());
+        assert_eq!(rebuilt, signed);
+        rebuilt.verify().expect("the rebuilt item verifies");
     }
 }
