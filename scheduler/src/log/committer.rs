@@ -54,6 +54,24 @@ pub struct Committer {
     stats: Cell<CommitStats>,
 }
 
+/// How often the executor is woken while a batch's write and fdatasync are in flight.
+const IN_FLIGHT_TICK: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Never completes: wakes the executor every [`IN_FLIGHT_TICK`] while it is polled.
+///
+/// Raced against a batch's write and sync. When the committer runs in a latency-sensitive task
+/// queue, glommio submits its I/O on the latency ring, and an executor that has gone to sleep on
+/// its main ring has been seen to miss that completion: the sync was done but nobody noticed
+/// until some unrelated event (a client's retry, 60 s later) woke the thread. A timer completes
+/// on the main ring, so while I/O is in flight the executor never sleeps longer than a tick and
+/// collects the completion within it. Costs one timer per tick of in-flight I/O; nothing when
+/// idle.
+async fn keep_executor_awake<T>() -> T {
+    loop {
+        glommio::timer::sleep(IN_FLIGHT_TICK).await;
+    }
+}
+
 impl Committer {
     /// A committer for `log`; nothing happens until [`Committer::run`] is spawned.
     pub fn new(log: Rc<RefCell<Log>>) -> Rc<Committer> {
@@ -92,7 +110,7 @@ impl Committer {
             };
             let record_count = batch.record_count;
             let byte_count = batch.bytes.len() as u64;
-            let result = self.write(batch).await;
+            let result = futures_lite::future::or(self.write(batch), keep_executor_awake()).await;
             let result = result.map(|latency_us| {
                 let mut stats = self.stats.get();
                 stats.batch_count += 1;
