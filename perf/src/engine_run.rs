@@ -1,37 +1,27 @@
-//! `hewitt-perf engine`: the engine alone, driven through its API on one glommio executor, with
-//! no HTTP and no client-side signing inside the timed loop.
+//! A scenario through the engine's API alone, on one glommio executor: the shard core and its
+//! group committer, with no HTTP and no client-side signing inside the timed loop.
 //!
-//! Pre-signed counter messages are admitted in batches the way concurrent clients would land
-//! them: verify the client's signature, admit (nonce, hash chain, assignment signature, append),
-//! evaluate, then wait for the one fdatasync that covers the batch. The report splits the time
-//! per message into those steps, so it shows where a message's microseconds go, and measures
-//! the same disk's raw append + fdatasync in the same run.
+//! The scenario's items are signed ahead (signing is the client's cost) and admitted in batches
+//! the way that many concurrent clients would land them: parse and verify the client's
+//! signature, admit (nonce, hash chain, assignment signature, append), evaluate everything the
+//! batch caused (messenger deliveries included), then wait for the one fdatasync that covers
+//! the batch. The report splits the time per client message into those steps, so it shows
+//! where a message's microseconds go.
 
 use std::cell::RefCell;
 use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use engine::client::fresh_anchor;
-use engine::compute::{samples, ComputeConfig, Runtime};
+use engine::compute::{ComputeConfig, Runtime};
 use engine::node::{now, NodeConfig};
-use engine::shard::{Shard, ShardLimits};
+use engine::shard::{Shard, ShardError, ShardLimits};
 use scheduler::data_item::DataItem;
 use scheduler::log::{Committer, Log, Lsn};
 use scheduler::signer::Signer;
-use scheduler::tags::Tag;
-use scheduler::ProcessId;
-use serde_json::{json, Value};
+use serde::Serialize;
 
-fn ao(kind: &str, extra: Vec<Tag>) -> Vec<Tag> {
-    let mut tags = vec![
-        Tag::new("Data-Protocol", "ao"),
-        Tag::new("Variant", "ao.TN.1"),
-        Tag::new("Type", kind),
-    ];
-    tags.extend(extra);
-    tags
-}
+use crate::workload::{prepare, Scenario, Workload};
 
 /// Time spent per step, summed over the run.
 #[derive(Default)]
@@ -42,25 +32,94 @@ struct Steps {
     durable: Duration,
 }
 
-/// Runs `messages` counter messages over `processes` processes in batches of `batch`; returns
-/// the report as JSON.
-pub fn run(data_dir: &Path, processes: usize, messages: usize, batch: usize) -> Result<Value, String> {
+/// Per client message, in µs.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepsUs {
+    pub parse_and_verify: f64,
+    pub admit_sign_assignment_append: f64,
+    pub evaluate_and_deliver: f64,
+    pub wait_durable: f64,
+}
+
+/// What one engine run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct EngineRun {
+    pub scenario: String,
+    pub driver: String,
+    pub workload: String,
+    pub processes: usize,
+    pub messages: usize,
+    pub batch: usize,
+    pub seconds: f64,
+    /// Client messages made durable and evaluated per second.
+    pub messages_per_s: f64,
+    /// Every message assigned per second: client messages plus those the messenger carried.
+    pub all_messages_per_s: f64,
+    pub fdatasync_batches: u64,
+    pub per_message_us: StepsUs,
+}
+
+/// Lands one signed item through the shard's admission for its `Type`.
+fn admit(shard: &mut Shard, item: DataItem, bytes: &[u8]) -> Result<Lsn, ShardError> {
+    match item.tag("Type") {
+        Some("Module") => Ok(shard.admit_module(item, bytes)?.1),
+        Some("Process") => Ok(shard.admit_process(item, bytes, now())?.1),
+        _ => Ok(shard.admit_message(item, bytes, now())?.2),
+    }
+}
+
+/// Evaluates and delivers until the shard is idle.
+fn settle(shard: &mut Shard) -> Result<(), String> {
+    let mut evaluated = Vec::new();
+    while shard.has_work() {
+        evaluated.clear();
+        shard.pump(now(), 1024, &mut evaluated).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Runs `messages` client messages of `scenario` in batches of `batch` on a fresh log in
+/// `data_dir` (removed afterwards).
+pub fn run(
+    scenario: Scenario,
+    data_dir: &Path,
+    processes: usize,
+    messages: usize,
+    batch: usize,
+) -> Result<EngineRun, String> {
     let dir = data_dir.to_owned();
     let handle = glommio::LocalExecutorBuilder::default()
         .name("hewitt-perf-engine")
-        .spawn(move || async move { run_on_executor(&dir, processes, messages, batch).await })
+        .spawn(move || async move { run_on_executor(scenario, &dir, processes, messages, batch).await })
         .map_err(|e| e.to_string())?;
-    handle.join().map_err(|e| e.to_string())?
+    let run = handle.join().map_err(|e| e.to_string())?;
+    std::fs::remove_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    run
 }
 
-async fn run_on_executor(dir: &Path, processes: usize, messages: usize, batch: usize) -> Result<Value, String> {
+async fn run_on_executor(
+    scenario: Scenario,
+    dir: &Path,
+    processes: usize,
+    messages: usize,
+    batch: usize,
+) -> Result<EngineRun, String> {
     let config = NodeConfig::new(dir, "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?);
     let log = Rc::new(RefCell::new(
         Log::open(&dir.join("log"), config.log).map_err(|e| e.to_string())?,
     ));
     let committer = Committer::new(Rc::clone(&log));
     glommio::spawn_local(Rc::clone(&committer).run()).detach();
-    let runtime = Runtime::new(ComputeConfig::default()).map_err(|e| e.to_string())?;
+    let compute = ComputeConfig {
+        // A spawn storm keeps every process live (no hibernation yet): one slot each.
+        instance_count_max: if scenario == Scenario::Spawn {
+            messages as u32 + 100
+        } else {
+            ComputeConfig::default().instance_count_max
+        },
+        ..ComputeConfig::default()
+    };
+    let runtime = Runtime::new(compute).map_err(|e| e.to_string())?;
     let mut shard = Shard::recover(
         Signer::generate_ed25519(),
         runtime,
@@ -68,60 +127,34 @@ async fn run_on_executor(dir: &Path, processes: usize, messages: usize, batch: u
         ShardLimits::default(),
     )
     .map_err(|e| e.to_string())?;
-    let client = Signer::generate_ed25519();
-    let wasm = samples::wasm("counter").ok_or("no counter sample")?;
-    let module = client.sign(
-        None,
-        None,
-        ao("Module", vec![Tag::new("Module-Format", "wasm32-unknown-unknown")]),
-        wasm,
-    );
-    let (module_id, _) = shard
-        .admit_module(module.clone(), &module.to_bytes())
-        .map_err(|e| e.to_string())?;
-    let mut pids: Vec<ProcessId> = Vec::with_capacity(processes);
-    for index in 0..processes.max(1) {
-        let tags = ao(
-            "Process",
-            vec![
-                Tag::new("Module", module_id.to_string()),
-                Tag::new("Scheduler", shard.address().to_string()),
-                Tag::new("Name", format!("counter-{index}")),
-            ],
-        );
-        let item = client.sign(None, Some(fresh_anchor()), tags, Vec::new());
-        pids.push(
-            shard
-                .admit_process(item.clone(), &item.to_bytes(), now())
-                .map_err(|e| e.to_string())?
-                .0,
-        );
-    }
-    let mut evaluated = Vec::new();
-    while shard.has_work() {
-        shard.pump(now(), 1024, &mut evaluated).map_err(|e| e.to_string())?;
-    }
+    let address = shard.address();
+    let workload = prepare(scenario, processes, address, &mut |item| {
+        let bytes = item.to_bytes();
+        admit(&mut shard, item, &bytes).map(drop).map_err(|e| e.to_string())?;
+        // The exchange's book is a thousand orders: keep the backlog under the shard's bound.
+        settle(&mut shard)
+    })?;
+    settle(&mut shard)?;
     committer
         .wait_durable(Lsn(shard.log_end().0 - 1))
         .await
         .map_err(|e| e.to_string())?;
+    let processes = match &workload {
+        Workload::Counter { targets, .. } => targets.len(),
+        Workload::Pingpong { pairs, .. } => pairs.len() * 2,
+        Workload::Spawn { .. } | Workload::Exchange { .. } => 1,
+    };
 
-    // Signed ahead: client signing is the client's cost, not the engine's.
-    let items: Vec<(Vec<u8>, DataItem)> = (0..messages)
-        .map(|index| {
-            let target = pids[index % pids.len()];
-            let item = client.sign(
-                Some(target.0),
-                Some(fresh_anchor()),
-                ao("Message", vec![Tag::new("Action", "Increment")]),
-                Vec::new(),
-            );
+    let items: Vec<(Vec<u8>, DataItem)> = (0..messages as u64)
+        .map(|ticket| {
+            let item = workload.item(ticket);
             (item.to_bytes(), item)
         })
         .collect();
 
     let mut steps = Steps::default();
     let batches_before = committer.stats().batch_count;
+    let assigned_before = shard.counters().assigned;
     let started = Instant::now();
     for chunk in items.chunks(batch.max(1)) {
         let mut last = Lsn(0);
@@ -131,38 +164,39 @@ async fn run_on_executor(dir: &Path, processes: usize, messages: usize, batch: u
             parsed.verify().map_err(|e| e.to_string())?;
             let verified = Instant::now();
             steps.verify += verified - began;
-            last = shard
-                .admit_message(item.clone(), bytes, now())
-                .map_err(|e| e.to_string())?
-                .2;
+            last = admit(&mut shard, item.clone(), bytes).map_err(|e| e.to_string())?;
             steps.admit += verified.elapsed();
         }
         let began = Instant::now();
-        while shard.has_work() {
-            evaluated.clear();
-            shard.pump(now(), 1024, &mut evaluated).map_err(|e| e.to_string())?;
-        }
+        settle(&mut shard)?;
         let evaluated_at = Instant::now();
         steps.evaluate += evaluated_at - began;
+        // Messenger deliveries appended records after the batch's last client message.
+        last = last.max(Lsn(shard.log_end().0 - 1));
         committer.wait_durable(last).await.map_err(|e| e.to_string())?;
         steps.durable += evaluated_at.elapsed();
     }
-    let elapsed = started.elapsed();
+    let elapsed = started.elapsed().as_secs_f64();
     let batches = committer.stats().batch_count - batches_before;
+    let all = shard.counters().assigned - assigned_before;
     committer.shutdown().await.map_err(|e| e.to_string())?;
     let per_message_us = |d: Duration| d.as_secs_f64() * 1e6 / messages.max(1) as f64;
-    Ok(json!({
-        "messages": messages,
-        "processes": pids.len(),
-        "batch": batch,
-        "seconds": elapsed.as_secs_f64(),
-        "messages_per_s": messages as f64 / elapsed.as_secs_f64(),
-        "fdatasync_batches": batches,
-        "per_message_us": {
-            "parse_and_verify_ed25519": per_message_us(steps.verify),
-            "admit_sign_assignment_append": per_message_us(steps.admit),
-            "evaluate": per_message_us(steps.evaluate),
-            "wait_durable": per_message_us(steps.durable),
+    Ok(EngineRun {
+        scenario: scenario.name().to_owned(),
+        driver: "engine API, one executor".to_owned(),
+        workload: scenario.describe(processes),
+        processes,
+        messages,
+        batch,
+        seconds: elapsed,
+        messages_per_s: messages as f64 / elapsed,
+        all_messages_per_s: all as f64 / elapsed,
+        fdatasync_batches: batches,
+        per_message_us: StepsUs {
+            parse_and_verify: per_message_us(steps.verify),
+            admit_sign_assignment_append: per_message_us(steps.admit),
+            evaluate_and_deliver: per_message_us(steps.evaluate),
+            wait_durable: per_message_us(steps.durable),
         },
-    }))
+    })
 }

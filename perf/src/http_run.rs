@@ -1,0 +1,218 @@
+//! A scenario over HTTP: a node started in this process on a fresh data dir, driven on loopback
+//! with signed ANS-104 items by `clients` threads. First closed loop (peak durable throughput),
+//! then open loop at fixed fractions of that peak, each latency measured from the message's
+//! *intended* send time into an HdrHistogram (no coordinated omission).
+//!
+//! Every client message is acknowledged only after the fdatasync that covers it. After each
+//! phase the driver waits until the node has evaluated everything the phase caused (the
+//! messenger's rallies in `pingpong`, say), so a phase's "all messages" rate counts the work
+//! the node really did, not only what it acknowledged.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engine::client::Client;
+use engine::node::{self, NodeConfig};
+use hdrhistogram::Histogram;
+use scheduler::signer::Signer;
+use serde_json::Value;
+
+use crate::report::{histogram, record, Latency, Phase, ScenarioRun};
+use crate::workload::{prepare, Scenario, Workload};
+
+/// How the HTTP phases are sized.
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    pub processes: usize,
+    pub clients: usize,
+    /// Client threads of the open-loop phases: more than `clients`, so that a phase's offered
+    /// rate does not depend on how many requests happen to be outstanding.
+    pub open_loop_clients: usize,
+    /// Client messages of the closed-loop phase.
+    pub messages: u64,
+    /// Seconds of each open-loop phase.
+    pub seconds: f64,
+    /// Offered loads of the open-loop phases, as fractions of the measured peak.
+    pub loads: Vec<f64>,
+}
+
+/// Most processes a spawn storm creates in one run. Until hibernation exists every process holds
+/// a slot of the instance pool (4 GiB of address space each), so the storm's phases are capped
+/// and the pool sized to match.
+const SPAWN_STORM_PROCESSES_MAX: u64 = 6000;
+
+/// When messages are due: as soon as acknowledgements come back (closed loop), or ticket `i` at
+/// `start + i / rate` (open loop).
+#[derive(Clone, Copy)]
+enum Pace {
+    Closed,
+    Open { start: Instant, rate: f64 },
+}
+
+/// Sends tickets `first..first + total` from `clients` threads. Each latency is measured from
+/// the message's due time: its send time in a closed loop, its slot in the schedule in an open
+/// loop, so a stalled node is charged for every message it delayed. Returns the seconds from
+/// the first due time to the last acknowledgement and the latency histogram (µs).
+fn drive(
+    url: &str,
+    workload: &Arc<Workload>,
+    clients: usize,
+    first: u64,
+    total: u64,
+    pace: Pace,
+) -> Result<(f64, Histogram<u64>), String> {
+    let next = Arc::new(AtomicU64::new(0));
+    let began = match pace {
+        Pace::Closed => Instant::now(),
+        Pace::Open { start, .. } => start,
+    };
+    let workers: Vec<_> = (0..clients.max(1))
+        .map(|_| {
+            let (next, url, workload) = (Arc::clone(&next), url.to_owned(), Arc::clone(workload));
+            std::thread::spawn(move || -> Result<Histogram<u64>, String> {
+                let client = Client::new(&url, Signer::generate_ed25519());
+                let mut h = histogram();
+                loop {
+                    let ticket = next.fetch_add(1, Ordering::Relaxed);
+                    if ticket >= total {
+                        return Ok(h);
+                    }
+                    let bytes = workload.item(first + ticket).to_bytes();
+                    let due = match pace {
+                        Pace::Closed => Instant::now(),
+                        Pace::Open { start, rate } => {
+                            let due = start + Duration::from_secs_f64(ticket as f64 / rate);
+                            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                                std::thread::sleep(wait);
+                            }
+                            due
+                        }
+                    };
+                    client
+                        .post_bytes(&bytes)
+                        .map_err(|e| format!("ticket {}: {e}", first + ticket))?;
+                    record(&mut h, due.elapsed());
+                }
+            })
+        })
+        .collect();
+    let mut all = histogram();
+    for worker in workers {
+        let h = worker.join().map_err(|_| "a load thread panicked".to_owned())??;
+        all.add(h).map_err(|e| e.to_string())?;
+    }
+    Ok((began.elapsed().as_secs_f64(), all))
+}
+
+/// The node's count of assigned messages once it has evaluated everything it was given.
+fn drained(client: &Client) -> Result<u64, String> {
+    let mut last = None;
+    loop {
+        let health = client.get("/health").map_err(|e| e.to_string())?;
+        let assigned = health["assigned"].as_u64().unwrap_or(0);
+        if health["backlog"].as_u64() == Some(0) && last == Some(assigned) {
+            return Ok(assigned);
+        }
+        last = Some(assigned);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Runs `scenario` over HTTP against a node on a fresh data dir under `work_dir`.
+pub fn run(scenario: Scenario, work_dir: &Path, options: &HttpOptions) -> Result<ScenarioRun, String> {
+    let data_dir = work_dir.join(format!("http-{}-{}", scenario.name(), std::process::id()));
+    let mut config = NodeConfig::new(&data_dir, "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?);
+    if scenario == Scenario::Spawn {
+        config.compute.instance_count_max = SPAWN_STORM_PROCESSES_MAX as u32 + 100;
+    }
+    let node = node::start(config).map_err(|e| e.to_string())?;
+    let url = format!("http://{}", node.addr);
+    let setup = Client::new(&url, Signer::generate_ed25519());
+    let workload = prepare(scenario, options.processes, node.address, &mut |item| {
+        setup.post_item(&item).map(drop).map_err(|e| e.to_string())
+    })?;
+    let workload = Arc::new(workload);
+    let processes = match &*workload {
+        Workload::Counter { targets, .. } => targets.len(),
+        Workload::Pingpong { pairs, .. } => pairs.len() * 2,
+        Workload::Spawn { .. } | Workload::Exchange { .. } => 1,
+    };
+    eprintln!(
+        "http {}: {processes} processes, {} clients",
+        scenario.name(),
+        options.clients
+    );
+    // A spawn storm's phases are capped (see SPAWN_STORM_PROCESSES_MAX): a quarter each.
+    let cap = if scenario == Scenario::Spawn {
+        SPAWN_STORM_PROCESSES_MAX / (1 + options.loads.len() as u64)
+    } else {
+        u64::MAX
+    };
+
+    let mut first_ticket = 0;
+    let mut assigned = drained(&setup)?;
+    let mut phase = |label: String, load: Option<f64>, total: u64, pace: Pace| -> Result<Phase, String> {
+        let clients = match pace {
+            Pace::Closed => options.clients,
+            Pace::Open { .. } => options.open_loop_clients,
+        };
+        let (seconds, latency) = drive(&url, &workload, clients, first_ticket, total, pace)?;
+        first_ticket += total;
+        let began = match pace {
+            Pace::Closed => Instant::now() - Duration::from_secs_f64(seconds),
+            Pace::Open { start, .. } => start,
+        };
+        let now_assigned = drained(&setup)?;
+        let all_seconds = began.elapsed().as_secs_f64();
+        let all = now_assigned - assigned;
+        assigned = now_assigned;
+        let phase = Phase {
+            label,
+            load,
+            offered_per_s: match pace {
+                Pace::Closed => None,
+                Pace::Open { rate, .. } => Some(rate),
+            },
+            achieved_per_s: total as f64 / seconds,
+            all_messages_per_s: all as f64 / all_seconds,
+            latency: Latency::of(&latency),
+        };
+        eprintln!("  {}", phase.line());
+        Ok(phase)
+    };
+    let peak = phase(
+        "closed loop (peak)".to_owned(),
+        None,
+        options.messages.min(cap),
+        Pace::Closed,
+    )?;
+    let mut open_loop = Vec::new();
+    for &load in &options.loads {
+        let rate = peak.achieved_per_s * load;
+        let total = ((rate * options.seconds).max(1.0) as u64).min(cap);
+        let start = Instant::now() + Duration::from_millis(50);
+        open_loop.push(phase(
+            format!("open loop {:.0} %", load * 100.0),
+            Some(load),
+            total,
+            Pace::Open { start, rate },
+        )?);
+    }
+    let health = setup.get("/health").map_err(|e| e.to_string())?;
+    node.stop().map_err(|e| e.to_string())?;
+    std::fs::remove_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    Ok(ScenarioRun {
+        scenario: scenario.name().to_owned(),
+        driver: "http".to_owned(),
+        workload: scenario.describe(processes),
+        processes,
+        clients: options.clients,
+        open_loop_clients: options.open_loop_clients,
+        shards: 1,
+        peak,
+        open_loop,
+        group_commit: health.get("log").cloned().unwrap_or(Value::Null),
+    })
+}

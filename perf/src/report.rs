@@ -1,0 +1,411 @@
+//! The report: what every run measured, stamped with where it ran, as `report.json`, a Markdown
+//! summary that states each figure as a ratio to its limit from the same run, and SVG plots.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::engine_run::EngineRun;
+use crate::limits::Limits;
+use crate::log_run::AppendRun;
+
+/// A latency histogram in µs, from 1 µs to a minute.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds (µs)")
+}
+
+pub fn record(h: &mut Histogram<u64>, latency: Duration) {
+    let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
+    h.saturating_record(us);
+}
+
+/// Percentiles of a histogram, µs.
+#[derive(Clone, Debug, Serialize)]
+pub struct Latency {
+    pub count: u64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+    pub mean_us: f64,
+}
+
+impl Latency {
+    pub fn of(h: &Histogram<u64>) -> Latency {
+        Latency {
+            count: h.len(),
+            p50_us: h.value_at_quantile(0.5),
+            p90_us: h.value_at_quantile(0.9),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            max_us: h.max(),
+            mean_us: h.mean(),
+        }
+    }
+}
+
+/// One phase of an HTTP scenario.
+#[derive(Clone, Debug, Serialize)]
+pub struct Phase {
+    pub label: String,
+    /// The offered load as a fraction of the measured peak (open loop only).
+    pub load: Option<f64>,
+    pub offered_per_s: Option<f64>,
+    /// Client messages acknowledged per second.
+    pub achieved_per_s: f64,
+    /// Every message the node assigned per second until it was idle again: client messages
+    /// plus those its messenger carried.
+    pub all_messages_per_s: f64,
+    /// Acknowledgement latency from each message's intended send time.
+    pub latency: Latency,
+}
+
+impl Phase {
+    pub fn line(&self) -> String {
+        format!(
+            "{}: {:.0} client msg/s ({:.0} all), p50 {} µs, p99 {} µs, max {} µs",
+            self.label,
+            self.achieved_per_s,
+            self.all_messages_per_s,
+            self.latency.p50_us,
+            self.latency.p99_us,
+            self.latency.max_us
+        )
+    }
+}
+
+/// One scenario driven over HTTP.
+#[derive(Clone, Debug, Serialize)]
+pub struct ScenarioRun {
+    pub scenario: String,
+    pub driver: String,
+    pub workload: String,
+    pub processes: usize,
+    pub clients: usize,
+    pub open_loop_clients: usize,
+    pub shards: usize,
+    pub peak: Phase,
+    pub open_loop: Vec<Phase>,
+    /// The node's group-commit counters at the end (`/health`'s `log`).
+    pub group_commit: Value,
+}
+
+/// Everything one `hewitt-perf report` measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub command: String,
+    pub commit: String,
+    pub cpu: String,
+    pub kernel: String,
+    pub cores: usize,
+    pub shards: usize,
+    pub unix_time: u64,
+    pub durability: String,
+    pub limits: Limits,
+    pub log: Vec<AppendRun>,
+    pub engine: Vec<EngineRun>,
+    pub http: Vec<ScenarioRun>,
+}
+
+/// Targets from issue [perf] and PERF.md.
+const TARGET_MESSAGES_PER_S_PER_CORE: f64 = 1e6;
+const TARGET_ORDERS_PER_S: f64 = 1e6;
+
+impl Report {
+    pub fn stamp(command: String, limits: Limits) -> Report {
+        Report {
+            command,
+            commit: git_commit(),
+            cpu: cpu_model(),
+            kernel: kernel(),
+            cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            shards: 1,
+            unix_time: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            durability: "durable: every message acknowledged (or counted) only after the fdatasync that covers it; \
+                         no memory-only mode exists"
+                .to_owned(),
+            limits,
+            log: Vec::new(),
+            engine: Vec::new(),
+            http: Vec::new(),
+        }
+    }
+
+    /// Writes report.json, report.md and the plots into `out`; returns the Markdown.
+    pub fn write(&self, out: &Path) -> Result<String, String> {
+        std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+        let json = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
+        std::fs::write(out.join("report.json"), json).map_err(|e| e.to_string())?;
+        let plots = crate::plot::draw(self, out)?;
+        let md = self.markdown(&plots);
+        std::fs::write(out.join("report.md"), &md).map_err(|e| e.to_string())?;
+        Ok(md)
+    }
+
+    fn markdown(&self, plots: &[String]) -> String {
+        let mut md = String::new();
+        let l = &self.limits;
+        let sync = l.fdatasync_4k();
+        let raw_p99 = sync.latency.p99_us.max(1) as f64;
+        let _ = writeln!(md, "# Hewitt performance report\n");
+        let _ = writeln!(
+            md,
+            "commit {}, {}, kernel {}, {} cores, {} shard(s). Command: `{}`\n",
+            self.commit, self.cpu, self.kernel, self.cores, self.shards, self.command
+        );
+        let _ = writeln!(md, "{}.\n", capitalise(&self.durability));
+
+        let _ = writeln!(md, "## Limits, measured in this run\n");
+        let _ = writeln!(md, "| limit | figure |\n|---|---|");
+        let _ = writeln!(md, "| memcpy (warm buffer) | {:.1} GB/s |", l.memcpy_gb_per_s);
+        let _ = writeln!(
+            md,
+            "| sequential O_DIRECT write, {} KiB blocks, {} MiB + fdatasync | {:.2} GB/s |",
+            l.o_direct_block_bytes / 1024,
+            l.o_direct_total_bytes >> 20,
+            l.o_direct_write_gb_per_s
+        );
+        for f in &l.fdatasync {
+            let _ = writeln!(
+                md,
+                "| append {} + fdatasync | p50 {} µs, p99 {} µs, max {} µs; {:.0} syncs/s |",
+                bytes_label(f.append_bytes),
+                f.latency.p50_us,
+                f.latency.p99_us,
+                f.latency.max_us,
+                f.per_s
+            );
+        }
+        for w in &l.wasm {
+            let _ = writeln!(
+                md,
+                "| raw wasmtime loop, `{}` sample, `{}` (malloc + copy in, handle, read out) | {:.2} µs per call |",
+                w.module, w.message, w.raw_wasmtime_us
+            );
+        }
+
+        if !self.log.is_empty() {
+            let _ = writeln!(md, "\n## The log alone: durable appends\n");
+            let _ = writeln!(
+                md,
+                "| record | records/s | payload MB/s | written MB/s | / O_DIRECT bandwidth | records per fdatasync | fdatasyncs/s / raw 1 MiB syncs/s |"
+            );
+            let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+            let raw_1m = l.fdatasync.iter().find(|f| f.append_bytes == 1 << 20).unwrap_or(sync);
+            for a in &self.log {
+                let syncs_per_s = a.fdatasync_batches as f64 / a.seconds;
+                let _ = writeln!(
+                    md,
+                    "| {} | {:.0} | {:.0} | {:.0} | {:.0} % | {:.0} | {:.0} / {:.0} |",
+                    bytes_label(a.record_bytes),
+                    a.records_per_s,
+                    a.payload_mb_per_s,
+                    a.written_mb_per_s,
+                    100.0 * a.written_mb_per_s / (l.o_direct_write_gb_per_s * 1e3),
+                    a.records_per_batch,
+                    syncs_per_s,
+                    raw_1m.per_s
+                );
+            }
+        }
+
+        if !self.engine.is_empty() {
+            let _ = writeln!(md, "\n## The engine alone, through its API (durable, no HTTP)\n");
+            let _ = writeln!(
+                md,
+                "Per client message, µs: parse + verify the client's signature, admit (assignment signature + \
+                 append), evaluate (and deliver what it sends), wait for the batch's fdatasync.\n"
+            );
+            let _ = writeln!(
+                md,
+                "| scenario | processes | batch | client msg/s | all msg/s | / 1 M target | verify | admit | evaluate | durable |"
+            );
+            let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
+            for e in &self.engine {
+                let s = &e.per_message_us;
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {:.0} | {:.0} | {:.4} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                    e.scenario,
+                    e.processes,
+                    e.batch,
+                    e.messages_per_s,
+                    e.all_messages_per_s,
+                    e.all_messages_per_s / TARGET_MESSAGES_PER_S_PER_CORE,
+                    s.parse_and_verify,
+                    s.admit_sign_assignment_append,
+                    s.evaluate_and_deliver,
+                    s.wait_durable
+                );
+            }
+            let _ = writeln!(md, "\n### Where evaluation goes, and whether JSON-1 matters\n");
+            let _ = writeln!(
+                md,
+                "| module, message | raw wasmtime µs | engine `handle` µs (/ raw) | JSON-1 encode msg µs | decode result µs | JSON-1 share of the engine's per-message µs |"
+            );
+            let _ = writeln!(md, "|---|---|---|---|---|---|");
+            for w in &l.wasm {
+                let scenario = if w.module == "counter" { "many" } else { "exchange" };
+                let per_message = self.engine.iter().find(|e| e.scenario == scenario).map(|e| {
+                    let s = &e.per_message_us;
+                    s.parse_and_verify + s.admit_sign_assignment_append + s.evaluate_and_deliver + s.wait_durable
+                });
+                let share = per_message
+                    .map(|total| {
+                        format!(
+                            "{:.1} % of {total:.1} µs",
+                            100.0 * (w.encode_msg_us + w.decode_result_us) / total
+                        )
+                    })
+                    .unwrap_or_else(|| "-".to_owned());
+                let _ = writeln!(
+                    md,
+                    "| {}, {} | {:.2} | {:.2} ({:.2}×) | {:.2} | {:.2} | {share} |",
+                    w.module,
+                    w.message,
+                    w.raw_wasmtime_us,
+                    w.engine_handle_us,
+                    w.engine_handle_us / w.raw_wasmtime_us.max(1e-9),
+                    w.encode_msg_us,
+                    w.decode_result_us
+                );
+            }
+        }
+
+        if !self.http.is_empty() {
+            let _ = writeln!(md, "\n## Over HTTP (signed ANS-104 items on loopback, durable)\n");
+            let _ = writeln!(
+                md,
+                "Latency is from each message's intended send time (open loop: no coordinated omission); the ratio \
+                 is p99 over the raw 4 KiB fdatasync p99 of this run ({} µs). The load generator shares the \
+                 machine's cores with the node.\n",
+                sync.latency.p99_us
+            );
+            let _ = writeln!(
+                md,
+                "| scenario | phase | offered/s | client msg/s | all msg/s | p50 µs | p99 µs | p99.9 µs | max µs | p99 / raw fdatasync p99 |"
+            );
+            let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
+            for run in &self.http {
+                for p in std::iter::once(&run.peak).chain(&run.open_loop) {
+                    let _ = writeln!(
+                        md,
+                        "| {} | {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {:.1}× |",
+                        run.scenario,
+                        p.label,
+                        p.offered_per_s.map_or("-".to_owned(), |r| format!("{r:.0}")),
+                        p.achieved_per_s,
+                        p.all_messages_per_s,
+                        p.latency.p50_us,
+                        p.latency.p99_us,
+                        p.latency.p999_us,
+                        p.latency.max_us,
+                        p.latency.p99_us as f64 / raw_p99
+                    );
+                }
+            }
+            let _ = writeln!(md);
+            for run in &self.http {
+                let _ = writeln!(
+                    md,
+                    "- {}: {} ({} processes, {} clients in the closed loop, {} in the open loops); group commit {}",
+                    run.scenario, run.workload, run.processes, run.clients, run.open_loop_clients, run.group_commit
+                );
+            }
+        }
+
+        let _ = writeln!(md, "\n## Against the targets\n");
+        let best_engine = self
+            .engine
+            .iter()
+            .filter(|e| e.scenario != "exchange")
+            .map(|e| e.all_messages_per_s)
+            .fold(0.0, f64::max);
+        if best_engine > 0.0 {
+            let _ = writeln!(
+                md,
+                "- Durable messages/s per core, toward 1 M: {best_engine:.0} through the engine's API ({:.2} % of the target).",
+                100.0 * best_engine / TARGET_MESSAGES_PER_S_PER_CORE
+            );
+        }
+        if let Some(e) = self.engine.iter().find(|e| e.scenario == "exchange") {
+            let _ = writeln!(
+                md,
+                "- Matching engine, toward 1 M orders/s: {:.0} orders/s through the engine's API ({:.2} %).",
+                e.messages_per_s,
+                100.0 * e.messages_per_s / TARGET_ORDERS_PER_S
+            );
+        }
+        if let Some(run) = self.http.iter().find(|r| r.scenario == "exchange") {
+            if let Some(half) = run.open_loop.iter().find(|p| p.load == Some(0.5)) {
+                let _ = writeln!(
+                    md,
+                    "- Matching engine over HTTP: {:.0} orders/s at peak; p99 acknowledgement at 50 % load {} µs = {:.1}× the raw fdatasync p99 (target ≤ 2×).",
+                    run.peak.achieved_per_s,
+                    half.latency.p99_us,
+                    half.latency.p99_us as f64 / raw_p99
+                );
+            }
+        }
+        if !plots.is_empty() {
+            let _ = writeln!(md, "\n## Plots\n");
+            for plot in plots {
+                let _ = writeln!(md, "![{plot}]({plot})");
+            }
+        }
+        md
+    }
+}
+
+fn capitalise(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+pub fn bytes_label(bytes: usize) -> String {
+    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else if bytes >= 1024 && bytes.is_multiple_of(1024) {
+        format!("{} KiB", bytes >> 10)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+pub fn git_commit() -> String {
+    std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty", "--abbrev=7"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+pub fn kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}

@@ -1,0 +1,86 @@
+//! A seconds-long smoke of the whole report: every limit probe, the log part, and every
+//! scenario through the engine's API and over HTTP, at tiny sizes. It proves the harness still
+//! works end to end; the figures themselves mean nothing at these sizes and are not checked
+//! beyond being measured.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn report_smoke_runs_every_part_and_scenario() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let out = dir.path().join("report");
+    let run = Command::new(env!("CARGO_BIN_EXE_hewitt-perf"))
+        .args(["report", "--smoke", "--out"])
+        .arg(&out)
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .output()
+        .expect("hewitt-perf runs");
+    assert!(
+        run.status.success(),
+        "hewitt-perf report --smoke failed ({}): {}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    let text = std::fs::read_to_string(out.join("report.json")).expect("report.json");
+    let report: Value = serde_json::from_str(&text).expect("report.json is JSON");
+    for key in ["commit", "cpu", "kernel", "cores", "shards"] {
+        assert!(!report[key].is_null(), "report.json lacks {key}");
+    }
+    let limits = &report["limits"];
+    assert!(limits["memcpy_gb_per_s"].as_f64().unwrap_or(0.0) > 0.0);
+    assert!(limits["o_direct_write_gb_per_s"].as_f64().unwrap_or(0.0) > 0.0);
+    assert_eq!(limits["fdatasync"].as_array().map(Vec::len), Some(3));
+    assert_eq!(limits["wasm"].as_array().map(Vec::len), Some(2));
+
+    let sizes: Vec<u64> = report["log"]
+        .as_array()
+        .expect("log part")
+        .iter()
+        .map(|run| {
+            assert!(run["records_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{run}");
+            run["record_bytes"].as_u64().expect("record_bytes")
+        })
+        .collect();
+    assert_eq!(sizes, [100, 1024, 10 * 1024]);
+
+    let scenarios = ["many", "hot", "pingpong", "spawn", "exchange"];
+    let engine: Vec<&str> = report["engine"]
+        .as_array()
+        .expect("engine part")
+        .iter()
+        .map(|run| {
+            assert!(run["messages_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{run}");
+            run["scenario"].as_str().expect("scenario")
+        })
+        .collect();
+    assert_eq!(engine, scenarios);
+    let http: Vec<&str> = report["http"]
+        .as_array()
+        .expect("http part")
+        .iter()
+        .map(|run| {
+            assert!(run["peak"]["achieved_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{run}");
+            assert_eq!(run["open_loop"].as_array().map(Vec::len), Some(1), "{run}");
+            run["scenario"].as_str().expect("scenario")
+        })
+        .collect();
+    assert_eq!(http, scenarios);
+    // A ping-pong rally is carried by the messenger: the node assigned more than clients sent.
+    let pingpong = &report["engine"][2];
+    assert!(pingpong["all_messages_per_s"].as_f64() > pingpong["messages_per_s"].as_f64());
+
+    let md = std::fs::read_to_string(out.join("report.md")).expect("report.md");
+    assert!(md.contains("## Limits, measured in this run"), "{md}");
+    for plot in [
+        "latency-vs-load.svg",
+        "throughput-vs-load.svg",
+        "throughput-vs-shards.svg",
+    ] {
+        let svg = std::fs::read_to_string(out.join(plot)).expect(plot);
+        assert!(svg.starts_with("<svg"), "{plot} is not an SVG");
+    }
+}
