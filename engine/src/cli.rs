@@ -3,7 +3,6 @@
 //! `main.rs` only calls `cli::main`.
 
 use std::io::{IsTerminal, Write};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,7 +15,7 @@ use scheduler::{MessageId, ModuleId, ProcessId};
 
 use crate::client::Client;
 use crate::inspect::{Status, Verification};
-use crate::node::{self, NodeConfig};
+use crate::node;
 
 #[derive(Parser)]
 #[command(
@@ -34,15 +33,13 @@ enum Command {
     /// Runs a node until SIGTERM or SIGINT (then stops accepting, flushes the log and exits 0;
     /// a second signal exits at once).
     Serve {
-        /// Data directory (log segments and the node key).
-        #[arg(long, env = "HEWITT_DATA_DIR", default_value = "hewitt-data")]
-        data_dir: PathBuf,
-        /// HTTP listen address.
-        #[arg(long, env = "HEWITT_LISTEN", default_value = "127.0.0.1:8734")]
-        listen: SocketAddr,
-        /// Pin the shard to this CPU.
-        #[arg(long, env = "HEWITT_CPU")]
-        cpu: Option<usize>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// The node's configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
     },
     /// Starts a node on a data dir, runs the sample processes over HTTP and prints what it saw.
     Demo {
@@ -118,6 +115,60 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum ConfigCommand {
+    /// Prints the effective configuration (defaults, then the file, the environment and the
+    /// flags) as a commented TOML file that --config accepts; exit 2 if it is invalid.
+    Print {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+/// Where a node's configuration comes from; lowest precedence first: defaults, --config file,
+/// environment (HEWITT_...), flags.
+#[derive(clap::Args)]
+struct ConfigArgs {
+    /// TOML configuration file (`hewitt config print` writes one with every field).
+    #[arg(long, env = "HEWITT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory: log segments and the node key (field data_dir, env HEWITT_DATA_DIR;
+    /// default hewitt-data).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<String>,
+    /// HTTP listen address (field listen, env HEWITT_LISTEN; default 127.0.0.1:8734).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Pin the shard to this CPU (field cpu, env HEWITT_CPU).
+    #[arg(long, value_name = "N")]
+    cpu: Option<String>,
+    /// Sets any field, e.g. --set log.batch_bytes_max=32MiB; repeatable, beats everything else.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = crate::config::Override::parse_set)]
+    set: Vec<crate::config::Override>,
+}
+
+impl ConfigArgs {
+    fn load(self) -> Result<crate::config::Loaded, String> {
+        use crate::config::Override;
+        let mut overrides = Vec::new();
+        for (key, flag, value) in [
+            ("data_dir", "--data-dir", self.data_dir),
+            ("listen", "--listen", self.listen),
+            ("cpu", "--cpu", self.cpu),
+        ] {
+            if let Some(value) = value {
+                overrides.push(Override {
+                    key: key.to_owned(),
+                    value,
+                    flag: flag.to_owned(),
+                });
+            }
+        }
+        overrides.extend(self.set);
+        crate::config::load(self.config.as_deref(), &|name| std::env::var(name).ok(), &overrides)
+    }
+}
+
+#[derive(Subcommand)]
 enum LogCommand {
     /// Checks every frame and every record of the log, read-only (it can run beside a node, but
     /// then sees a moving tail). Progress on stderr, the summary and each problem on stdout.
@@ -182,27 +233,8 @@ fn client(args: &NodeArgs) -> Result<Client, String> {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
-        Command::Serve { data_dir, listen, cpu } => {
-            let mut config = NodeConfig::new(data_dir, listen);
-            config.cpu = cpu;
-            // Registered before the node starts, so a signal at any moment is seen.
-            let mut signals =
-                signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
-                    .map_err(|e| format!("cannot watch for signals: {e}"))?;
-            let node = node::start(config).map_err(|e| e.to_string())?;
-            println!("hewitt node {} serving on http://{}", node.address, node.addr);
-            let signal = signals.forever().next();
-            tracing::info!(?signal, "stopping: no new connections, flushing the log");
-            // A second signal stops at once: whatever was acknowledged is already durable.
-            std::thread::spawn(move || {
-                if signals.forever().next().is_some() {
-                    eprintln!("hewitt: second signal, exiting now");
-                    std::process::exit(130);
-                }
-            });
-            node.stop().map_err(|e| e.to_string())?;
-            tracing::info!("stopped");
-            Ok(())
+        Command::Serve { .. } | Command::Config { .. } => {
+            unreachable!("serve and config are run by main, which reads the configuration first")
         }
         Command::Demo {
             data_dir,
@@ -427,19 +459,80 @@ fn log_repair(args: &LogArgs, yes: bool) -> Result<(), String> {
 }
 
 /// Entry point of the `hewitt` binary.
+/// Runs a node with `settings` until SIGTERM or SIGINT.
+fn serve(settings: crate::config::Settings) -> Result<(), String> {
+    // Registered before the node starts, so a signal at any moment is seen.
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .map_err(|e| format!("cannot watch for signals: {e}"))?;
+    let node = node::start(settings.node).map_err(|e| e.to_string())?;
+    println!("hewitt node {} serving on http://{}", node.address, node.addr);
+    let signal = signals.forever().next();
+    tracing::info!(?signal, "stopping: no new connections, flushing the log");
+    // A second signal stops at once: whatever was acknowledged is already durable.
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            eprintln!("hewitt: second signal, exiting now");
+            std::process::exit(130);
+        }
+    });
+    node.stop().map_err(|e| e.to_string())?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Sets up log lines on stderr.
+fn init_logging(logging: &crate::config::Logging) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&logging.filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match logging.format {
+        crate::config::LogFormat::Human => builder.init(),
+        crate::config::LogFormat::Json => builder.json().with_current_span(true).init(),
+    }
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo prints its own report; the node's info lines would only interleave with it.
-    let level = if matches!(cli.command, Command::Demo { .. }) {
-        "warn"
-    } else {
-        "info"
+    let outcome = match cli.command {
+        Command::Serve { config } => match config.load() {
+            Ok(loaded) => {
+                init_logging(&loaded.settings.logging);
+                serve(loaded.settings)
+            }
+            Err(error) => {
+                eprintln!("hewitt: invalid configuration: {error}");
+                return ExitCode::from(2);
+            }
+        },
+        Command::Config {
+            command: ConfigCommand::Print { config },
+        } => match config.load() {
+            Ok(loaded) => {
+                print!("{}", loaded.to_toml());
+                Ok(())
+            }
+            Err(error) => {
+                eprintln!("hewitt: invalid configuration: {error}");
+                return ExitCode::from(2);
+            }
+        },
+        command => {
+            // The demo prints its own report; the node's info lines would only interleave with it.
+            let level = if matches!(command, Command::Demo { .. }) {
+                "warn"
+            } else {
+                "info"
+            };
+            init_logging(&crate::config::Logging {
+                format: crate::config::LogFormat::Human,
+                filter: std::env::var("HEWITT_LOG").unwrap_or_else(|_| level.to_owned()),
+            });
+            run(Cli { command })
+        }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HEWITT_LOG").unwrap_or_else(|_| level.into()))
-        .with_writer(std::io::stderr)
-        .init();
-    match run(cli) {
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("hewitt: {error}");

@@ -19,7 +19,7 @@ use futures_lite::{AsyncRead, AsyncWrite};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use scheduler::data_item::{DataItem, DATA_ITEM_BYTES_MAX};
+use scheduler::data_item::DataItem;
 use scheduler::log::Lsn;
 use scheduler::tags::Tag;
 use scheduler::{MessageId, Nonce, ProcessId};
@@ -274,7 +274,7 @@ async fn post_item(state: &Rc<NodeState>, body: Incoming, params: &[(String, Str
             format!("node stopped accepting writes: {reason}"),
         ));
     }
-    let bytes = read_body(body, DATA_ITEM_BYTES_MAX).await?;
+    let bytes = read_body(body, state.http.body_bytes_max).await?;
     let item = DataItem::parse(&bytes).map_err(|e| fail(StatusCode::BAD_REQUEST, format!("invalid data item: {e}")))?;
     item.verify().map_err(|e| {
         fail(

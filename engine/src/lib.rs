@@ -5,6 +5,7 @@ pub mod abi;
 pub mod cli;
 pub mod client;
 pub mod compute;
+pub mod config;
 pub mod demo;
 pub mod http;
 pub mod inspect;

@@ -14,6 +14,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use futures_channel::{mpsc, oneshot};
 use futures_lite::StreamExt;
+use scheduler::data_item::DATA_ITEM_BYTES_MAX;
 use scheduler::log::{Committer, Log, LogConfig, LogError};
 use scheduler::signer::Signer;
 use scheduler::{Address, MessageId, Nonce, ProcessId, Timestamp};
@@ -34,6 +35,26 @@ pub struct NodeConfig {
     pub log: LogConfig,
     pub compute: ComputeConfig,
     pub limits: ShardLimits,
+    pub http: HttpLimits,
+}
+
+/// Bounds of the HTTP front.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Most open client connections; a connection beyond it is closed at once (clients retry).
+    pub connections_max: usize,
+    /// Largest data item `POST /` accepts; a larger body is answered 413 without being read
+    /// whole. At most [`DATA_ITEM_BYTES_MAX`], the ANS-104 bound.
+    pub body_bytes_max: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            connections_max: CONNECTIONS_MAX,
+            body_bytes_max: DATA_ITEM_BYTES_MAX,
+        }
+    }
 }
 
 impl NodeConfig {
@@ -52,6 +73,7 @@ impl NodeConfig {
             },
             compute: ComputeConfig::default(),
             limits: ShardLimits::default(),
+            http: HttpLimits::default(),
         }
     }
 }
@@ -64,8 +86,8 @@ const PUMP_EVALUATIONS_MAX: usize = 64;
 /// fraction of an fdatasync, so that acknowledgement latency stays close to the disk's.
 const COMMIT_LATENCY_US: u64 = 100;
 
-/// Most open client connections per shard; a connection beyond it is closed at once (clients
-/// see a reset and retry), so that waiting requests cannot grow without bound.
+/// Default of [`HttpLimits::connections_max`]: a connection beyond it is closed at once
+/// (clients see a reset and retry), so that waiting requests cannot grow without bound.
 pub const CONNECTIONS_MAX: usize = 4096;
 
 /// Why a node could not start.
@@ -100,6 +122,7 @@ pub struct NodeState {
     wake: RefCell<mpsc::Sender<()>>,
     waiters: RefCell<ResultWaiters>,
     failure: RefCell<Option<String>>,
+    pub http: HttpLimits,
 }
 
 impl NodeState {
@@ -334,6 +357,7 @@ async fn open(config: NodeConfig) -> Result<(Rc<NodeState>, glommio::net::TcpLis
         wake: RefCell::new(wake_tx),
         waiters: RefCell::new(HashMap::new()),
         failure: RefCell::new(None),
+        http: config.http.clone(),
     });
     glommio::spawn_local(pump(Rc::clone(&state), wake_rx)).detach();
     state.wake_pump();
@@ -380,8 +404,9 @@ async fn serve(state: &Rc<NodeState>, listener: glommio::net::TcpListener, mut s
                 continue;
             }
         };
-        if open_connections.get() >= CONNECTIONS_MAX {
-            tracing::warn!(limit = CONNECTIONS_MAX, "too many open connections; one refused");
+        let limit = state.http.connections_max;
+        if open_connections.get() >= limit {
+            tracing::warn!(limit, "too many open connections; one refused");
             drop(stream);
             continue;
         }
