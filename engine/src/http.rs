@@ -212,7 +212,16 @@ pub async fn serve(state: Rc<NodeState>, request: Request<Incoming>) -> Result<A
             StatusCode::OK,
             &json!({"timestamp": now().0.to_string(), "address": state.address().to_string()}),
         )),
-        (&Method::POST, []) => post_item(&state, request.into_body(), &params).await,
+        (&Method::POST, []) => {
+            let arrived = std::time::Instant::now();
+            let answer = post_item(&state, request.into_body(), &params).await;
+            match &answer {
+                Ok(_) => state.metrics.acknowledged(arrived.elapsed()),
+                Err(refused) => state.metrics.rejected(refused.status().as_u16()),
+            }
+            answer
+        }
+        (&Method::GET, ["metrics"]) => Ok(metrics(&state)),
         (&Method::GET, ["timestamp"]) => {
             let now = now();
             Ok(respond(
@@ -229,6 +238,31 @@ pub async fn serve(state: Rc<NodeState>, request: Request<Incoming>) -> Result<A
         _ => Err(fail(StatusCode::NOT_FOUND, format!("no route for {method} {path}"))),
     };
     Ok(answer.unwrap_or_else(|error| error))
+}
+
+/// The Prometheus text page (see [`crate::metrics`]).
+fn metrics(state: &NodeState) -> Answer {
+    let snapshot = {
+        let shard = state.shard.borrow();
+        crate::metrics::Snapshot {
+            counters: shard.counters(),
+            commits: state.committer.stats(),
+            backlog: shard.backlog(),
+            outbox: shard.outbox_len(),
+            processes: shard.process_count(),
+            modules: shard.module_count(),
+            instances_live: shard.instances_live(),
+            log_unsynced_bytes: state.committer.unsynced_bytes(),
+            open_connections: state.open_connections.get(),
+            accepting: state.failure().is_none(),
+        }
+    };
+    let mut response = Response::new(Full::new(Bytes::from(state.metrics.render(&snapshot))));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
 }
 
 fn health(state: &NodeState) -> Result<Answer, Answer> {

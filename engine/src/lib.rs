@@ -9,6 +9,7 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod inspect;
+pub mod metrics;
 pub mod node;
 pub mod probe;
 pub mod shard;

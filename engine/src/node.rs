@@ -123,6 +123,8 @@ pub struct NodeState {
     waiters: RefCell<ResultWaiters>,
     failure: RefCell<Option<String>>,
     pub http: HttpLimits,
+    pub metrics: crate::metrics::Metrics,
+    pub open_connections: std::cell::Cell<usize>,
 }
 
 impl NodeState {
@@ -221,6 +223,7 @@ async fn pump(state: Rc<NodeState>, mut wake: mpsc::Receiver<()>) {
             .borrow_mut()
             .pump(now(), PUMP_EVALUATIONS_MAX, &mut evaluated);
         state.notify(&evaluated);
+        state.metrics.evaluated(&evaluated);
         match outcome {
             Ok(()) => {}
             Err(ShardError::Log(LogError::Backpressure { .. })) => {
@@ -346,6 +349,11 @@ async fn open(config: NodeConfig) -> Result<(Rc<NodeState>, glommio::net::TcpLis
     glommio::spawn_local_into(Rc::clone(&committer).run(), commit_queue)
         .map_err(|e| StartError::Executor(e.to_string()))?
         .detach();
+    let metrics = crate::metrics::Metrics::default();
+    {
+        let metrics = metrics.clone();
+        committer.set_observer(Box::new(move |report| metrics.batch(report)));
+    }
     let runtime = Runtime::new(config.compute.clone()).map_err(|e| StartError::Compute(e.to_string()))?;
     let shard = Shard::recover(signer, runtime, log, config.limits.clone())?;
     let processes = shard.process_count();
@@ -358,6 +366,8 @@ async fn open(config: NodeConfig) -> Result<(Rc<NodeState>, glommio::net::TcpLis
         waiters: RefCell::new(HashMap::new()),
         failure: RefCell::new(None),
         http: config.http.clone(),
+        metrics: metrics.clone(),
+        open_connections: std::cell::Cell::new(0),
     });
     glommio::spawn_local(pump(Rc::clone(&state), wake_rx)).detach();
     state.wake_pump();
@@ -385,7 +395,6 @@ async fn open(config: NodeConfig) -> Result<(Rc<NodeState>, glommio::net::TcpLis
 
 /// Accepts connections until `stop` fires (or its sender is dropped).
 async fn serve(state: &Rc<NodeState>, listener: glommio::net::TcpListener, mut stop: oneshot::Receiver<()>) {
-    let open_connections = Rc::new(std::cell::Cell::new(0usize));
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             let _ = (&mut stop).await;
@@ -405,15 +414,14 @@ async fn serve(state: &Rc<NodeState>, listener: glommio::net::TcpListener, mut s
             }
         };
         let limit = state.http.connections_max;
-        if open_connections.get() >= limit {
+        if state.open_connections.get() >= limit {
             tracing::warn!(limit, "too many open connections; one refused");
             drop(stream);
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let state = Rc::clone(state);
-        let open_connections = Rc::clone(&open_connections);
-        open_connections.set(open_connections.get() + 1);
+        state.open_connections.set(state.open_connections.get() + 1);
+        let (state, connections) = (Rc::clone(state), Rc::clone(state));
         glommio::spawn_local(async move {
             let service = hyper::service::service_fn(move |request| crate::http::serve(Rc::clone(&state), request));
             let connection = hyper::server::conn::http1::Builder::new()
@@ -423,7 +431,7 @@ async fn serve(state: &Rc<NodeState>, listener: glommio::net::TcpListener, mut s
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection ended with an error");
             }
-            open_connections.set(open_connections.get() - 1);
+            connections.open_connections.set(connections.open_connections.get() - 1);
         })
         .detach();
     }

@@ -138,6 +138,10 @@ enum Delivery {
 pub struct Evaluated {
     pub process: ProcessId,
     pub nonce: Nonce,
+    /// Wall time of the evaluation (for metrics only: nothing deterministic depends on it).
+    pub duration: std::time::Duration,
+    /// Fuel the message used.
+    pub gas_used: u64,
 }
 
 /// What a timeline read returns for one nonce.
@@ -156,6 +160,8 @@ pub struct ShardCounters {
     pub duplicates_refused: u64,
     pub undeliverable: u64,
     pub rollbacks: u64,
+    /// Fuel used by every evaluation since start (recovery's replay included).
+    pub fuel_used: u64,
 }
 
 pub struct Shard {
@@ -285,6 +291,20 @@ impl Shard {
     /// Messages assigned but not evaluated yet.
     pub fn backlog(&self) -> usize {
         self.unevaluated
+    }
+
+    /// Outbox items waiting for delivery.
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    pub fn module_count(&self) -> usize {
+        self.modules.len()
+    }
+
+    /// Processes holding a live instance.
+    pub fn instances_live(&self) -> usize {
+        self.processes.values().filter(|p| p.instance.is_some()).count()
     }
 
     fn register_module(&mut self, item: DataItem) -> Result<ModuleId, ShardError> {
@@ -625,8 +645,14 @@ impl Shard {
                 break;
             }
             let Some(pid) = self.ready.pop_front() else { break };
-            let nonce = self.evaluate_one(pid)?;
-            evaluated.push(Evaluated { process: pid, nonce });
+            let began = std::time::Instant::now();
+            let (nonce, gas_used) = self.evaluate_one(pid)?;
+            evaluated.push(Evaluated {
+                process: pid,
+                nonce,
+                duration: began.elapsed(),
+                gas_used,
+            });
         }
         self.deliver(now)
     }
@@ -743,7 +769,8 @@ impl Shard {
         }
     }
 
-    fn evaluate_one(&mut self, pid: ProcessId) -> Result<Nonce, ShardError> {
+    /// Evaluates the next message of `pid`; returns its nonce and the fuel it used.
+    fn evaluate_one(&mut self, pid: ProcessId) -> Result<(Nonce, u64), ShardError> {
         let (nonce, lsn) = {
             let process = self.processes.get(&pid).expect("ready processes exist");
             (process.evaluated, process.entries[process.evaluated].lsn)
@@ -791,6 +818,8 @@ impl Shard {
                 cause: lsn,
             });
         }
+        let gas_used = result.json["GasUsed"].as_u64().unwrap_or(0);
+        self.counters.fuel_used += gas_used;
         // The outbox is queued above; the entry keeps only what `/result` serves.
         let stored = ProcessResult {
             json: result.json,
@@ -807,7 +836,7 @@ impl Shard {
         } else {
             process.queued = false;
         }
-        Ok(Nonce(nonce as u64))
+        Ok((Nonce(nonce as u64), gas_used))
     }
 
     /// Puts back the memory the process had before evaluating nonce `failed`: a fresh instance

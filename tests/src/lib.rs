@@ -28,11 +28,22 @@ impl Node {
     /// Starts `hewitt serve` in the working directory `cwd`, with `data_dir` as given (it may
     /// be relative to `cwd`, as an operator would type it).
     pub fn start_in(binary: &str, cwd: &Path, data_dir: &Path) -> Node {
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .current_dir(cwd)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .env("HEWITT_LOG", "warn")
+            .arg(data_dir);
+        Node::launch(command, data_dir)
+    }
+
+    /// Starts `command` (a `hewitt serve` with whatever flags and environment the test wants;
+    /// log lines at warn unless it sets HEWITT_LOG) and returns once it serves. `data_dir` is
+    /// where the test expects the node's data.
+    pub fn launch(mut command: Command, data_dir: &Path) -> Node {
+        if !command.get_envs().any(|(name, _)| name == "HEWITT_LOG") {
+            command.env("HEWITT_LOG", "warn");
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -34,6 +34,19 @@ pub struct CommitStats {
 
 type Waiter = oneshot::Sender<Result<(), LogError>>;
 
+/// One durable batch, as reported to the observer of [`Committer::set_observer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchReport {
+    pub records: u64,
+    /// Frame bytes written.
+    pub bytes: u64,
+    /// Duration of the batch's `fdatasync`, in microseconds.
+    pub fdatasync_us: u64,
+}
+
+/// Called after every durable batch (for metrics); must be cheap and must not touch the log.
+pub type BatchObserver = Box<dyn Fn(&BatchReport)>;
+
 /// The group-commit task of one [`Log`]. Create it with [`Committer::new`], spawn
 /// [`Committer::run`] on the log's executor, and stop it with [`Committer::shutdown`].
 pub struct Committer {
@@ -52,6 +65,7 @@ pub struct Committer {
     stopped: Cell<bool>,
     stop_waiters: RefCell<Vec<oneshot::Sender<()>>>,
     stats: Cell<CommitStats>,
+    observer: RefCell<Option<BatchObserver>>,
 }
 
 /// How often the executor is woken while a batch's write and fdatasync are in flight.
@@ -86,6 +100,7 @@ impl Committer {
             stopped: Cell::new(false),
             stop_waiters: RefCell::new(Vec::new()),
             stats: Cell::new(CommitStats::default()),
+            observer: RefCell::new(None),
         })
     }
 
@@ -119,6 +134,13 @@ impl Committer {
                 stats.fdatasync_latency_us_last = latency_us;
                 stats.fdatasync_latency_us_total += latency_us;
                 self.stats.set(stats);
+                if let Some(observer) = self.observer.borrow().as_ref() {
+                    observer(&BatchReport {
+                        records: record_count,
+                        bytes: byte_count,
+                        fdatasync_us: latency_us,
+                    });
+                }
             });
             self.log.borrow_mut().complete_batch(result);
             self.wake_waiters();
@@ -172,6 +194,16 @@ impl Committer {
             Some(reason) => Err(LogError::Poisoned(reason.to_owned())),
             None => Ok(()),
         }
+    }
+
+    /// Has `observer` called after every durable batch from now on.
+    pub fn set_observer(&self, observer: BatchObserver) {
+        *self.observer.borrow_mut() = Some(observer);
+    }
+
+    /// Bytes appended to the log and not yet durable.
+    pub fn unsynced_bytes(&self) -> usize {
+        self.log.borrow().unsynced_bytes()
     }
 
     /// The counters so far.

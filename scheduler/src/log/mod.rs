@@ -142,7 +142,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-pub use committer::{CommitStats, Committer};
+pub use committer::{BatchObserver, BatchReport, CommitStats, Committer};
 pub use config::LogConfig;
 pub use error::LogError;
 pub use inspect::{Problem, ProblemKind, Report};

@@ -1,0 +1,262 @@
+//! The operator's view of a real node: the configuration's precedence and its errors, the
+//! `/metrics` page (parsed by a Prometheus text parser, values moving under load), and the
+//! documentation matching the binary's `--help`.
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+
+use scheduler::tags::Tag;
+use tests::{load_sample, spawn, Node};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_hewitt-under-test");
+
+/// `GET /metrics`, parsed.
+fn scrape(node: &Node) -> prometheus_parse::Scrape {
+    let page = String::from_utf8(node.client().get_bytes("/metrics").expect("GET /metrics")).expect("UTF-8 page");
+    assert!(page.ends_with("# EOF\n"), "not a complete OpenMetrics page: {page}");
+    prometheus_parse::Scrape::parse(page.lines().map(|l| Ok(l.to_owned()))).expect("the page parses")
+}
+
+/// The value of `metric` with `labels` (a histogram gives its count).
+fn value(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(buckets) => buckets.iter().map(|b| b.count).fold(0.0, f64::max),
+            prometheus_parse::Value::Summary(_) => f64::NAN,
+        })
+}
+
+#[test]
+fn metrics_are_prometheus_text_and_move_under_load() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let node = Node::start(BINARY, &dir.path().join("data"));
+    let before = scrape(&node);
+    let shard = [("shard", "0")];
+    for (metric, labels) in [
+        ("hewitt_build_info", &[][..]),
+        ("hewitt_uptime_seconds", &[]),
+        ("hewitt_processes", &[]),
+        ("hewitt_accepting_writes", &[]),
+        ("hewitt_messages_assigned_total", &shard),
+        ("hewitt_messages_evaluated_total", &shard),
+        ("hewitt_queue_messages", &shard),
+        ("hewitt_instances_live", &shard),
+        ("hewitt_log_written_bytes_total", &shard),
+        ("hewitt_fdatasync_seconds", &shard),
+        ("hewitt_ack_seconds", &shard),
+        ("hewitt_evaluation_seconds", &shard),
+        ("hewitt_fuel_used_total", &shard),
+    ] {
+        assert!(
+            value(&before, metric, labels).is_some(),
+            "{metric} is missing from {:?}",
+            before.samples.iter().map(|s| &s.metric).collect::<BTreeSet<_>>()
+        );
+    }
+    assert_eq!(value(&before, "hewitt_accepting_writes", &[]), Some(1.0));
+
+    let client = node.client();
+    let module = load_sample(&client, "counter", &[]);
+    let pid = spawn(&client, &node, module);
+    let mut last = None;
+    for _ in 0..20 {
+        last = Some(
+            client
+                .send(pid, &[Tag::new("Action", "Increment")], b"")
+                .expect("acknowledged"),
+        );
+    }
+    // A duplicate is refused, and counted by reason.
+    let item = client.message_item(pid, &[Tag::new("Action", "Increment")], b"");
+    client.post_item(&item).expect("first copy");
+    assert!(client.post_item(&item).is_err(), "a duplicate is refused");
+    client.result(pid, last.expect("sent")).expect("evaluated");
+
+    let after = scrape(&node);
+    let grew = |metric: &str, labels: &[(&str, &str)]| {
+        value(&after, metric, labels).unwrap_or(0.0) - value(&before, metric, labels).unwrap_or(0.0)
+    };
+    // Module, process and 21 messages assigned; the process and the messages evaluated.
+    assert!(grew("hewitt_messages_assigned_total", &shard) >= 22.0);
+    assert!(grew("hewitt_messages_evaluated_total", &shard) >= 21.0);
+    assert!(
+        grew("hewitt_ack_seconds", &shard) >= 23.0,
+        "every acknowledgement observed"
+    );
+    assert!(grew("hewitt_fdatasync_seconds", &shard) >= 1.0);
+    assert!(grew("hewitt_log_written_bytes_total", &shard) > 0.0);
+    assert!(grew("hewitt_evaluation_seconds", &shard) >= 21.0);
+    assert!(grew("hewitt_fuel_used_total", &shard) > 0.0);
+    assert_eq!(
+        value(
+            &after,
+            "hewitt_messages_rejected_total",
+            &[("shard", "0"), ("reason", "duplicate")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(value(&after, "hewitt_processes", &[]), Some(1.0));
+    assert_eq!(value(&after, "hewitt_instances_live", &shard), Some(1.0));
+}
+
+/// A 64 KiB message to `pid`.
+fn large_message(node: &Node, pid: scheduler::ProcessId) -> Result<serde_json::Value, engine::client::ClientError> {
+    let client = node.client();
+    client.post_item(&client.message_item(pid, &[Tag::new("Action", "Increment")], &[b'x'; 64 * 1024]))
+}
+
+#[test]
+fn configuration_file_environment_and_flags_in_that_order() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = dir.path().join("data");
+    let config = dir.path().join("hewitt.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nlisten = \"127.0.0.1:0\"\n[http]\nbody_bytes_max = \"32KiB\"\n[limits]\nqueue_messages_max = 50\n",
+            data.display().to_string()
+        ),
+    )
+    .expect("write config");
+
+    // The file alone: its 32 KiB body limit refuses a 64 KiB message with 413 (the sample module
+    // is smaller).
+    let mut command = Command::new(BINARY);
+    command.args(["serve", "--config"]).arg(&config);
+    let node = Node::launch(command, &data);
+    let client = node.client();
+    let module = load_sample(&client, "counter", &[]);
+    let pid = spawn(&client, &node, module);
+    match large_message(&node, pid) {
+        Err(engine::client::ClientError::Status { status: 413, .. }) => {}
+        other => panic!("a 64 KiB body under a 32 KiB limit: {other:?}"),
+    }
+    assert_eq!(node.terminate().code(), Some(0));
+
+    // The environment beats the file, a flag beats the environment.
+    let mut command = Command::new(BINARY);
+    command
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("HEWITT_HTTP_BODY_BYTES_MAX", "40KiB")
+        .args(["--set", "http.body_bytes_max=128KiB"]);
+    let node = Node::launch(command, &data);
+    large_message(&node, pid).expect("accepted under the flag's 128 KiB limit");
+    assert_eq!(node.terminate().code(), Some(0));
+
+    // config print shows the effective values and where each came from.
+    let printed = Command::new(BINARY)
+        .args(["config", "print", "--config"])
+        .arg(&config)
+        .env("HEWITT_HTTP_BODY_BYTES_MAX", "40KiB")
+        .output()
+        .expect("config print runs");
+    assert!(printed.status.success());
+    let text = String::from_utf8(printed.stdout).expect("UTF-8");
+    assert!(text.contains("body_bytes_max = 40960"), "{text}");
+    assert!(text.contains("from: environment HEWITT_HTTP_BODY_BYTES_MAX"), "{text}");
+    assert!(text.contains("queue_messages_max = 50"), "{text}");
+}
+
+#[test]
+fn an_invalid_configuration_is_refused_with_the_field_named() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let config = dir.path().join("hewitt.toml");
+    for (file, env, expected) in [
+        ("[log]\nbatch_bytes_max = 12\n", None, "log.batch_bytes_max"),
+        (
+            "[compute]\ninstance_count = 5\n",
+            None,
+            "unknown field \"compute.instance_count\"",
+        ),
+        (
+            "",
+            Some(("HEWITT_LIMITS_QUEUE_MESSAGES_MAX", "lots")),
+            "limits.queue_messages_max (from HEWITT_LIMITS_QUEUE_MESSAGES_MAX)",
+        ),
+    ] {
+        std::fs::write(&config, file).expect("write config");
+        let mut command = Command::new(BINARY);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .stdout(Stdio::null());
+        if let Some((name, value)) = env {
+            command.env(name, value);
+        }
+        let output = command.output().expect("hewitt runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{file:?}: {stderr}");
+        assert!(stderr.contains(expected), "{file:?}: {stderr}");
+    }
+    assert!(!dir.path().join("data").exists(), "nothing was started");
+}
+
+/// Every subcommand and every flag of `hewitt --help` (and each subcommand's `--help`) is in
+/// docs/OPERATING.md, so the operator's guide cannot silently fall behind the binary.
+#[test]
+fn the_operators_guide_covers_every_command_and_flag() {
+    let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/OPERATING.md"))
+        .expect("docs/OPERATING.md exists");
+    let help = |args: &[&str]| {
+        let output = Command::new(BINARY)
+            .args(args)
+            .arg("--help")
+            .output()
+            .expect("hewitt --help");
+        assert!(output.status.success(), "{args:?} --help failed");
+        String::from_utf8(output.stdout).expect("UTF-8")
+    };
+    let commands = |text: &str| -> Vec<String> {
+        text.lines()
+            .skip_while(|l| !l.starts_with("Commands:"))
+            .skip(1)
+            .take_while(|l| l.starts_with("  "))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|c| *c != "help")
+            .map(str::to_owned)
+            .collect()
+    };
+    let flags = |text: &str| -> Vec<String> {
+        text.split_whitespace()
+            .filter(|w| w.starts_with("--") && w.len() > 2)
+            .map(|w| {
+                w.trim_end_matches([',', '.'])
+                    .split('=')
+                    .next()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .filter(|f| f != "--help" && f != "--version")
+            .collect()
+    };
+    let mut missing = Vec::new();
+    let mut queue: Vec<Vec<String>> = vec![vec![]];
+    while let Some(path) = queue.pop() {
+        let args: Vec<&str> = path.iter().map(String::as_str).collect();
+        let text = help(&args);
+        for command in commands(&text) {
+            let mut sub = path.clone();
+            sub.push(command);
+            let line = format!("hewitt {}", sub.join(" "));
+            if !guide.contains(&line) {
+                missing.push(line);
+            }
+            queue.push(sub);
+        }
+        for flag in flags(&text) {
+            if !guide.contains(&flag) {
+                missing.push(format!("{flag} (of hewitt {})", path.join(" ")));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "docs/OPERATING.md does not mention: {missing:#?}");
+}
