@@ -206,8 +206,17 @@ pub async fn serve(state: Rc<NodeState>, request: Request<Incoming>) -> Result<A
     let path = request.uri().path().to_owned();
     let params = query(&request);
     let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    if let Some((read, total)) = state.recovering() {
+        if !matches!(segments.as_slice(), ["health"] | ["ready"] | ["metrics"]) {
+            return Ok(fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("recovering: read {read} of {total} bytes of the log"),
+            ));
+        }
+    }
     let answer = match (&method, segments.as_slice()) {
         (&Method::GET, ["health"]) => health(&state),
+        (&Method::GET, ["ready"]) => Ok(ready(&state)),
         (&Method::GET, []) => Ok(respond(
             StatusCode::OK,
             &json!({"timestamp": now().0.to_string(), "address": state.address().to_string()}),
@@ -255,6 +264,8 @@ fn metrics(state: &NodeState) -> Answer {
             log_unsynced_bytes: state.committer.unsynced_bytes(),
             open_connections: state.open_connections.get(),
             accepting: state.failure().is_none(),
+            ready: state.not_ready().is_none(),
+            recovery_pending: state.shard.borrow().recovery_pending(),
         }
     };
     let mut response = Response::new(Full::new(Bytes::from(state.metrics.render(&snapshot))));
@@ -265,7 +276,33 @@ fn metrics(state: &NodeState) -> Answer {
     response
 }
 
+/// `GET /ready`: 200 once the log is recovered, the recovered messages are replayed and writes
+/// are accepted; 503 with the reason before (and after a log failure).
+fn ready(state: &NodeState) -> Answer {
+    match state.not_ready() {
+        None => respond(StatusCode::OK, &json!({"ready": true})),
+        Some(reason) => {
+            let mut answer = respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"ready": false, "reason": reason}),
+            );
+            answer
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+            answer
+        }
+    }
+}
+
+/// `GET /health`: the node is alive (200, also while it recovers) and accepts writes, or 503
+/// with the reason it stopped accepting them.
 fn health(state: &NodeState) -> Result<Answer, Answer> {
+    if let Some((read, total)) = state.recovering() {
+        return Ok(respond(
+            StatusCode::OK,
+            &json!({"status": "recovering", "log_bytes_read": read, "log_bytes": total}),
+        ));
+    }
     if let Some(reason) = state.failure() {
         return Err(fail(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -69,6 +69,8 @@ pub struct Snapshot {
     pub log_unsynced_bytes: usize,
     pub open_connections: usize,
     pub accepting: bool,
+    pub ready: bool,
+    pub recovery_pending: usize,
 }
 
 impl Metrics {
@@ -133,6 +135,16 @@ impl Metrics {
             "accepting_writes",
             "1 while the node accepts writes; 0 once its log failed",
             ConstGauge::new(i64::from(now.accepting)),
+        );
+        root.register(
+            "ready",
+            "1 once the log is recovered, recovered messages replayed and writes accepted (GET /ready)",
+            ConstGauge::new(i64::from(now.ready)),
+        );
+        root.register(
+            "recovery_pending_messages",
+            "Messages read back from the log at start and not yet replayed",
+            ConstGauge::new(now.recovery_pending as i64),
         );
         root.register(
             "http_connections_open",

@@ -82,6 +82,9 @@ impl NodeConfig {
 /// handlers and the committer get their turn under load.
 const PUMP_EVALUATIONS_MAX: usize = 64;
 
+/// Longest a pump turn goes on evaluating before it yields (it finishes the evaluation it is in).
+const PUMP_TURN: std::time::Duration = std::time::Duration::from_micros(500);
+
 /// How soon the executor must get back to the group committer once it has work (µs); a
 /// fraction of an fdatasync, so that acknowledgement latency stays close to the disk's.
 const COMMIT_LATENCY_US: u64 = 100;
@@ -125,6 +128,14 @@ pub struct NodeState {
     pub http: HttpLimits,
     pub metrics: crate::metrics::Metrics,
     pub open_connections: std::cell::Cell<usize>,
+    /// While the log is being read back at start: (bytes read, bytes in the log). `None` once
+    /// recovered.
+    recovering: std::cell::Cell<Option<(u64, u64)>>,
+    /// The pump's wake-up receiver until recovery starts the pump.
+    pump_wake: RefCell<Option<mpsc::Receiver<()>>>,
+    /// When the node started, and whether it is still replaying recovered messages.
+    started: Instant,
+    catching_up: std::cell::Cell<bool>,
 }
 
 impl NodeState {
@@ -138,6 +149,25 @@ impl NodeState {
             return Some(reason.clone());
         }
         self.shard.borrow().log_poisoned()
+    }
+
+    /// `Some((bytes read, bytes in the log))` while the log is read back at start; requests
+    /// other than `/health`, `/ready` and `/metrics` are then answered 503.
+    pub fn recovering(&self) -> Option<(u64, u64)> {
+        self.recovering.get()
+    }
+
+    /// Why the node is not ready, if it is not: still reading its log, still replaying the
+    /// messages it read back, or no longer accepting writes.
+    pub fn not_ready(&self) -> Option<String> {
+        if let Some((read, total)) = self.recovering() {
+            return Some(format!("recovering: read {read} of {total} bytes of the log"));
+        }
+        if let Some(reason) = self.failure() {
+            return Some(format!("not accepting writes: {reason}"));
+        }
+        let pending = self.shard.borrow().recovery_pending();
+        (pending > 0).then(|| format!("replaying: {pending} recovered messages still to evaluate"))
     }
 
     /// Tells the pump there may be work; coalesces (the channel holds at most one signal).
@@ -218,12 +248,27 @@ async fn pump(state: Rc<NodeState>, mut wake: mpsc::Receiver<()>) {
             continue;
         }
         evaluated.clear();
-        let outcome = state
-            .shard
-            .borrow_mut()
-            .pump(now(), PUMP_EVALUATIONS_MAX, &mut evaluated);
+        // One evaluation at a time, up to PUMP_EVALUATIONS_MAX or PUMP_TURN: a handler is not
+        // preemptible, so this bounds how long HTTP and the committer wait behind the pump to
+        // about one handler's run time.
+        let turn = Instant::now();
+        let mut outcome = Ok(());
+        for _ in 0..PUMP_EVALUATIONS_MAX {
+            let mut shard = state.shard.borrow_mut();
+            outcome = shard.pump(now(), 1, &mut evaluated);
+            if outcome.is_err() || !shard.has_work() || turn.elapsed() >= PUMP_TURN {
+                break;
+            }
+        }
         state.notify(&evaluated);
         state.metrics.evaluated(&evaluated);
+        if state.catching_up.get() && state.shard.borrow().recovery_pending() == 0 {
+            state.catching_up.set(false);
+            tracing::info!(
+                since_start_ms = state.started.elapsed().as_millis() as u64,
+                "replayed every recovered message: ready"
+            );
+        }
         match outcome {
             Ok(()) => {}
             Err(ShardError::Log(LogError::Backpressure { .. })) => {
@@ -244,7 +289,8 @@ async fn pump(state: Rc<NodeState>, mut wake: mpsc::Receiver<()>) {
                 return;
             }
         }
-        glommio::yield_if_needed().await;
+        // Let the other queues (HTTP, the committer) and the reactor run between turns.
+        glommio::executor().yield_task_queue_now().await;
     }
 }
 
@@ -297,11 +343,26 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         .spawn(move || async move {
             let report = ready_tx.clone();
             match open(config).await {
-                Ok((state, listener, started)) => {
-                    let _ = report.send(Ok(started));
-                    serve(&state, listener, stop_rx).await;
-                    if let Err(error) = state.committer.shutdown().await {
-                        tracing::error!(%error, "log could not be flushed at stop");
+                Ok((state, listener, addr)) => {
+                    // /health, /ready and /metrics answer while the log is read back.
+                    let serving = glommio::spawn_local(serve(Rc::clone(&state), listener, stop_rx));
+                    match recover(&state).await {
+                        Ok((processes, recovery_ms)) => {
+                            let _ = report.send(Ok(Started {
+                                addr,
+                                address: state.address,
+                                processes,
+                                recovery_ms,
+                            }));
+                            serving.await;
+                            if let Err(error) = state.committer.shutdown().await {
+                                tracing::error!(%error, "log could not be flushed at stop");
+                            }
+                        }
+                        Err(error) => {
+                            drop(serving); // cancels it: stops accepting
+                            let _ = report.send(Err(error));
+                        }
                     }
                 }
                 Err(error) => {
@@ -327,7 +388,13 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     }
 }
 
-async fn open(config: NodeConfig) -> Result<(Rc<NodeState>, glommio::net::TcpListener, Started), StartError> {
+/// How many records recovery reads between two yields to the executor (so that `/health` and
+/// `/ready` answer during a long recovery).
+const RECOVERY_CHUNK_RECORDS: usize = 4096;
+
+/// Opens the data dir and its log, starts the committer and binds the listener; the shard is
+/// empty until [`recover`] has read the log back.
+async fn open(config: NodeConfig) -> Result<(Rc<NodeState>, glommio::net::TcpListener, SocketAddr), StartError> {
     let began = Instant::now();
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
         path: config.data_dir.clone(),
@@ -355,8 +422,8 @@ async fn open(config: NodeConfig) -> Result<(Rc<NodeState>, glommio::net::TcpLis
         committer.set_observer(Box::new(move |report| metrics.batch(report)));
     }
     let runtime = Runtime::new(config.compute.clone()).map_err(|e| StartError::Compute(e.to_string()))?;
-    let shard = Shard::recover(signer, runtime, log, config.limits.clone())?;
-    let processes = shard.process_count();
+    let log_bytes = log.borrow().end_lsn().0;
+    let shard = Shard::new(signer, runtime, log, config.limits.clone());
     let (wake_tx, wake_rx) = mpsc::channel(1);
     let state = Rc::new(NodeState {
         shard: RefCell::new(shard),
@@ -368,9 +435,11 @@ async fn open(config: NodeConfig) -> Result<(Rc<NodeState>, glommio::net::TcpLis
         http: config.http.clone(),
         metrics: metrics.clone(),
         open_connections: std::cell::Cell::new(0),
+        recovering: std::cell::Cell::new(Some((0, log_bytes))),
+        started: began,
+        catching_up: std::cell::Cell::new(true),
+        pump_wake: RefCell::new(Some(wake_rx)),
     });
-    glommio::spawn_local(pump(Rc::clone(&state), wake_rx)).detach();
-    state.wake_pump();
     let listener = glommio::net::TcpListener::bind(config.listen).map_err(|e| StartError::Listen {
         addr: config.listen,
         source: std::io::Error::other(e.to_string()),
@@ -379,22 +448,52 @@ async fn open(config: NodeConfig) -> Result<(Rc<NodeState>, glommio::net::TcpLis
         addr: config.listen,
         source: std::io::Error::other(e.to_string()),
     })?;
-    let recovery_ms = began.elapsed().as_millis();
-    tracing::info!(%addr, %address, processes, recovery_ms, "node serving");
-    Ok((
-        state,
-        listener,
-        Started {
-            addr,
-            address,
-            processes,
-            recovery_ms,
-        },
-    ))
+    tracing::info!(%addr, %address, log_bytes, "listening; reading the log back");
+    Ok((state, listener, addr))
+}
+
+/// Reads the log back into the shard in chunks, yielding between them; then starts the pump,
+/// which replays the recovered messages (the node accepts requests meanwhile, and `/ready`
+/// answers 200 once the replay is done). Returns the processes recovered and the milliseconds
+/// it took.
+async fn recover(state: &Rc<NodeState>) -> Result<(usize, u128), StartError> {
+    let total = state.recovering().map_or(0, |(_, total)| total);
+    let mut next = Some(scheduler::log::Lsn(0));
+    while let Some(from) = next {
+        next = state.shard.borrow_mut().recover_from(from, RECOVERY_CHUNK_RECORDS)?;
+        if let Some(at) = next {
+            state.recovering.set(Some((at.0, total)));
+            futures_lite::future::yield_now().await;
+        }
+    }
+    let (processes, pending) = {
+        let mut shard = state.shard.borrow_mut();
+        shard.finish_recovery();
+        (shard.process_count(), shard.recovery_pending())
+    };
+    state.recovering.set(None);
+    state.catching_up.set(pending > 0);
+    let recovery_ms = state.started.elapsed().as_millis();
+    tracing::info!(
+        processes,
+        log_bytes = total,
+        messages_to_replay = pending,
+        recovery_ms = recovery_ms as u64,
+        "log recovered; serving"
+    );
+    let wake = state.pump_wake.borrow_mut().take().expect("recovery runs once");
+    // Evaluation in a queue of its own, so that yielding it between turns lets HTTP run.
+    let evaluation_queue =
+        glommio::executor().create_task_queue(glommio::Shares::default(), glommio::Latency::NotImportant, "evaluation");
+    glommio::spawn_local_into(pump(Rc::clone(state), wake), evaluation_queue)
+        .map_err(|e| StartError::Executor(e.to_string()))?
+        .detach();
+    state.wake_pump();
+    Ok((processes, recovery_ms))
 }
 
 /// Accepts connections until `stop` fires (or its sender is dropped).
-async fn serve(state: &Rc<NodeState>, listener: glommio::net::TcpListener, mut stop: oneshot::Receiver<()>) {
+async fn serve(state: Rc<NodeState>, listener: glommio::net::TcpListener, mut stop: oneshot::Receiver<()>) {
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             let _ = (&mut stop).await;
@@ -421,7 +520,7 @@ async fn serve(state: &Rc<NodeState>, listener: glommio::net::TcpListener, mut s
         }
         let _ = stream.set_nodelay(true);
         state.open_connections.set(state.open_connections.get() + 1);
-        let (state, connections) = (Rc::clone(state), Rc::clone(state));
+        let (state, connections) = (Rc::clone(&state), Rc::clone(&state));
         glommio::spawn_local(async move {
             let service = hyper::service::service_fn(move |request| crate::http::serve(Rc::clone(&state), request));
             let connection = hyper::server::conn::http1::Builder::new()

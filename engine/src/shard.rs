@@ -114,6 +114,8 @@ struct Process {
     instance: Option<ProcessInstance>,
     /// Memory after evaluating the first `.0` entries; bounds the replay a rollback needs.
     snapshot: Option<(usize, Snapshot)>,
+    /// Entries read back from the log at recovery (see [`Shard::recovery_pending`]).
+    recovered: usize,
 }
 
 /// An item waiting in the messenger's queue.
@@ -177,6 +179,8 @@ pub struct Shard {
     unevaluated: usize,
     outbox: VecDeque<Delivery>,
     counters: ShardCounters,
+    /// See [`Shard::recovery_pending`].
+    recovery_pending: usize,
 }
 
 fn no_instance(pid: ProcessId) -> ShardError {
@@ -214,16 +218,27 @@ pub fn block_height_at(timestamp: Timestamp) -> BlockHeight {
 }
 
 impl Shard {
-    /// Builds the shard and recovers its state from `log`, replaying every process; outbox items
-    /// that the crash left undelivered are re-derived and queued (duplicates are dropped).
+    /// Builds the shard and recovers its state from `log` in one go (see [`Shard::recover_from`]).
     pub fn recover(
         signer: Signer,
         runtime: Runtime,
         log: Rc<RefCell<Log>>,
         limits: ShardLimits,
     ) -> Result<Shard, ShardError> {
+        let mut shard = Shard::new(signer, runtime, log, limits);
+        let mut next = Some(Lsn(0));
+        while let Some(from) = next {
+            next = shard.recover_from(from, usize::MAX)?;
+        }
+        shard.finish_recovery();
+        Ok(shard)
+    }
+
+    /// An empty shard on `log`; call [`Shard::recover_from`] until it returns `None`, then
+    /// [`Shard::finish_recovery`], before admitting or pumping anything.
+    pub fn new(signer: Signer, runtime: Runtime, log: Rc<RefCell<Log>>, limits: ShardLimits) -> Shard {
         let address = signer.address();
-        let mut shard = Shard {
+        Shard {
             signer,
             address,
             runtime,
@@ -236,10 +251,24 @@ impl Shard {
             unevaluated: 0,
             outbox: VecDeque::new(),
             counters: ShardCounters::default(),
-        };
-        let log = Rc::clone(&shard.log);
+            recovery_pending: 0,
+        }
+    }
+
+    /// Reads up to `records_max` records of the log from `from` (a record boundary: 0, or what
+    /// the previous call returned) into the shard's index: modules are compiled, processes
+    /// instantiated, every assignment's nonce and hash chain checked and its message queued for
+    /// evaluation. Returns where to go on, or `None` at the end of the log. Nothing is evaluated
+    /// here: the pump replays the processes afterwards, and re-derived outbox items whose ids
+    /// are already in the log are then dropped as duplicates, which needs the whole index.
+    pub fn recover_from(&mut self, from: Lsn, records_max: usize) -> Result<Option<Lsn>, ShardError> {
+        let log = Rc::clone(&self.log);
         let log = log.borrow();
-        for record in log.records() {
+        let mut records = log.records_from(from);
+        for _ in 0..records_max {
+            let Some(record) = records.next() else {
+                return Ok(None);
+            };
             let record = record?;
             let corrupt = |reason: String| ShardError::Corrupt {
                 lsn: record.lsn,
@@ -248,18 +277,32 @@ impl Shard {
             match record.kind {
                 KIND_MODULE => {
                     let item = DataItem::parse(record.payload).map_err(|e| corrupt(e.to_string()))?;
-                    shard.register_module(item).map_err(|e| corrupt(e.to_string()))?;
+                    self.register_module(item).map_err(|e| corrupt(e.to_string()))?;
                 }
                 KIND_ASSIGNMENT => {
                     let assignment = AssignmentRecord::decode(record.payload).map_err(|e| corrupt(e.to_string()))?;
-                    shard
-                        .register_assignment(&assignment, record.lsn, None)
+                    self.register_assignment(&assignment, record.lsn, None)
                         .map_err(|e| corrupt(e.to_string()))?;
                 }
                 other => return Err(corrupt(format!("unknown record kind {other}"))),
             }
         }
-        Ok(shard)
+        Ok(Some(records.next_lsn()))
+    }
+
+    /// Ends recovery: from now on [`Shard::recovery_pending`] counts the recovered messages
+    /// still to be replayed.
+    pub fn finish_recovery(&mut self) {
+        for process in self.processes.values_mut() {
+            process.recovered = process.entries.len();
+        }
+        self.recovery_pending = self.unevaluated;
+    }
+
+    /// Messages read back from the log at recovery and not yet evaluated again: until it is 0,
+    /// results and state lag behind the log.
+    pub fn recovery_pending(&self) -> usize {
+        self.recovery_pending
     }
 
     pub fn address(&self) -> Address {
@@ -411,6 +454,7 @@ impl Shard {
                     queued: false,
                     instance: Some(instance),
                     snapshot: None,
+                    recovered: 0,
                 },
             );
         } else {
@@ -828,6 +872,9 @@ impl Shard {
             spawns: Vec::new(),
         };
         process.entries[nonce].result = Some(Rc::new(stored));
+        if nonce < process.recovered {
+            self.recovery_pending -= 1;
+        }
         process.evaluated += 1;
         self.unevaluated -= 1;
         self.counters.evaluated += 1;

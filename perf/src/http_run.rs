@@ -140,7 +140,7 @@ pub fn run(scenario: Scenario, work_dir: &Path, options: &HttpOptions) -> Result
         Workload::Spawn { .. } | Workload::Exchange { .. } => 1,
     };
     eprintln!(
-        "http {}: {processes} processes, {} clients",
+        "http {}: {processes} processes, {} clients, node at {url}",
         scenario.name(),
         options.clients
     );

@@ -260,3 +260,58 @@ fn the_operators_guide_covers_every_command_and_flag() {
     }
     assert!(missing.is_empty(), "docs/OPERATING.md does not mention: {missing:#?}");
 }
+
+/// After a restart the node answers `/health` at once, but `/ready` only once it has replayed
+/// the messages it read back from its log; requests are served meanwhile.
+#[test]
+fn ready_waits_for_the_replay_of_recovered_messages() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = dir.path().join("data");
+    let node = Node::start(BINARY, &data);
+    let client = node.client();
+    let module = load_sample(&client, "loop", &[]);
+    // Each Loop message burns its whole Compute-Limit (~25 ms) and fails: replaying a hundred
+    // of them takes seconds. (Short ones: a handler is not preemptible, so a request waits for
+    // the evaluation in progress.)
+    let pid = client
+        .spawn(module, node.address, &[Tag::new("Compute-Limit", "20000000")], b"")
+        .expect("spawned");
+    let loops: Vec<_> = (0..100)
+        .map(|_| {
+            client
+                .send(pid, &[Tag::new("Action", "Loop")], b"")
+                .expect("acknowledged")
+        })
+        .collect();
+    let last = client.result(pid, *loops.last().expect("sent")).expect("evaluated");
+    assert!(last["Error"].is_string(), "{last}");
+    assert_eq!(node.terminate().code(), Some(0));
+
+    let node = Node::start(BINARY, &data);
+    let client = node.client();
+    let status = |path: &str| match client.get(path) {
+        Ok(_) => 200,
+        Err(engine::client::ClientError::Status { status, .. }) => status,
+        Err(other) => panic!("GET {path}: {other}"),
+    };
+    assert_eq!(status("/health"), 200, "live while replaying");
+    match client.get("/ready") {
+        Err(engine::client::ClientError::Status { status: 503, body }) => {
+            assert!(body.contains("replaying"), "{body}")
+        }
+        other => panic!("ready before the replay: {other:?}"),
+    }
+    let page = String::from_utf8(client.get_bytes("/metrics").expect("metrics")).expect("UTF-8");
+    assert!(page.contains("\nhewitt_ready 0\n"), "{page}");
+    // Requests are served meanwhile; a result waits for its replay.
+    let first = client.result(pid, loops[0]).expect("replayed result");
+    assert!(first["Error"].is_string(), "{first}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while status("/ready") != 200 {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let page = String::from_utf8(client.get_bytes("/metrics").expect("metrics")).expect("UTF-8");
+    assert!(page.contains("\nhewitt_ready 1\n"), "{page}");
+    assert!(page.contains("\nhewitt_recovery_pending_messages 0\n"), "{page}");
+}

@@ -225,6 +225,16 @@ impl Log {
         }
     }
 
+    /// The records from `lsn` on, which must be where a record starts (the LSN of a record, or
+    /// [`Records::next_lsn`] of an earlier iteration): for reading a log in pieces.
+    pub fn records_from(&self, lsn: Lsn) -> Records<'_> {
+        Records {
+            log: self,
+            lsn: lsn.0,
+            failed: false,
+        }
+    }
+
     /// Position just past the last appended record; the next record goes here, or at the start
     /// of the next segment if it does not fit in this one.
     pub fn end_lsn(&self) -> Lsn {
@@ -423,6 +433,13 @@ pub struct Records<'a> {
     /// Where the next record is, or where to look for it.
     lsn: u64,
     failed: bool,
+}
+
+impl Records<'_> {
+    /// Where the next record is looked for: resume there with [`Log::records_from`].
+    pub fn next_lsn(&self) -> Lsn {
+        Lsn(self.lsn)
+    }
 }
 
 impl<'a> Iterator for Records<'a> {
