@@ -329,8 +329,8 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / f64::from(1 << 20)
 }
 
-/// Prints a progress line to stderr at most once per [`PROGRESS_INTERVAL`]; on a terminal it
-/// rewrites one line.
+/// Prints progress to stderr at most once per [`PROGRESS_INTERVAL`]: on a terminal a bar that
+/// rewrites one line, otherwise a plain line each time.
 struct ProgressLine {
     terminal: bool,
     last: Instant,
@@ -359,7 +359,19 @@ impl ProgressLine {
             status.counts.messages
         );
         if self.terminal {
-            eprint!("\r{line}");
+            let done = if status.total_bytes == 0 {
+                1.0
+            } else {
+                (status.done_bytes as f64 / status.total_bytes as f64).clamp(0.0, 1.0)
+            };
+            const WIDTH: usize = 30;
+            let filled = (done * WIDTH as f64).round() as usize;
+            eprint!(
+                "\r[{}{}] {:>3.0} % {line}",
+                "#".repeat(filled),
+                ".".repeat(WIDTH - filled),
+                done * 100.0
+            );
             self.printed = true;
         } else {
             eprintln!("{line}");

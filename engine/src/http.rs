@@ -112,6 +112,8 @@ fn shard_fail(error: ShardError) -> Answer {
         ShardError::Duplicate(_) => StatusCode::CONFLICT,
         ShardError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         ShardError::Log(scheduler::log::LogError::Backpressure { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+        // The node is stopping: the log no longer takes appends.
+        ShardError::Log(scheduler::log::LogError::Closed) => StatusCode::SERVICE_UNAVAILABLE,
         ShardError::Compute(crate::compute::ComputeError::PoolExhausted { .. }) => StatusCode::SERVICE_UNAVAILABLE,
         _ => {
             tracing::error!(%error, "request failed inside the node");

@@ -262,6 +262,9 @@ async fn pump(state: Rc<NodeState>, mut wake: mpsc::Receiver<()>) {
         }
         state.notify(&evaluated);
         state.metrics.evaluated(&evaluated);
+        for e in &evaluated {
+            tracing::debug!(process = %e.process, nonce = e.nonce.0, us = e.duration.as_micros() as u64, gas = e.gas_used, "evaluated");
+        }
         if state.catching_up.get() && state.shard.borrow().recovery_pending() == 0 {
             state.catching_up.set(false);
             tracing::info!(
@@ -340,35 +343,46 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     };
     let builder = glommio::LocalExecutorBuilder::new(placement).name("hewitt-shard-0");
     let thread = builder
-        .spawn(move || async move {
-            let report = ready_tx.clone();
-            match open(config).await {
-                Ok((state, listener, addr)) => {
-                    // /health, /ready and /metrics answer while the log is read back.
-                    let serving = glommio::spawn_local(serve(Rc::clone(&state), listener, stop_rx));
-                    match recover(&state).await {
-                        Ok((processes, recovery_ms)) => {
-                            let _ = report.send(Ok(Started {
-                                addr,
-                                address: state.address,
-                                processes,
-                                recovery_ms,
-                            }));
-                            serving.await;
-                            if let Err(error) = state.committer.shutdown().await {
-                                tracing::error!(%error, "log could not be flushed at stop");
+        .spawn(move || {
+            // Every log line of the shard's thread carries its shard number.
+            let span = tracing::info_span!("shard", shard = 0);
+            tracing::Instrument::instrument(
+                async move {
+                    let report = ready_tx.clone();
+                    match open(config).await {
+                        Ok((state, listener, addr)) => {
+                            // /health, /ready and /metrics answer while the log is read back.
+                            let serving = glommio::spawn_local(tracing::Instrument::in_current_span(serve(
+                                Rc::clone(&state),
+                                listener,
+                                stop_rx,
+                            )));
+                            match recover(&state).await {
+                                Ok((processes, recovery_ms)) => {
+                                    let _ = report.send(Ok(Started {
+                                        addr,
+                                        address: state.address,
+                                        processes,
+                                        recovery_ms,
+                                    }));
+                                    serving.await;
+                                    if let Err(error) = state.committer.shutdown().await {
+                                        tracing::error!(%error, "log could not be flushed at stop");
+                                    }
+                                }
+                                Err(error) => {
+                                    drop(serving); // cancels it: stops accepting
+                                    let _ = report.send(Err(error));
+                                }
                             }
                         }
                         Err(error) => {
-                            drop(serving); // cancels it: stops accepting
                             let _ = report.send(Err(error));
                         }
                     }
-                }
-                Err(error) => {
-                    let _ = report.send(Err(error));
-                }
-            }
+                },
+                span,
+            )
         })
         .map_err(|e| StartError::Executor(e.to_string()))?;
     match ready_rx.recv() {
@@ -413,9 +427,12 @@ async fn open(config: NodeConfig) -> Result<(Rc<NodeState>, glommio::net::TcpLis
         glommio::Latency::Matters(std::time::Duration::from_micros(COMMIT_LATENCY_US)),
         "group-commit",
     );
-    glommio::spawn_local_into(Rc::clone(&committer).run(), commit_queue)
-        .map_err(|e| StartError::Executor(e.to_string()))?
-        .detach();
+    glommio::spawn_local_into(
+        tracing::Instrument::in_current_span(Rc::clone(&committer).run()),
+        commit_queue,
+    )
+    .map_err(|e| StartError::Executor(e.to_string()))?
+    .detach();
     let metrics = crate::metrics::Metrics::default();
     {
         let metrics = metrics.clone();
@@ -459,10 +476,15 @@ async fn open(config: NodeConfig) -> Result<(Rc<NodeState>, glommio::net::TcpLis
 async fn recover(state: &Rc<NodeState>) -> Result<(usize, u128), StartError> {
     let total = state.recovering().map_or(0, |(_, total)| total);
     let mut next = Some(scheduler::log::Lsn(0));
+    let mut reported = Instant::now();
     while let Some(from) = next {
         next = state.shard.borrow_mut().recover_from(from, RECOVERY_CHUNK_RECORDS)?;
         if let Some(at) = next {
             state.recovering.set(Some((at.0, total)));
+            if reported.elapsed() >= std::time::Duration::from_secs(1) {
+                reported = Instant::now();
+                tracing::info!(read_bytes = at.0, log_bytes = total, "reading the log back");
+            }
             futures_lite::future::yield_now().await;
         }
     }
@@ -485,9 +507,12 @@ async fn recover(state: &Rc<NodeState>) -> Result<(usize, u128), StartError> {
     // Evaluation in a queue of its own, so that yielding it between turns lets HTTP run.
     let evaluation_queue =
         glommio::executor().create_task_queue(glommio::Shares::default(), glommio::Latency::NotImportant, "evaluation");
-    glommio::spawn_local_into(pump(Rc::clone(state), wake), evaluation_queue)
-        .map_err(|e| StartError::Executor(e.to_string()))?
-        .detach();
+    glommio::spawn_local_into(
+        tracing::Instrument::in_current_span(pump(Rc::clone(state), wake)),
+        evaluation_queue,
+    )
+    .map_err(|e| StartError::Executor(e.to_string()))?
+    .detach();
     state.wake_pump();
     Ok((processes, recovery_ms))
 }
@@ -521,7 +546,7 @@ async fn serve(state: Rc<NodeState>, listener: glommio::net::TcpListener, mut st
         let _ = stream.set_nodelay(true);
         state.open_connections.set(state.open_connections.get() + 1);
         let (state, connections) = (Rc::clone(&state), Rc::clone(&state));
-        glommio::spawn_local(async move {
+        glommio::spawn_local(tracing::Instrument::in_current_span(async move {
             let service = hyper::service::service_fn(move |request| crate::http::serve(Rc::clone(&state), request));
             let connection = hyper::server::conn::http1::Builder::new()
                 .header_read_timeout(None)
@@ -531,7 +556,7 @@ async fn serve(state: Rc<NodeState>, listener: glommio::net::TcpListener, mut st
                 tracing::debug!(%error, "connection ended with an error");
             }
             connections.open_connections.set(connections.open_connections.get() - 1);
-        })
+        }))
         .detach();
     }
 }
