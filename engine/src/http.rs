@@ -36,6 +36,9 @@ pub const PAGE_LIMIT_DEFAULT: usize = 100;
 /// Largest dry-run request body.
 pub const DRY_RUN_BYTES_MAX: usize = 1 << 20;
 
+/// Largest GraphQL request body.
+const GRAPHQL_BYTES_MAX: usize = 64 * 1024;
+
 /// Most bytes one socket read takes (and zeroes first): large bodies arrive in several reads.
 const READ_CHUNK_BYTES: usize = 32 << 10;
 
@@ -242,6 +245,8 @@ pub async fn serve(state: Rc<NodeState>, request: Request<Incoming>) -> Result<A
         }
         (&Method::GET, ["processes", pid]) => get_process(&state, pid),
         (&Method::GET, ["result", message]) => get_result(&state, message, &params).await,
+        (&Method::GET, ["results", pid]) => get_results(&state, pid, &params),
+        (&Method::POST, ["graphql"]) => graphql(&state, request.into_body()).await,
         (&Method::POST, ["dry-run"]) => dry_run(&state, request.into_body(), &params).await,
         (&Method::GET, ["state", pid]) => get_state(&state, pid),
         (&Method::GET, [pid, "latest"]) => get_latest(&state, pid).await,
@@ -437,6 +442,138 @@ async fn get_result(state: &Rc<NodeState>, message: &str, params: &[(String, Str
     }
     let result = state.wait_result(pid, message, nonce).await.map_err(shard_fail)?;
     Ok(respond(StatusCode::OK, &result.json))
+}
+
+/// Most results one `GET /results` page holds.
+const RESULTS_LIMIT_MAX: u64 = 1000;
+
+/// `GET /results/{pid}?from=&to=&sort=ASC|DESC&limit=`: the evaluated, durable results of a
+/// process in pages, as AO's CU serves them (`edges` of `{cursor, node}` and `pageInfo`, in
+/// camelCase). Cursors are nonces (as decimal strings); `from` is exclusive and `to` inclusive
+/// in either direction; `limit` defaults to 25.
+fn get_results(state: &NodeState, pid: &str, params: &[(String, String)]) -> Result<Answer, Answer> {
+    let pid: ProcessId = pid
+        .parse()
+        .map_err(|_| fail(StatusCode::BAD_REQUEST, format!("{pid:?} is not a process id")))?;
+    let limit = parse_param::<u64>(params, "limit")?
+        .unwrap_or(25)
+        .clamp(1, RESULTS_LIMIT_MAX);
+    let descending = match param(params, "sort") {
+        None | Some("") | Some("ASC") | Some("asc") => false,
+        Some("DESC") | Some("desc") => true,
+        Some(other) => {
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                format!("sort={other:?} is neither ASC nor DESC"),
+            ))
+        }
+    };
+    let from: Option<u64> = parse_param(params, "from")?;
+    let to: Option<u64> = parse_param(params, "to")?;
+    let shard = state.shard.borrow();
+    let len = shard.timeline_len(pid).map_err(shard_fail)?;
+    // The nonces the bounds allow, as a half-open range.
+    let (low, high) = if descending {
+        // Going back: from (exclusive) is the upper end, to (inclusive) the lower one.
+        (to.unwrap_or(0), from.unwrap_or(len).min(len))
+    } else {
+        (
+            from.map_or(0, |f| f + 1),
+            to.map_or(len, |t| t.saturating_add(1)).min(len),
+        )
+    };
+    let available = shard.results(pid, low..high.max(low)).map_err(shard_fail)?;
+    let ordered: Box<dyn Iterator<Item = &(Nonce, Rc<crate::abi::ProcessResult>)>> = if descending {
+        Box::new(available.iter().rev())
+    } else {
+        Box::new(available.iter())
+    };
+    let mut edges = Vec::new();
+    let mut more = false;
+    for (nonce, result) in ordered {
+        if edges.len() as u64 == limit {
+            more = true;
+            break;
+        }
+        edges.push(json!({"cursor": nonce.0.to_string(), "node": result.json}));
+    }
+    Ok(respond(
+        StatusCode::OK,
+        &json!({"pageInfo": {"hasNextPage": more}, "edges": edges}),
+    ))
+}
+
+/// `POST /graphql`: the small subset of Arweave's GraphQL that aoconnect needs to spawn,
+/// `transactions(ids: [...])`, answered for the modules and processes this node holds. The ids
+/// are taken from the variables (any list of strings, as `$transactionIds`) or written inline
+/// (`ids: ["..."]`). Every node carries `id`, `anchor`, `recipient`, `owner {address key}`,
+/// `tags {name value}`, `data {size type}` and `block {id height timestamp}` (null for a
+/// module); clients read the fields they selected.
+async fn graphql(state: &NodeState, body: Incoming) -> Result<Answer, Answer> {
+    let bytes = read_body(body, GRAPHQL_BYTES_MAX).await?;
+    let request: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| fail(StatusCode::BAD_REQUEST, format!("GraphQL request is not JSON: {e}")))?;
+    let query = request["query"]
+        .as_str()
+        .ok_or_else(|| fail(StatusCode::BAD_REQUEST, "GraphQL request has no query"))?;
+    if !query.contains("transactions") {
+        return Err(fail(
+            StatusCode::BAD_REQUEST,
+            "this node answers only transactions(ids: [...]) queries",
+        ));
+    }
+    let mut ids: Vec<String> = Vec::new();
+    if let Some(variables) = request["variables"].as_object() {
+        for value in variables.values() {
+            if let Some(list) = value.as_array() {
+                ids.extend(list.iter().filter_map(|v| v.as_str().map(str::to_owned)));
+            }
+        }
+    }
+    if let Some(at) = query.find("ids:") {
+        let rest = &query[at..];
+        if let (Some(open), Some(close)) = (rest.find('['), rest.find(']')) {
+            if open < close {
+                ids.extend(
+                    rest[open + 1..close]
+                        .split(',')
+                        .map(|id| id.trim().trim_matches('"').to_owned())
+                        .filter(|id| !id.is_empty() && !id.starts_with('$')),
+                );
+            }
+        }
+    }
+    let shard = state.shard.borrow();
+    let mut edges = Vec::new();
+    for id in &ids {
+        let node_of = |item: &DataItem, block: Value| {
+            json!({
+                "id": item.id().to_string(),
+                "anchor": item.anchor.as_ref().map(crate::abi::anchor_text),
+                "recipient": item.target.as_ref().map(|t| scheduler::id::b64url(t)).unwrap_or_default(),
+                "owner": {"address": item.owner_address().to_string(), "key": scheduler::id::b64url(&item.owner)},
+                "tags": item.tags,
+                "data": {"size": item.data.len().to_string(), "type": item.tag("Content-Type")},
+                "block": block,
+            })
+        };
+        if let Ok(module) = id.parse::<scheduler::ModuleId>() {
+            if let Some(item) = shard.module_item(module) {
+                edges.push(json!({"cursor": id, "node": node_of(item, Value::Null)}));
+                continue;
+            }
+        }
+        if let Ok(pid) = id.parse::<ProcessId>() {
+            if let Ok((item, timestamp, height)) = shard.process_item(pid) {
+                let block = json!({"id": null, "height": height.0, "timestamp": timestamp.0 / 1000});
+                edges.push(json!({"cursor": id, "node": node_of(item, block)}));
+            }
+        }
+    }
+    Ok(respond(
+        StatusCode::OK,
+        &json!({"data": {"transactions": {"pageInfo": {"hasNextPage": false}, "edges": edges}}}),
+    ))
 }
 
 fn request_item_from_json(body: &Value, pid: ProcessId, state: &NodeState) -> Result<DataItem, Answer> {

@@ -935,6 +935,42 @@ impl Shard {
         Ok(self.processes[&process].entries[nonce.0 as usize].result.clone())
     }
 
+    /// The results of `process` with nonces in `range` that are evaluated and durable, in
+    /// nonce order: what `GET /results` pages through.
+    pub fn results(
+        &self,
+        process: ProcessId,
+        range: std::ops::Range<u64>,
+    ) -> Result<Vec<(Nonce, Rc<ProcessResult>)>, ShardError> {
+        let entries = &self
+            .processes
+            .get(&process)
+            .ok_or_else(|| ShardError::NotFound(format!("process {process} is not on this node")))?
+            .entries;
+        let durable = self.log.borrow().durable_lsn();
+        let end = (range.end as usize).min(entries.len());
+        let start = (range.start as usize).min(end);
+        Ok(entries[start..end]
+            .iter()
+            .enumerate()
+            .take_while(|(_, entry)| entry.lsn < durable)
+            .map_while(|(offset, entry)| {
+                entry
+                    .result
+                    .clone()
+                    .map(|result| (Nonce((start + offset) as u64), result))
+            })
+            .collect())
+    }
+
+    /// How many entries `process`'s timeline has (its next nonce).
+    pub fn timeline_len(&self, process: ProcessId) -> Result<u64, ShardError> {
+        self.processes
+            .get(&process)
+            .map(|p| p.entries.len() as u64)
+            .ok_or_else(|| ShardError::NotFound(format!("process {process} is not on this node")))
+    }
+
     /// The nonce at which `message` sits in `process`'s timeline.
     pub fn locate(&self, process: ProcessId, message: MessageId) -> Result<Nonce, ShardError> {
         if !self.processes.contains_key(&process) {
