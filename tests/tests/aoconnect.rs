@@ -37,3 +37,99 @@ fn stock_aoconnect_spawns_messages_reads_results_and_dry_runs() {
     assert!(output.status.success(), "aoconnect run failed:\n{stdout}{stderr}");
     assert!(stdout.contains("all matched"), "{stdout}{stderr}");
 }
+
+/// Runs tests/aoconnect/arbundles.mjs with `args`.
+fn arbundles(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("aoconnect");
+    assert!(
+        dir.join("node_modules/@dha-team/arbundles").is_dir(),
+        "the arbundles vectors need their npm packages: run `npm ci --prefix tests/aoconnect`"
+    );
+    Command::new("node")
+        .current_dir(&dir)
+        .arg("arbundles.mjs")
+        .args(args)
+        .output()
+        .expect("node (Node.js) runs")
+}
+
+/// Items arbundles signed (RSA with an Arweave JWK, Ed25519; with and without tags, target,
+/// anchor and data): Hewitt parses them, computes the same ids, verifies the signatures and
+/// writes back the same bytes.
+#[test]
+fn hewitt_verifies_what_arbundles_signs() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let output = arbundles(&["sign".as_ref(), dir.path().as_os_str()]);
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut checked = 0;
+    for name in ["rsa-full", "rsa-bare", "ed25519-full", "ed25519-bare"] {
+        let bytes = std::fs::read(dir.path().join(format!("{name}.bin"))).expect("item written");
+        let id = std::fs::read_to_string(dir.path().join(format!("{name}.id"))).expect("id written");
+        let item = scheduler::DataItem::parse(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(item.id().to_string(), id.trim(), "{name}: id");
+        item.verify().unwrap_or_else(|e| panic!("{name}: signature: {e}"));
+        assert_eq!(item.to_bytes(), bytes, "{name}: written back byte for byte");
+        if name.ends_with("full") {
+            assert_eq!(item.tag("Unicode"), Some("naïve — ✓"), "{name}: tags");
+            assert!(
+                item.target.is_some() && item.anchor.is_some(),
+                "{name}: target and anchor"
+            );
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 4);
+}
+
+/// Items Hewitt signs (Ed25519, and RSA-PSS with an Arweave JWK): arbundles verifies them and
+/// computes the same ids.
+#[test]
+fn arbundles_verifies_what_hewitt_signs() {
+    use scheduler::signer::Signer;
+    use scheduler::tags::Tag;
+
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let rsa = Signer::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/fixtures/rsa-test-jwk.json"))
+        .expect("the RSA test JWK");
+    let tags = vec![
+        Tag::new("Data-Protocol", "ao"),
+        Tag::new("Type", "Message"),
+        Tag::new("Unicode", "naïve — ✓"),
+    ];
+    let mut expected = Vec::new();
+    for (name, signer) in [("ed25519", Signer::generate_ed25519()), ("rsa", rsa)] {
+        for (variant, item) in [
+            (
+                "full",
+                signer.sign(
+                    Some([7; 32]),
+                    Some([b'a'; 32]),
+                    tags.clone(),
+                    b"hello from hewitt".to_vec(),
+                ),
+            ),
+            ("bare", signer.sign(None, None, Vec::new(), Vec::new())),
+        ] {
+            let path = dir.path().join(format!("{name}-{variant}.bin"));
+            std::fs::write(&path, item.to_bytes()).expect("write item");
+            expected.push((path, item.id().to_string()));
+        }
+    }
+    let files: Vec<&std::ffi::OsStr> = expected.iter().map(|(p, _)| p.as_os_str()).collect();
+    let output = arbundles(&[&["verify".as_ref()], files.as_slice()].concat());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "arbundles rejected an item Hewitt signed:\n{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for (path, id) in &expected {
+        let line = format!("{} {id} ok", path.display());
+        assert!(stdout.lines().any(|l| l == line), "expected {line:?} in:\n{stdout}");
+    }
+}
