@@ -126,8 +126,6 @@ pub enum SignatureError {
     Invalid,
     #[error("data item owner is not a usable public key: {0}")]
     BadKey(String),
-    #[error("data item signature type {0:?} cannot be verified yet")]
-    Unsupported(SignatureType),
 }
 
 /// A parsed (or freshly signed) ANS-104 data item.
@@ -254,7 +252,11 @@ impl DataItem {
     ///   (RFC 8017 EMSA-PSS-VERIFY with unknown sLen), then the rsa crate verifies with it.
     /// - Ed25519 (2): RFC 8032 verification (cofactorless, canonical `S` only, as OpenSSL and
     ///   HyperBEAM do) over the 48-byte deep hash.
-    /// - Ethereum (3): [`SignatureError::Unsupported`] for now.
+    /// - Ethereum (3): secp256k1 ECDSA over EIP-191's prefixed keccak-256 of the deep hash
+    ///   (`keccak256("\x19Ethereum Signed Message:\n48" ‖ hash)`, what ethers' `signMessage`
+    ///   and arbundles' `EthereumSigner` sign). The signature is r ‖ s ‖ v with v ∈ {27, 28}:
+    ///   `s` must be low and the public key recovered with v must be the owner, so exactly one
+    ///   encoding of a signature is valid and an item's id cannot be changed by re-encoding it.
     pub fn verify(&self) -> Result<(), SignatureError> {
         let expected_owner = self.signature_type.owner_len();
         if self.owner.len() != expected_owner {
@@ -271,13 +273,41 @@ impl DataItem {
         match self.signature_type {
             SignatureType::Arweave => verify_rsa_pss(&self.owner, &message, &self.signature),
             SignatureType::Ed25519 => verify_ed25519(&self.owner, &message, &self.signature),
-            SignatureType::Ethereum => Err(SignatureError::Unsupported(SignatureType::Ethereum)),
+            SignatureType::Ethereum => verify_ethereum(&self.owner, &message, &self.signature),
         }
     }
 
     /// The value of the first tag called `name`.
     pub fn tag(&self, name: &str) -> Option<&str> {
         tag_value(&self.tags, name)
+    }
+}
+
+fn verify_ethereum(owner: &[u8], message: &[u8], signature: &[u8]) -> Result<(), SignatureError> {
+    use k256::ecdsa::{RecoveryId, Signature, VerifyingKey};
+    use sha3::{Digest as _, Keccak256};
+    let key = VerifyingKey::from_sec1_bytes(owner)
+        .map_err(|_| SignatureError::BadKey("Ethereum owner is not an uncompressed secp256k1 public key".to_owned()))?;
+    let (rs, v) = signature.split_at(64);
+    let recovery = match v[0] {
+        27 | 28 => RecoveryId::from_byte(v[0] - 27).ok_or(SignatureError::Invalid)?,
+        _ => return Err(SignatureError::Invalid),
+    };
+    let signature = Signature::from_slice(rs).map_err(|_| SignatureError::Invalid)?;
+    if signature.normalize_s().is_some() {
+        // High s: the other encoding of the same signature; refused, as libsecp256k1 does.
+        return Err(SignatureError::Invalid);
+    }
+    let mut hasher = Keccak256::new();
+    hasher.update(format!("\x19Ethereum Signed Message:\n{}", message.len()).as_bytes());
+    hasher.update(message);
+    let digest = hasher.finalize();
+    let recovered =
+        VerifyingKey::recover_from_prehash(&digest, &signature, recovery).map_err(|_| SignatureError::Invalid)?;
+    if recovered == key {
+        Ok(())
+    } else {
+        Err(SignatureError::Invalid)
     }
 }
 
@@ -714,24 +744,37 @@ mod tests {
         assert!(matches!(short.verify(), Err(SignatureError::Invalid)));
     }
 
+    /// Signed by the npm package @dha-team/arbundles 1.0.3 (`EthereumSigner` over the private
+    /// key 01 02 .. 20, data "eth", one tag Type=Message), printed as hex of `item.getRaw()`
+    /// with `item.id`.
+    const ETHEREUM_ITEM_HEX: &str = "03007b108905767caad5159d2076d9829731d8492cd84a5d479e545b19d4fed22f4f2be1a4e0a907b9d05f05fcc1938f734d03a0df7375443bebed422fe5c18086691b0484bf7562262bbd6940085748f3be6afa52ae317155181ece31b66351ccffa4b08cc43d63b2859d469fee15f31c9edb5324266e6fd0407e87382d60fc4511acd8000001000000000000000f000000000000000208547970650e4d65737361676500657468";
+    const ETHEREUM_ITEM_ID: &str = "Frr-_nBLDmRpHGYtlP4x900iZrhIOJSwu8BbJTHIWGw";
+
     #[test]
-    fn ethereum_parses_but_is_unsupported() {
-        let item = DataItem {
-            signature_type: SignatureType::Ethereum,
-            signature: vec![1; 65],
-            owner: vec![4; 65],
-            target: None,
-            anchor: None,
-            tags: vec![],
-            data: b"eth".to_vec(),
-        };
-        let parsed = DataItem::parse(&item.to_bytes()).unwrap();
-        assert_eq!(parsed, item);
-        assert!(matches!(
-            parsed.verify(),
-            Err(SignatureError::Unsupported(SignatureType::Ethereum))
-        ));
-        assert_eq!(parsed.owner_address().0, <[u8; 32]>::from(Sha256::digest([4u8; 65])));
+    fn ethereum_items_from_arbundles_verify_and_tampering_is_refused() {
+        let bytes: Vec<u8> = (0..ETHEREUM_ITEM_HEX.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&ETHEREUM_ITEM_HEX[i..i + 2], 16).unwrap())
+            .collect();
+        let item = DataItem::parse(&bytes).unwrap();
+        assert_eq!(item.signature_type, SignatureType::Ethereum);
+        assert_eq!(item.id().to_string(), ETHEREUM_ITEM_ID);
+        assert_eq!(item.to_bytes(), bytes);
+        item.verify().unwrap();
+        assert_eq!(item.owner_address().0, <[u8; 32]>::from(Sha256::digest(&item.owner)));
+
+        let mut other_v = item.clone();
+        other_v.signature[64] ^= 1; // 27 <-> 28: recovers another key
+        assert!(matches!(other_v.verify(), Err(SignatureError::Invalid)));
+        let mut bad_v = item.clone();
+        bad_v.signature[64] = 0;
+        assert!(matches!(bad_v.verify(), Err(SignatureError::Invalid)));
+        let mut flipped = item.clone();
+        flipped.data = b"eti".to_vec();
+        assert!(matches!(flipped.verify(), Err(SignatureError::Invalid)));
+        let mut garbage_owner = item.clone();
+        garbage_owner.owner = vec![4; 65];
+        assert!(matches!(garbage_owner.verify(), Err(SignatureError::BadKey(_))));
     }
 
     // Vectors signed by the npm package arbundles 0.11.2 under Node 20 (a real third-party

@@ -2,14 +2,15 @@
 // tests/tests/aoconnect.rs:
 //
 //   node arbundles.mjs sign <dir>      writes items arbundles signed (type 1 RSA-PSS with an
-//                                      Arweave JWK, type 2 Ed25519) into <dir>/<name>.bin and
-//                                      their ids into <dir>/<name>.id
+//                                      Arweave JWK, type 2 Ed25519, type 3 Ethereum) into
+//                                      <dir>/<name>.bin and their ids into <dir>/<name>.id
 //   node arbundles.mjs verify <file>…  verifies items another implementation signed; prints
 //                                      "<file> <id> ok" per item, exits 1 if any fails
 //
 // The items carry tags, a target, an anchor and data, so every optional field is exercised.
 
-import { createData, ArweaveSigner, SolanaSigner, DataItem } from "@dha-team/arbundles";
+import { createData, ArweaveSigner, SolanaSigner, EthereumSigner, DataItem } from "@dha-team/arbundles";
+import crypto from "node:crypto";
 import Arweave from "arweave";
 import bs58 from "bs58";
 import nacl from "tweetnacl";
@@ -35,6 +36,7 @@ async function sign(dir) {
   const signers = {
     rsa: new ArweaveSigner(jwk),
     ed25519: new SolanaSigner(bs58.encode(Buffer.from(keypair.secretKey))),
+    ethereum: new EthereumSigner(crypto.randomBytes(32).toString("hex")),
   };
   for (const [name, signer] of Object.entries(signers)) {
     for (const [variant, options, data] of [

@@ -53,9 +53,10 @@ fn arbundles(args: &[&std::ffi::OsStr]) -> std::process::Output {
         .expect("node (Node.js) runs")
 }
 
-/// Items arbundles signed (RSA with an Arweave JWK, Ed25519; with and without tags, target,
-/// anchor and data): Hewitt parses them, computes the same ids, verifies the signatures and
-/// writes back the same bytes.
+/// Items arbundles signed (RSA with an Arweave JWK, Ed25519, Ethereum secp256k1; with and
+/// without tags, target, anchor and data): Hewitt parses them, computes the same ids, verifies
+/// the signatures and writes back the same bytes. A flipped bit in the signature, or the other
+/// recovery byte of an Ethereum signature, is refused.
 #[test]
 fn hewitt_verifies_what_arbundles_signs() {
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -67,7 +68,14 @@ fn hewitt_verifies_what_arbundles_signs() {
         String::from_utf8_lossy(&output.stderr)
     );
     let mut checked = 0;
-    for name in ["rsa-full", "rsa-bare", "ed25519-full", "ed25519-bare"] {
+    for name in [
+        "rsa-full",
+        "rsa-bare",
+        "ed25519-full",
+        "ed25519-bare",
+        "ethereum-full",
+        "ethereum-bare",
+    ] {
         let bytes = std::fs::read(dir.path().join(format!("{name}.bin"))).expect("item written");
         let id = std::fs::read_to_string(dir.path().join(format!("{name}.id"))).expect("id written");
         let item = scheduler::DataItem::parse(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -81,9 +89,17 @@ fn hewitt_verifies_what_arbundles_signs() {
                 "{name}: target and anchor"
             );
         }
+        let mut tampered = item.clone();
+        tampered.signature[5] ^= 1;
+        assert!(tampered.verify().is_err(), "{name}: a flipped signature bit is refused");
+        if name.starts_with("ethereum") {
+            let mut other_v = item.clone();
+            other_v.signature[64] ^= 1; // 27 <-> 28
+            assert!(other_v.verify().is_err(), "{name}: the other recovery byte is refused");
+        }
         checked += 1;
     }
-    assert_eq!(checked, 4);
+    assert_eq!(checked, 6);
 }
 
 /// Items Hewitt signs (Ed25519, and RSA-PSS with an Arweave JWK): arbundles verifies them and
