@@ -73,13 +73,13 @@ const IN_FLIGHT_TICK: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Never completes: wakes the executor every [`IN_FLIGHT_TICK`] while it is polled.
 ///
-/// Raced against a batch's write and sync. When the committer runs in a latency-sensitive task
-/// queue, glommio submits its I/O on the latency ring, and an executor that has gone to sleep on
-/// its main ring has been seen to miss that completion: the sync was done but nobody noticed
-/// until some unrelated event (a client's retry, 60 s later) woke the thread. A timer completes
-/// on the main ring, so while I/O is in flight the executor never sleeps longer than a tick and
-/// collects the completion within it. Costs one timer per tick of in-flight I/O; nothing when
-/// idle.
+/// Raced against a batch's write and sync, as a precaution. When the committer runs in a
+/// latency-sensitive task queue, glommio submits its I/O on the latency ring; an executor asleep
+/// on its main ring must notice that completion through the link between the rings. Rare
+/// batches were seen to take ~60 s to complete (until a client's timeout and retry); a missed
+/// completion is one suspect (the cause is not established: one more such stall was seen with
+/// this in place). A timer completes on the main ring, so while I/O is in flight the executor
+/// never sleeps longer than a tick. Costs one timer per tick of in-flight I/O; nothing when idle.
 async fn keep_executor_awake<T>() -> T {
     loop {
         glommio::timer::sleep(IN_FLIGHT_TICK).await;
