@@ -410,7 +410,6 @@ impl Shard {
         instance: Option<ProcessInstance>,
     ) -> Result<(), ShardError> {
         let corrupt = |reason: String| ShardError::Corrupt { lsn, reason };
-        let item = DataItem::parse(assignment.item).map_err(|e| corrupt(e.to_string()))?;
         let entry = Entry {
             lsn,
             timestamp: assignment.timestamp,
@@ -420,6 +419,9 @@ impl Shard {
             result: None,
         };
         if assignment.nonce == Nonce(0) {
+            // Only a process item is needed here (its tags); a message's item is parsed when it
+            // is evaluated, which keeps reading a log back to a few µs per record.
+            let item = DataItem::parse(assignment.item).map_err(|e| corrupt(e.to_string()))?;
             let pid = assignment.process;
             if self.processes.contains_key(&pid) {
                 return Err(corrupt(format!("process {pid} spawned twice")));

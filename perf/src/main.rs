@@ -42,6 +42,8 @@ enum Part {
     Engine,
     /// The scenarios over HTTP.
     Http,
+    /// A restart: a log written by the `many` scenario, opened, read back and replayed.
+    Restart,
 }
 
 #[derive(Subcommand)]
@@ -55,7 +57,7 @@ enum Command {
         #[arg(long, default_value = "target/perf")]
         work_dir: PathBuf,
         /// Parts to run.
-        #[arg(long, value_enum, value_delimiter = ',', default_value = "log,engine,http")]
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "log,engine,restart,http")]
         parts: Vec<Part>,
         /// Scenarios to run (engine and HTTP parts).
         #[arg(
@@ -90,6 +92,9 @@ enum Command {
         /// Messages the engine admits per fdatasync, as that many concurrent clients would.
         #[arg(long, default_value_t = 256)]
         batch: usize,
+        /// Client messages written before the restart part restarts.
+        #[arg(long, default_value_t = 100_000)]
+        restart_messages: usize,
         /// MiB appended per record size in the log part.
         #[arg(long, default_value_t = 256)]
         log_mib: usize,
@@ -144,12 +149,18 @@ fn run(command: Command) -> Result<(), String> {
             loads,
             engine_messages,
             batch,
+            restart_messages,
             log_mib,
             smoke,
         } => {
             let command = std::env::args().collect::<Vec<_>>().join(" ");
             let work_dir = work_dir.join(format!("run-{}", std::process::id()));
             std::fs::create_dir_all(&work_dir).map_err(|e| format!("{}: {e}", work_dir.display()))?;
+            let restart_messages = if smoke {
+                restart_messages.min(200)
+            } else {
+                restart_messages
+            };
             let (limit_options, http, engine_messages, batch, log_bytes) = if smoke {
                 let http = HttpOptions {
                     processes: processes.min(4),
@@ -206,6 +217,15 @@ fn run(command: Command) -> Result<(), String> {
                     );
                     report.engine.push(run);
                 }
+            }
+            if parts.contains(&Part::Restart) {
+                let dir = work_dir.join("restart");
+                let run = engine_run::restart(&dir, http.processes, restart_messages, batch)?;
+                eprintln!(
+                    "restart: {} records, open {:.0} ms, index {:.0} ms, replay {:.0} ms",
+                    run.records, run.open_ms, run.index_ms, run.replay_ms
+                );
+                report.restart = Some(run);
             }
             if parts.contains(&Part::Http) {
                 for &scenario in &scenarios {

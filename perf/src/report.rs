@@ -9,7 +9,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::engine_run::EngineRun;
+use crate::engine_run::{EngineRun, RestartRun};
 use crate::limits::Limits;
 use crate::log_run::AppendRun;
 
@@ -109,6 +109,7 @@ pub struct Report {
     pub limits: Limits,
     pub log: Vec<AppendRun>,
     pub engine: Vec<EngineRun>,
+    pub restart: Option<RestartRun>,
     pub http: Vec<ScenarioRun>,
 }
 
@@ -135,6 +136,7 @@ impl Report {
             limits,
             log: Vec::new(),
             engine: Vec::new(),
+            restart: None,
             http: Vec::new(),
         }
     }
@@ -278,6 +280,39 @@ impl Report {
                     w.decode_result_us
                 );
             }
+        }
+
+        if let Some(r) = &self.restart {
+            let _ = writeln!(md, "\n## Restart\n");
+            let _ = writeln!(
+                md,
+                "A log of {} assignment records ({:.1} MiB, {} processes) written by the `many` scenario, then \
+                 read back through the engine's API.\n",
+                r.records,
+                r.log_bytes as f64 / f64::from(1 << 20),
+                r.processes
+            );
+            let _ = writeln!(md, "| step | time | rate |\n|---|---|---|");
+            let _ = writeln!(
+                md,
+                "| open the log (segments mapped, tail checked) | {:.1} ms | |",
+                r.open_ms
+            );
+            let _ = writeln!(
+                md,
+                "| read it back into the index (until then: 503) | {:.1} ms | {:.0} records/s |",
+                r.index_ms, r.index_records_per_s
+            );
+            let _ = writeln!(
+                md,
+                "| replay every message (serving meanwhile; /ready after) | {:.1} ms | {:.0} messages/s |",
+                r.replay_ms, r.replay_messages_per_s
+            );
+            let _ = writeln!(
+                md,
+                "\nTime to serving, extrapolated linearly to 10 M records: {:.1} s (target ≤ 5 s).",
+                r.serving_ms_at_10m_records / 1e3
+            );
         }
 
         if !self.http.is_empty() {

@@ -1,4 +1,4 @@
-//! A seconds-long smoke of the whole report: every limit probe, the log part, and every
+//! A seconds-long smoke of the whole report: every limit probe, the log and restart parts, every
 //! scenario through the engine's API and over HTTP, at tiny sizes. It proves the harness still
 //! works end to end; the figures themselves mean nothing at these sizes and are not checked
 //! beyond being measured.
@@ -72,6 +72,13 @@ fn report_smoke_runs_every_part_and_scenario() {
     // A ping-pong rally is carried by the messenger: the node assigned more than clients sent.
     let pingpong = &report["engine"][2];
     assert!(pingpong["all_messages_per_s"].as_f64() > pingpong["messages_per_s"].as_f64());
+
+    let restart = &report["restart"];
+    assert!(restart["records"].as_u64().unwrap_or(0) > 200, "{restart}");
+    assert!(
+        restart["replay_messages_per_s"].as_f64().unwrap_or(0.0) > 0.0,
+        "{restart}"
+    );
 
     let md = std::fs::read_to_string(out.join("report.md")).expect("report.md");
     assert!(md.contains("## Limits, measured in this run"), "{md}");
