@@ -53,8 +53,9 @@ impl Scenario {
             Scenario::Many => format!("Action=Increment to {processes} counter processes, round robin"),
             Scenario::Hot => "Action=Increment to one counter process".to_owned(),
             Scenario::Pingpong => format!(
-                "Action=Serve to one of {processes} ping-pong pairs: a rally of {} Ball messages between the two \
+                "Action=Serve to one of {} ping-pong pairs: a rally of {} Ball messages between the two \
                  processes, each assigned, evaluated and delivered by the messenger ({} messages per client message)",
+                processes / 2,
                 PINGPONG_HOPS + 1,
                 PINGPONG_HOPS + 2
             ),
