@@ -1,4 +1,4 @@
-//! ANS-104 hot paths: parse, id, verify (Ed25519 and RSA-4096 type 1), sign, and an assignment's
+//! ANS-104 hot paths: parse, the deep hash, id, verify (Ed25519 and RSA-4096 type 1), sign, and an assignment's
 //! signature. Client-signed messages are verified on ingress, so verification cost bounds
 //! what one core admits; RSA signing is measured because the reference SU signs twice per message.
 //! `data_item/limit/*` measure, in the same run, the RSA-4096 public-key work `verify_rsa4096`
@@ -48,6 +48,8 @@ fn data_item(c: &mut Criterion) {
         b.iter(|| DataItem::parse(black_box(&bytes)).unwrap())
     });
     let item = DataItem::parse(&bytes).unwrap();
+    // The deep hash alone: what verification and signing hash before the curve arithmetic.
+    c.bench_function("data_item/deep_hash", |b| b.iter(|| black_box(&item).signing_hash()));
     c.bench_function("data_item/verify_ed25519", |b| {
         b.iter(|| black_box(&item).verify().unwrap())
     });
