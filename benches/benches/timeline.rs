@@ -17,6 +17,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use engine::client::ao_tags as ao;
 use engine::compute::{samples, ComputeConfig, Runtime, MODULE_FORMAT_WASM32};
 use engine::node::NodeConfig;
 use engine::shard::{Shard, ShardLimits};
@@ -29,16 +30,6 @@ const MESSAGES: u64 = 10_000;
 const PAGE: usize = 100;
 /// The first message's timestamp; message `i` is stamped one millisecond after message `i - 1`.
 const START_MS: u64 = 1_700_000_000_000;
-
-fn ao(kind: &str, extra: Vec<Tag>) -> Vec<Tag> {
-    let mut tags = vec![
-        Tag::new("Data-Protocol", "ao"),
-        Tag::new("Variant", "ao.TN.1"),
-        Tag::new("Type", kind),
-    ];
-    tags.extend(extra);
-    tags
-}
 
 /// A shard holding one counter process with `MESSAGES` messages.
 fn shard(dir: &std::path::Path) -> (Shard, ProcessId) {

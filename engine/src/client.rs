@@ -46,12 +46,15 @@ pub fn fresh_anchor() -> [u8; 32] {
     raw.map(|byte| ALPHABET[usize::from(byte) % ALPHABET.len()])
 }
 
-fn ao_tags(kind: &str) -> Vec<Tag> {
-    vec![
+/// AO's tags for an item of `kind` (`Data-Protocol`, `Variant`, `Type`), then `extra`.
+pub fn ao_tags(kind: &str, extra: impl IntoIterator<Item = Tag>) -> Vec<Tag> {
+    let mut tags = vec![
         Tag::new("Data-Protocol", "ao"),
         Tag::new("Variant", "ao.TN.1"),
         Tag::new("Type", kind),
-    ]
+    ];
+    tags.extend(extra);
+    tags
 }
 
 impl Client {
@@ -145,7 +148,7 @@ impl Client {
 
     /// Loads a wasm module with `Module-Format` and extra tags.
     pub fn load_module(&self, wasm: Vec<u8>, format: &str, extra: &[Tag]) -> Result<ModuleId, ClientError> {
-        let mut tags = ao_tags("Module");
+        let mut tags = ao_tags("Module", []);
         tags.extend([
             Tag::new("Module-Format", format),
             Tag::new("Input-Encoding", "JSON-1"),
@@ -166,7 +169,7 @@ impl Client {
         extra: &[Tag],
         data: &[u8],
     ) -> Result<ProcessId, ClientError> {
-        let mut tags = ao_tags("Process");
+        let mut tags = ao_tags("Process", []);
         tags.push(Tag::new("Module", module.to_string()));
         tags.push(Tag::new("Scheduler", scheduler.to_string()));
         tags.extend(extra.iter().cloned());
@@ -177,7 +180,7 @@ impl Client {
 
     /// Signs a message to `process` without sending it.
     pub fn message_item(&self, process: ProcessId, extra: &[Tag], data: &[u8]) -> DataItem {
-        let mut tags = ao_tags("Message");
+        let mut tags = ao_tags("Message", []);
         tags.extend(extra.iter().cloned());
         self.signer
             .sign(Some(process.0), Some(fresh_anchor()), tags, data.to_vec())

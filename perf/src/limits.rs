@@ -28,7 +28,8 @@ use scheduler::{BlockHeight, HashChain, Nonce, ProcessId, Timestamp};
 use serde::Serialize;
 
 use crate::report::{histogram, record, Latency};
-use crate::workload::{ao, mix, Workload, EXCHANGE_RESTING_ORDERS};
+use crate::workload::{mix, Workload, EXCHANGE_RESTING_ORDERS};
+use engine::client::ao_tags as ao;
 
 const MIB: usize = 1024 * 1024;
 

@@ -5,7 +5,7 @@
 //! run can be repeated.
 
 use clap::ValueEnum;
-use engine::client::fresh_anchor;
+use engine::client::{ao_tags as ao, fresh_anchor};
 use scheduler::data_item::DataItem;
 use scheduler::signer::Signer;
 use scheduler::tags::Tag;
@@ -78,17 +78,6 @@ pub const EXCHANGE_ACCOUNTS: usize = 1000;
 pub const EXCHANGE_RESTING_ORDERS: u64 = 1000;
 /// The mid price, in ticks.
 const EXCHANGE_MID: u64 = 10_000;
-
-/// AO's tags for an item of `kind`, then `extra`.
-pub fn ao(kind: &str, extra: Vec<Tag>) -> Vec<Tag> {
-    let mut tags = vec![
-        Tag::new("Data-Protocol", "ao"),
-        Tag::new("Variant", "ao.TN.1"),
-        Tag::new("Type", kind),
-    ];
-    tags.extend(extra);
-    tags
-}
 
 /// splitmix64: a well-mixed stream of choices from the ticket number.
 pub fn mix(ticket: u64) -> u64 {
