@@ -27,22 +27,23 @@ pub struct Placement {
 struct MsgJson<'a> {
     #[serde(rename = "Id")]
     id: String,
-    #[serde(rename = "Signature")]
-    signature: String,
-    #[serde(rename = "Data")]
-    data: std::borrow::Cow<'a, str>,
-    #[serde(rename = "Owner")]
-    owner: String,
+    // The fields an assignment can exclude are `None` when excluded, and then left out.
+    #[serde(rename = "Signature", skip_serializing_if = "Option::is_none")]
+    signature: Option<String>,
+    #[serde(rename = "Data", skip_serializing_if = "Option::is_none")]
+    data: Option<std::borrow::Cow<'a, str>>,
+    #[serde(rename = "Owner", skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
     #[serde(rename = "Target")]
     target: String,
-    #[serde(rename = "Anchor")]
-    anchor: Option<String>,
+    #[serde(rename = "Anchor", skip_serializing_if = "Option::is_none")]
+    anchor: Option<Option<String>>,
     #[serde(rename = "From")]
     from: String,
     #[serde(rename = "Forwarded-By")]
     forwarded_by: Option<String>,
-    #[serde(rename = "Tags")]
-    tags: Vec<&'a Tag>,
+    #[serde(rename = "Tags", skip_serializing_if = "Option::is_none")]
+    tags: Option<Vec<&'a Tag>>,
     #[serde(rename = "Epoch")]
     epoch: u64,
     #[serde(rename = "Nonce")]
@@ -70,22 +71,37 @@ pub fn anchor_text(anchor: &[u8; 32]) -> String {
 /// The `msg` document for `item` evaluated at `placement`. `forwarded_by` is this node's address
 /// for messages its messenger pushed (they carry `From-Process`).
 pub fn msg_json(item: &DataItem, placement: &Placement, node: &Address, read_only: bool) -> Vec<u8> {
+    msg_json_excluding(item, placement, node, read_only, "")
+}
+
+/// [`msg_json`] without the fields named in `exclude` (comma-separated; any of `Data`, `Anchor`,
+/// `Tags`, `Signature`, `Owner`): what a process sees of a message assigned to it with
+/// `exclude`. Other names are ignored here (the shard refuses them before they are logged).
+pub fn msg_json_excluding(
+    item: &DataItem,
+    placement: &Placement,
+    node: &Address,
+    read_only: bool,
+    exclude: &str,
+) -> Vec<u8> {
+    let keep = |name: &str| exclude.is_empty() || !exclude.split(',').any(|e| e == name);
     let owner = item.owner_address().to_string();
     let from_process = item.tag("From-Process");
     let msg = MsgJson {
         id: item.id().to_string(),
-        signature: scheduler::id::b64url(&item.signature),
-        data: String::from_utf8_lossy(&item.data),
+        signature: keep("Signature").then(|| scheduler::id::b64url(&item.signature)),
+        data: keep("Data").then(|| String::from_utf8_lossy(&item.data)),
         target: placement.process.to_string(),
-        anchor: item.anchor.as_ref().map(anchor_text),
+        anchor: keep("Anchor").then(|| item.anchor.as_ref().map(anchor_text)),
         from: from_process.map(str::to_owned).unwrap_or_else(|| owner.clone()),
         forwarded_by: from_process.map(|_| node.to_string()),
-        owner,
-        tags: item
-            .tags
-            .iter()
-            .filter(|t| t.name != "From" && t.name != "Owner")
-            .collect(),
+        owner: keep("Owner").then_some(owner),
+        tags: keep("Tags").then(|| {
+            item.tags
+                .iter()
+                .filter(|t| t.name != "From" && t.name != "Owner")
+                .collect()
+        }),
         epoch: 0,
         nonce: placement.nonce.0,
         timestamp: placement.timestamp.0,
@@ -115,6 +131,8 @@ pub struct ProcessResult {
     pub is_error: bool,
     pub messages: Vec<OutboxMessage>,
     pub spawns: Vec<SpawnRequest>,
+    /// `Assignments`: each message id is to join the timelines of the listed processes.
+    pub assignments: Vec<(Vec<ProcessId>, MessageId)>,
 }
 
 impl ProcessResult {
@@ -125,6 +143,7 @@ impl ProcessResult {
             is_error: true,
             messages: Vec::new(),
             spawns: Vec::new(),
+            assignments: Vec::new(),
         }
     }
 }
@@ -260,6 +279,39 @@ fn try_decode(output: &[u8], gas_used: u64) -> Result<ProcessResult, String> {
             tags: decode_tags(spawn.get("Tags"), &what)?,
         });
     }
+    if assignments.len() > OUTBOX_ENTRIES_MAX {
+        return Err(format!(
+            "{} assignments, at most {OUTBOX_ENTRIES_MAX}",
+            assignments.len()
+        ));
+    }
+    let mut decoded_assignments = Vec::with_capacity(assignments.len());
+    for (index, assignment) in assignments.iter().enumerate() {
+        let what = format!("assignment {index}");
+        let message = assignment
+            .get("Message")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("{what} has no Message"))?;
+        let message: MessageId = message
+            .parse()
+            .map_err(|_| format!("{what} Message {message:?} is not a message id"))?;
+        let processes = match assignment.get("Processes") {
+            Some(Value::Array(items)) if items.len() <= OUTBOX_ENTRIES_MAX => items
+                .iter()
+                .map(|p| {
+                    p.as_str()
+                        .and_then(|text| text.parse::<ProcessId>().ok())
+                        .ok_or_else(|| format!("{what} lists {p} among its Processes, not a process id"))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => {
+                return Err(format!(
+                    "{what} has no Processes array (of at most {OUTBOX_ENTRIES_MAX})"
+                ))
+            }
+        };
+        decoded_assignments.push((processes, message));
+    }
     let mut json = Map::new();
     json.insert("Messages".into(), Value::Array(raw_messages));
     json.insert("Spawns".into(), Value::Array(raw_spawns));
@@ -277,12 +329,14 @@ fn try_decode(output: &[u8], gas_used: u64) -> Result<ProcessResult, String> {
         // An Error result rolls the memory back, so nothing it asked to send may leave.
         messages.clear();
         spawns.clear();
+        decoded_assignments.clear();
     }
     Ok(ProcessResult {
         json: Value::Object(json),
         is_error,
         messages,
         spawns,
+        assignments: decoded_assignments,
     })
 }
 

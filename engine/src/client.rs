@@ -198,6 +198,21 @@ impl Client {
         self.get(&format!("/result/{message}?process-id={process}"))
     }
 
+    /// The `assign` flow: puts `message` (held by the node) into `process`'s timeline too,
+    /// without the fields named in `exclude`; returns the node's answer (`id` is the assignment's).
+    pub fn assign(&self, process: ProcessId, message: MessageId, exclude: &[&str]) -> Result<Value, ClientError> {
+        let mut url = format!("{}/?process-id={process}&assign={message}", self.base);
+        if !exclude.is_empty() {
+            url.push_str(&format!("&exclude={}", exclude.join(",")));
+        }
+        Self::json(Self::read(
+            self.agent
+                .post(&url)
+                .set("Content-Type", "application/octet-stream")
+                .send_bytes(&[]),
+        )?)
+    }
+
     /// A dry run of `tags`/`data` against `process`.
     pub fn dry_run(&self, process: ProcessId, tags: &[Tag], data: &str) -> Result<Value, ClientError> {
         let body = serde_json::json!({"Tags": tags, "Data": data});

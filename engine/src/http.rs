@@ -3,8 +3,7 @@
 //!
 //! Handlers parse and verify input, call the shard core, await durability through the committer,
 //! and render AO's JSON shapes. Every body is bounded; every bad input is a 4xx with
-//! `{"error": ...}` naming what was wrong. Not here: the GraphQL subset, `assign`, `/results`,
-//! `/cron`, `/monitor` (they come with AO compatibility work), TLS.
+//! `{"error": ...}` naming what was wrong. Not here: `/cron`, `/monitor`, TLS.
 
 // Handlers return `Result<Answer, Answer>`: the error side is the finished HTTP answer, built once
 // on the (cold) error path and handed straight to hyper; boxing it would only add an allocation.
@@ -340,11 +339,8 @@ fn health(state: &NodeState) -> Result<Answer, Answer> {
 }
 
 async fn post_item(state: &Rc<NodeState>, body: Incoming, params: &[(String, String)]) -> Result<Answer, Answer> {
-    if param(params, "assign").is_some() {
-        return Err(fail(
-            StatusCode::NOT_IMPLEMENTED,
-            "assigning an existing message (assign=) is not supported by this node yet",
-        ));
+    if param(params, "assign").is_some() || param(params, "process-id").is_some() {
+        return post_assign(state, params).await;
     }
     if let Some(reason) = state.failure() {
         return Err(fail(
@@ -395,6 +391,51 @@ async fn post_item(state: &Rc<NodeState>, body: Incoming, params: &[(String, Str
     Ok(respond(
         StatusCode::ACCEPTED,
         &json!({"message": "Processing DataItem", "id": id, "timestamp": timestamp.0}),
+    ))
+}
+
+/// `POST /?process-id=P&assign=M[&exclude=Data,Anchor]` (no body): the `assign` flow. The
+/// message, already in another process's timeline on this node, is assigned to `P` as well;
+/// `exclude` names fields `P` will not see. Answers as AO's MU does (202, the assignment's id)
+/// once the assignment is durable.
+async fn post_assign(state: &Rc<NodeState>, params: &[(String, String)]) -> Result<Answer, Answer> {
+    let pid = parse_param::<ProcessId>(params, "process-id")?
+        .ok_or_else(|| fail(StatusCode::BAD_REQUEST, "assign= needs process-id= as well"))?;
+    let message = parse_param::<MessageId>(params, "assign")?.ok_or_else(|| {
+        fail(
+            StatusCode::BAD_REQUEST,
+            "process-id= on POST / needs assign= as well (the id of the message to assign)",
+        )
+    })?;
+    if param(params, "base-layer").is_some() {
+        return Err(fail(
+            StatusCode::NOT_IMPLEMENTED,
+            "base-layer: assigning an Arweave L1 transaction needs a gateway; this node assigns only messages in its own log",
+        ));
+    }
+    if let Some(reason) = state.failure() {
+        return Err(fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("node stopped accepting writes: {reason}"),
+        ));
+    }
+    let exclude = param(params, "exclude").unwrap_or("");
+    let (id, timestamp, lsn) = {
+        let mut shard = state.shard.borrow_mut();
+        let (id, nonce, lsn) = shard
+            .admit_assignment(pid, message, exclude, now())
+            .map_err(shard_fail)?;
+        (id, shard.assignment_time(pid, nonce), lsn)
+    };
+    state.wake_pump();
+    state
+        .committer
+        .wait_durable(lsn)
+        .await
+        .map_err(|e| fail(StatusCode::SERVICE_UNAVAILABLE, format!("not acknowledged: {e}")))?;
+    Ok(respond(
+        StatusCode::ACCEPTED,
+        &json!({"message": "Processing Assignment", "id": id.to_string(), "timestamp": timestamp.0}),
     ))
 }
 
@@ -650,7 +691,7 @@ async fn durable(state: &NodeState, lsn: Lsn) -> Result<(), Answer> {
 
 fn render_node(state: &NodeState, lsn: Lsn) -> Result<Value, Answer> {
     let (assignment, message) = state.shard.borrow().assignment_at(lsn).map_err(shard_fail)?;
-    Ok(timeline_node(&assignment, &message))
+    Ok(timeline_node(&assignment, message.as_ref()))
 }
 
 async fn get_latest(state: &NodeState, pid: &str) -> Result<Answer, Answer> {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use scheduler::chain::{genesis_hash_chain, next_hash_chain};
 use scheduler::log::inspect::{self, Progress, ScanOptions, Visitor};
 use scheduler::log::{LogError, Lsn, Record, Report};
-use scheduler::record::{AssignmentRecord, KIND_ASSIGNMENT, KIND_MODULE};
+use scheduler::record::{AssignmentRecord, KIND_ASSIGNED, KIND_ASSIGNMENT, KIND_MODULE};
 use scheduler::{AssignmentId, DataItem, HashChain, MessageId, ModuleId, ProcessId};
 
 use crate::node::NodeConfig;
@@ -77,8 +77,11 @@ pub struct Checker {
     counts: Counts,
     modules: HashSet<ModuleId>,
     timelines: HashMap<ProcessId, Timeline>,
-    /// Every message id assigned so far, process ids (their nonce 0) included, as the shard has.
-    messages: HashSet<MessageId>,
+    /// Every message id assigned so far, process ids (their nonce 0) included, as the shard has,
+    /// with the process it was sent to.
+    messages: HashMap<MessageId, ProcessId>,
+    /// Messages assigned to a process other than their target (`KIND_ASSIGNED`).
+    assigned: HashSet<(ProcessId, MessageId)>,
     problems: Vec<RecordProblem>,
 }
 
@@ -96,7 +99,7 @@ impl Checker {
         self.counts.records += 1;
         let result = match record.kind {
             KIND_MODULE => self.check_module(record.payload),
-            KIND_ASSIGNMENT => self.check_assignment(record.payload),
+            KIND_ASSIGNMENT | KIND_ASSIGNED => self.check_assignment(record.kind, record.payload),
             other => Err(format!("unknown record kind {other}")),
         };
         if let Err(reason) = result {
@@ -117,8 +120,9 @@ impl Checker {
         Ok(())
     }
 
-    fn check_assignment(&mut self, payload: &[u8]) -> Result<(), String> {
-        let assignment = AssignmentRecord::decode(payload).map_err(|e| format!("assignment does not decode: {e}"))?;
+    fn check_assignment(&mut self, kind: u8, payload: &[u8]) -> Result<(), String> {
+        let assignment =
+            AssignmentRecord::decode(kind, payload).map_err(|e| format!("assignment does not decode: {e}"))?;
         let pid = assignment.process;
         let nonce = assignment.nonce.0;
         if nonce == 0 {
@@ -136,7 +140,19 @@ impl Checker {
                 assignment.message
             ));
         }
-        if !self.messages.insert(assignment.message) {
+        if assignment.assigned.is_some() {
+            match self.messages.get(&assignment.message) {
+                None => reasons.push(format!(
+                    "assignment of message {}, which no earlier record holds",
+                    assignment.message
+                )),
+                Some(owner) if *owner == pid => reasons.push(format!("message {} assigned twice", assignment.message)),
+                Some(_) => {}
+            }
+            if nonce == 0 || !self.assigned.insert((pid, assignment.message)) {
+                reasons.push(format!("message {} assigned twice", assignment.message));
+            }
+        } else if self.messages.insert(assignment.message, pid).is_some() {
             reasons.push(format!("message {} assigned twice", assignment.message));
         }
         let expected_link = if nonce == 0 {
@@ -330,6 +346,7 @@ mod tests {
                 block_height: BlockHeight(1),
                 hash_chain: link,
                 message: MessageId::from(item.id()),
+                assigned: None,
                 signature: &signature,
                 item: &bytes,
             };
@@ -338,7 +355,7 @@ mod tests {
                 pid,
                 (record.nonce.0, assignment_id_of(record.signature), record.hash_chain),
             );
-            self.records.push((KIND_ASSIGNMENT, record.encode()));
+            self.records.push((record.kind(), record.encode()));
         }
 
         fn spawn(&mut self, module: ModuleId) -> (ProcessId, DataItem) {
@@ -433,6 +450,30 @@ mod tests {
         // The marker [0; 32] stands for "the first message's id": assigned twice.
         check_edit(|r| r.message = MessageId([0; 32]), "assigned twice");
         check_edit(|r| r.process = ProcessId([4; 32]), "never spawned");
+    }
+
+    #[test]
+    fn assigned_records_are_checked() {
+        use scheduler::record::Assigned;
+        let mut log = Builder::new();
+        let module = log.module();
+        let (a, _) = log.spawn(module);
+        let (b, _) = log.spawn(module);
+        let item = log.message(1);
+        log.assign(a, &item, |_| {});
+        let assigned = |r: &mut AssignmentRecord<'_>| r.assigned = Some(Assigned { exclude: "Data" });
+        log.assign(b, &item, assigned);
+        assert_eq!(log.check().problems(), &[]);
+        // Twice to the same process, back to its own target, and a message no record holds.
+        log.assign(b, &item, assigned);
+        log.assign(a, &item, assigned);
+        let unheld = log.message(2);
+        log.assign(b, &unheld, assigned);
+        let checker = log.check();
+        let reasons: Vec<&str> = checker.problems().iter().map(|p| p.reason.as_str()).collect();
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert!(reasons[0].contains("assigned twice") && reasons[1].contains("assigned twice"));
+        assert!(reasons[2].contains("no earlier record holds"), "{}", reasons[2]);
     }
 
     #[test]

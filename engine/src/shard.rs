@@ -13,7 +13,7 @@
 //!   is appended to the log after its cause, so any durable prefix of the log is consistent.
 //!
 //! Deliberately absent: cross-shard and cross-node delivery, hibernation and checkpoints (a live
-//! instance per process, bounded by the instance pool), cron, the `assign` flow.
+//! instance per process, bounded by the instance pool), cron.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -23,7 +23,7 @@ use messenger::Origin;
 use scheduler::chain::{self, AssignmentFields};
 use scheduler::data_item::DataItem;
 use scheduler::log::{Log, LogError, Lsn};
-use scheduler::record::{AssignmentRecord, KIND_ASSIGNMENT, KIND_MODULE};
+use scheduler::record::{Assigned, AssignmentRecord, KIND_ASSIGNED, KIND_ASSIGNMENT, KIND_MODULE};
 use scheduler::signer::Signer;
 use scheduler::{Address, AssignmentId, BlockHeight, HashChain, MessageId, ModuleId, Nonce, ProcessId, Timestamp};
 
@@ -133,6 +133,31 @@ enum Delivery {
         notice: DataItem,
         cause: Lsn,
     },
+    /// A result's `Assignments` entry: `message` joins the timelines of `processes`.
+    Assign {
+        processes: Vec<ProcessId>,
+        message: MessageId,
+        cause: Lsn,
+    },
+}
+
+/// The message fields an `assign` request may ask the process not to see (its `exclude`).
+pub const EXCLUDABLE_FIELDS: [&str; 5] = ["Data", "Anchor", "Tags", "Signature", "Owner"];
+
+/// Checks an `exclude` list (comma-separated names of [`EXCLUDABLE_FIELDS`]; empty for none).
+pub fn check_exclude(exclude: &str) -> Result<(), ShardError> {
+    if exclude.is_empty() {
+        return Ok(());
+    }
+    for name in exclude.split(',') {
+        if !EXCLUDABLE_FIELDS.contains(&name) {
+            return Err(ShardError::BadRequest(format!(
+                "exclude names {name:?}; a message's fields that can be excluded are {}",
+                EXCLUDABLE_FIELDS.join(", ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A message that was evaluated by `pump`.
@@ -175,6 +200,9 @@ pub struct Shard {
     modules: HashMap<ModuleId, ModuleEntry>,
     processes: HashMap<ProcessId, Process>,
     messages: HashMap<MessageId, (ProcessId, Nonce)>,
+    /// Messages assigned (by `assign` or a result's `Assignments`) to processes other than the
+    /// one they were sent to: where each sits in that other timeline.
+    assigned: HashMap<(ProcessId, MessageId), Nonce>,
     ready: VecDeque<ProcessId>,
     unevaluated: usize,
     outbox: VecDeque<Delivery>,
@@ -247,6 +275,7 @@ impl Shard {
             modules: HashMap::new(),
             processes: HashMap::new(),
             messages: HashMap::new(),
+            assigned: HashMap::new(),
             ready: VecDeque::new(),
             unevaluated: 0,
             outbox: VecDeque::new(),
@@ -279,8 +308,9 @@ impl Shard {
                     let item = DataItem::parse(record.payload).map_err(|e| corrupt(e.to_string()))?;
                     self.register_module(item).map_err(|e| corrupt(e.to_string()))?;
                 }
-                KIND_ASSIGNMENT => {
-                    let assignment = AssignmentRecord::decode(record.payload).map_err(|e| corrupt(e.to_string()))?;
+                KIND_ASSIGNMENT | KIND_ASSIGNED => {
+                    let assignment =
+                        AssignmentRecord::decode(record.kind, record.payload).map_err(|e| corrupt(e.to_string()))?;
                     self.register_assignment(&assignment, record.lsn, None)
                         .map_err(|e| corrupt(e.to_string()))?;
                 }
@@ -479,7 +509,33 @@ impl Shard {
                     assignment.process, assignment.nonce.0
                 )));
             }
-            if self
+            if assignment.assigned.is_some() {
+                match self.messages.get(&assignment.message) {
+                    None => {
+                        return Err(corrupt(format!(
+                            "assignment of message {}, which no earlier record holds",
+                            assignment.message
+                        )))
+                    }
+                    Some((owner, _)) if *owner == assignment.process => {
+                        return Err(corrupt(format!(
+                            "message {} assigned twice to {owner}",
+                            assignment.message
+                        )))
+                    }
+                    Some(_) => {}
+                }
+                if self
+                    .assigned
+                    .insert((assignment.process, assignment.message), assignment.nonce)
+                    .is_some()
+                {
+                    return Err(corrupt(format!(
+                        "message {} assigned twice to {}",
+                        assignment.message, assignment.process
+                    )));
+                }
+            } else if self
                 .messages
                 .insert(assignment.message, (assignment.process, assignment.nonce))
                 .is_some()
@@ -514,12 +570,15 @@ impl Shard {
         }
     }
 
+    /// Appends the next assignment of `process`: the process itself (nonce 0), a message sent to
+    /// it, or (`assigned` is `Some(exclude)`) a message already in another timeline.
     fn assign(
         &mut self,
         process: ProcessId,
         item: &DataItem,
         bytes: &[u8],
         now: Timestamp,
+        assigned: Option<&str>,
     ) -> Result<(Nonce, Lsn), ShardError> {
         let message = MessageId::from(item.id());
         let mut instance = None;
@@ -549,7 +608,7 @@ impl Shard {
                     block_height: block_height_at(timestamp),
                     timestamp,
                     message: Some(message),
-                    exclude: None,
+                    exclude: assigned.filter(|e| !e.is_empty()).map(str::to_owned),
                 }
             }
         };
@@ -561,10 +620,11 @@ impl Shard {
             block_height: fields.block_height,
             hash_chain: fields.hash_chain,
             message,
+            assigned: assigned.map(|exclude| Assigned { exclude }),
             signature: &signed.signature,
             item: bytes,
         };
-        let lsn = self.log.borrow_mut().append(KIND_ASSIGNMENT, &assignment.encode())?;
+        let lsn = self.log.borrow_mut().append(assignment.kind(), &assignment.encode())?;
         self.register_assignment(&assignment, lsn, instance)?;
         self.counters.assigned += 1;
         Ok((fields.nonce, lsn))
@@ -634,7 +694,7 @@ impl Shard {
         self.check_ingress_room()?;
         self.check_spawn(&item)?;
         let pid = ProcessId::from(item.id());
-        let (_, lsn) = self.assign(pid, &item, bytes, now)?;
+        let (_, lsn) = self.assign(pid, &item, bytes, now, None)?;
         Ok((pid, lsn))
     }
 
@@ -671,7 +731,69 @@ impl Shard {
             )));
         }
         self.check_ingress_room()?;
-        let (nonce, lsn) = self.assign(target, &item, bytes, now)?;
+        let (nonce, lsn) = self.assign(target, &item, bytes, now, None)?;
+        Ok((id, nonce, lsn))
+    }
+
+    /// The `assign` flow: puts `message`, already in another process's timeline on this node,
+    /// into the timeline of `process` as well; `exclude` (see [`check_exclude`]) names fields the
+    /// process will not see. Returns the assignment's id, its nonce and the log position to await.
+    pub fn admit_assignment(
+        &mut self,
+        process: ProcessId,
+        message: MessageId,
+        exclude: &str,
+        now: Timestamp,
+    ) -> Result<(AssignmentId, Nonce, Lsn), ShardError> {
+        check_exclude(exclude)?;
+        if !self.processes.contains_key(&process) {
+            return Err(ShardError::NotFound(format!("process {process} is not on this node")));
+        }
+        self.check_assignable(process, message)?;
+        self.check_ingress_room()?;
+        self.assign_held(process, message, exclude, now)
+    }
+
+    /// Refuses an assignment of `message` to `process` that this node cannot or must not make.
+    fn check_assignable(&self, process: ProcessId, message: MessageId) -> Result<Lsn, ShardError> {
+        let Some((owner, nonce)) = self.messages.get(&message) else {
+            return Err(ShardError::NotFound(format!(
+                "message {message} is not held by this node (it assigns only messages in its own log)"
+            )));
+        };
+        if *owner == process || self.assigned.contains_key(&(process, message)) {
+            return Err(ShardError::Duplicate(format!(
+                "message {message} is already in the timeline of {process}"
+            )));
+        }
+        Ok(self.processes[owner].entries[nonce.0 as usize].lsn)
+    }
+
+    /// Appends the assignment of a held message (checked by `check_assignable`).
+    fn assign_held(
+        &mut self,
+        process: ProcessId,
+        message: MessageId,
+        exclude: &str,
+        now: Timestamp,
+    ) -> Result<(AssignmentId, Nonce, Lsn), ShardError> {
+        let (owner, owner_nonce) = self.messages[&message];
+        let source = self.processes[&owner].entries[owner_nonce.0 as usize].lsn;
+        let bytes = {
+            let log = self.log.borrow();
+            let record = log.read(source)?;
+            let corrupt = |reason: String| ShardError::Corrupt { lsn: source, reason };
+            AssignmentRecord::decode(record.kind, record.payload)
+                .map_err(|e| corrupt(e.to_string()))?
+                .item
+                .to_vec()
+        };
+        let item = DataItem::parse(&bytes).map_err(|e| ShardError::Corrupt {
+            lsn: source,
+            reason: e.to_string(),
+        })?;
+        let (nonce, lsn) = self.assign(process, &item, &bytes, now, Some(exclude))?;
+        let id = self.processes[&process].entries[nonce.0 as usize].assignment;
         Ok((id, nonce, lsn))
     }
 
@@ -760,6 +882,34 @@ impl Shard {
                     cause: *cause,
                 }))
             }
+            Delivery::Assign {
+                processes,
+                message,
+                cause,
+            } => {
+                for target in processes {
+                    let spawned_before_cause = self.processes.get(target).is_some_and(|p| p.entries[0].lsn < *cause);
+                    // Only a message logged no later than the cause: the same rule on every replay.
+                    let held = match self.check_assignable(*target, *message) {
+                        Ok(lsn) => lsn <= *cause,
+                        Err(ShardError::Duplicate(_)) => {
+                            self.counters.duplicates_refused += 1;
+                            continue;
+                        }
+                        Err(_) => false,
+                    };
+                    if !spawned_before_cause || !held {
+                        self.counters.undeliverable += 1;
+                        tracing::warn!(%message, %target, "assignment to a process or of a message this node does not hold is dropped");
+                        continue;
+                    }
+                    // A failure here leaves the delivery queued; the targets assigned so far are
+                    // duplicates when it is retried.
+                    self.assign_held(*target, *message, "", now)?;
+                    self.counters.delivered += 1;
+                }
+                Ok(None)
+            }
         }
     }
 
@@ -770,7 +920,7 @@ impl Shard {
         // What the log holds must parse back at recovery: check before appending.
         let refusal = match DataItem::parse(&bytes) {
             Err(error) => Some(error.to_string()),
-            Ok(_) => match self.assign(target, item, &bytes, now) {
+            Ok(_) => match self.assign(target, item, &bytes, now, None) {
                 Ok(_) => None,
                 Err(ShardError::Compute(error)) => Some(error.to_string()),
                 Err(ShardError::Log(error @ LogError::RecordTooLarge { .. })) => Some(error.to_string()),
@@ -790,12 +940,21 @@ impl Shard {
         }
     }
 
-    fn read_item(&self, lsn: Lsn) -> Result<DataItem, ShardError> {
+    /// The message at `lsn` and the fields its assignment excludes (empty for none).
+    fn read_input(&self, lsn: Lsn) -> Result<(DataItem, String), ShardError> {
         let log = self.log.borrow();
         let record = log.read(lsn)?;
         let corrupt = |reason: String| ShardError::Corrupt { lsn, reason };
-        let assignment = AssignmentRecord::decode(record.payload).map_err(|e| corrupt(e.to_string()))?;
-        DataItem::parse(assignment.item).map_err(|e| corrupt(e.to_string()))
+        let assignment = AssignmentRecord::decode(record.kind, record.payload).map_err(|e| corrupt(e.to_string()))?;
+        let item = DataItem::parse(assignment.item).map_err(|e| corrupt(e.to_string()))?;
+        Ok((
+            item,
+            assignment.assigned.map(|a| a.exclude.to_owned()).unwrap_or_default(),
+        ))
+    }
+
+    fn input_json(&self, item: &DataItem, placement: &Placement, exclude: &str) -> Vec<u8> {
+        abi::msg_json_excluding(item, placement, &self.address, false, exclude)
     }
 
     fn placement(pid: ProcessId, nonce: usize, entry: &Entry) -> Placement {
@@ -821,10 +980,10 @@ impl Shard {
             let process = self.processes.get(&pid).expect("ready processes exist");
             (process.evaluated, process.entries[process.evaluated].lsn)
         };
-        let item = self.read_item(lsn)?;
+        let (item, exclude) = self.read_input(lsn)?;
+        let placement = Self::placement(pid, nonce, &self.processes[&pid].entries[nonce]);
+        let msg = self.input_json(&item, &placement, &exclude);
         let process = self.processes.get_mut(&pid).expect("ready processes exist");
-        let placement = Self::placement(pid, nonce, &process.entries[nonce]);
-        let msg = abi::msg_json(&item, &placement, &self.address, false);
         let instance = process.instance.as_mut().ok_or_else(|| no_instance(pid))?;
         let result = Self::run_handle(instance, &msg, &process.env);
         if result.is_error {
@@ -864,6 +1023,13 @@ impl Shard {
                 cause: lsn,
             });
         }
+        for (processes, message) in &result.assignments {
+            self.outbox.push_back(Delivery::Assign {
+                processes: processes.clone(),
+                message: *message,
+                cause: lsn,
+            });
+        }
         let gas_used = result.json["GasUsed"].as_u64().unwrap_or(0);
         self.counters.fuel_used += gas_used;
         // The outbox is queued above; the entry keeps only what `/result` serves.
@@ -872,6 +1038,7 @@ impl Shard {
             is_error: result.is_error,
             messages: Vec::new(),
             spawns: Vec::new(),
+            assignments: Vec::new(),
         };
         process.entries[nonce].result = Some(Rc::new(stored));
         if nonce < process.recovered {
@@ -914,10 +1081,9 @@ impl Shard {
             .collect();
         let env = Rc::clone(&process.env);
         for (nonce, lsn) in replay {
-            let item = self.read_item(lsn)?;
-            let process = self.processes.get(&pid).expect("exists");
-            let placement = Self::placement(pid, nonce, &process.entries[nonce]);
-            let msg = abi::msg_json(&item, &placement, &self.address, false);
+            let (item, exclude) = self.read_input(lsn)?;
+            let placement = Self::placement(pid, nonce, &self.processes[&pid].entries[nonce]);
+            let msg = self.input_json(&item, &placement, &exclude);
             let result = Self::run_handle(&mut instance, &msg, &env);
             assert!(
                 !result.is_error,
@@ -977,6 +1143,9 @@ impl Shard {
     pub fn locate(&self, process: ProcessId, message: MessageId) -> Result<Nonce, ShardError> {
         if !self.processes.contains_key(&process) {
             return Err(ShardError::NotFound(format!("process {process} is not on this node")));
+        }
+        if let Some(nonce) = self.assigned.get(&(process, message)) {
+            return Ok(*nonce);
         }
         match self.messages.get(&message) {
             Some((owner, nonce)) if *owner == process => Ok(*nonce),
@@ -1110,13 +1279,18 @@ impl Shard {
         Ok(process.entries.last().expect("nonce 0 exists").lsn)
     }
 
-    /// The assignment and message stored at `lsn`, rebuilt as data items for the SU API.
-    pub fn assignment_at(&self, lsn: Lsn) -> Result<(DataItem, DataItem), ShardError> {
+    /// The assignment and message stored at `lsn`, rebuilt as data items for the SU API. The
+    /// message is `None` for an assignment of a message sent to another process (as AO's SU
+    /// shows an assignment made by `assign`: the message is found by its id).
+    pub fn assignment_at(&self, lsn: Lsn) -> Result<(DataItem, Option<DataItem>), ShardError> {
         let log = self.log.borrow();
         let record = log.read(lsn)?;
         let corrupt = |reason: String| ShardError::Corrupt { lsn, reason };
-        let assignment = AssignmentRecord::decode(record.payload).map_err(|e| corrupt(e.to_string()))?;
-        let message = DataItem::parse(assignment.item).map_err(|e| corrupt(e.to_string()))?;
+        let assignment = AssignmentRecord::decode(record.kind, record.payload).map_err(|e| corrupt(e.to_string()))?;
+        let message = match assignment.assigned {
+            Some(_) => None,
+            None => Some(DataItem::parse(assignment.item).map_err(|e| corrupt(e.to_string()))?),
+        };
         let fields = AssignmentFields {
             process: assignment.process,
             epoch: 0,
@@ -1125,7 +1299,10 @@ impl Shard {
             block_height: assignment.block_height,
             timestamp: assignment.timestamp,
             message: (assignment.nonce != Nonce(0)).then_some(assignment.message),
-            exclude: None,
+            exclude: assignment
+                .assigned
+                .map(|a| a.exclude.to_owned())
+                .filter(|e| !e.is_empty()),
         };
         let item = chain::assignment_item(&self.signer, &fields, assignment.signature.to_vec());
         Ok((item, message))
@@ -1315,6 +1492,96 @@ mod tests {
         f.shard.admit_message(item.clone(), &bytes, Timestamp(1)).unwrap();
         let error = f.shard.admit_message(item, &bytes, Timestamp(2)).unwrap_err();
         assert!(matches!(error, ShardError::Duplicate(_)), "{error}");
+    }
+
+    fn send_tagged(f: &mut Fixture, pid: ProcessId, tags: Vec<Tag>, data: &[u8], anchor: u8) -> MessageId {
+        let item = f
+            .client
+            .sign(Some(pid.0), Some([anchor; 32]), ao("Message", tags), data.to_vec());
+        let bytes = item.to_bytes();
+        f.shard
+            .admit_message(item, &bytes, Timestamp(1_700_000_000_000))
+            .unwrap()
+            .0
+    }
+
+    fn output(f: &Fixture, pid: ProcessId, message: MessageId) -> serde_json::Value {
+        f.shard.result(pid, message).unwrap().expect("evaluated").json["Output"].clone()
+    }
+
+    #[test]
+    fn assign_puts_a_held_message_into_another_timeline_with_exclude() {
+        let mut f = fixture(8);
+        let echo = f.module("echo");
+        let a = f.spawn(echo, "a").unwrap();
+        let b = f.spawn(echo, "b").unwrap();
+        let message = send_tagged(&mut f, a, vec![Tag::new("Action", "Note")], b"payload", 1);
+        let (id, nonce, _) = f
+            .shard
+            .admit_assignment(b, message, "Data,Anchor", Timestamp(1_700_000_000_005))
+            .unwrap();
+        assert_eq!(nonce, Nonce(1));
+        f.settle();
+        let seen_by_a = output(&f, a, message);
+        let seen_by_b = output(&f, b, message);
+        assert_eq!(seen_by_a["Data"], "payload");
+        assert!(
+            seen_by_b.get("Data").is_none() && seen_by_b.get("Anchor").is_none(),
+            "{seen_by_b}"
+        );
+        assert_eq!(seen_by_b["Id"], message.to_string());
+        assert_eq!(seen_by_b["Tags"], seen_by_a["Tags"]);
+        assert_eq!(seen_by_b["Nonce"], 1);
+
+        // The SU shows the assignment (with its Exclude tags) and no message, as AO's SU does.
+        let (page, _) = f.shard.timeline(b, Some(0), Some(1), None, None, 1).unwrap();
+        let (assignment, shown) = f.shard.assignment_at(page[0].lsn).unwrap();
+        assert!(shown.is_none());
+        assignment.verify().unwrap();
+        assert_eq!(AssignmentId::from(assignment.id()), id);
+        let excluded: Vec<&str> = assignment
+            .tags
+            .iter()
+            .filter(|t| t.name == "Exclude")
+            .map(|t| t.value.as_str())
+            .collect();
+        assert_eq!(excluded, ["Data", "Anchor"]);
+        assert_eq!(assignment.tag("Message"), Some(message.to_string().as_str()));
+
+        // Refusals: twice to the same process, back to its own target, unknown fields and messages.
+        let now = Timestamp(1_700_000_000_006);
+        for (pid, msg, exclude) in [(b, message, ""), (a, message, "")] {
+            let error = f.shard.admit_assignment(pid, msg, exclude, now).unwrap_err();
+            assert!(matches!(error, ShardError::Duplicate(_)), "{error}");
+        }
+        let error = f.shard.admit_assignment(b, message, "Id", now).unwrap_err();
+        assert!(matches!(error, ShardError::BadRequest(_)), "{error}");
+        let error = f.shard.admit_assignment(b, MessageId([7; 32]), "", now).unwrap_err();
+        assert!(matches!(error, ShardError::NotFound(_)), "{error}");
+    }
+
+    #[test]
+    fn a_results_assignments_are_delivered_once() {
+        let mut f = fixture(8);
+        let echo = f.module("echo");
+        let a = f.spawn(echo, "a").unwrap();
+        let b = f.spawn(echo, "b").unwrap();
+        let tags = vec![Tag::new("Action", "Assign"), Tag::new("Assign-To", b.to_string())];
+        let message = send_tagged(&mut f, a, tags, b"x", 1);
+        f.settle();
+        assert_eq!(f.shard.locate(b, message).unwrap(), Nonce(1));
+        assert_eq!(output(&f, b, message)["Data"], "x");
+        assert_eq!(f.shard.counters().delivered, 1);
+        // Evaluated by b, the same message asks for the same assignment again: a duplicate.
+        assert_eq!(f.shard.counters().duplicates_refused, 1);
+        // An assignment to a process that does not exist is dropped, never an error.
+        let tags = vec![
+            Tag::new("Action", "Assign"),
+            Tag::new("Assign-To", ProcessId([9; 32]).to_string()),
+        ];
+        send_tagged(&mut f, a, tags, b"y", 2);
+        f.settle();
+        assert_eq!(f.shard.counters().undeliverable, 1);
     }
 
     #[test]

@@ -24,10 +24,11 @@ pub fn item_json(item: &DataItem, with_data: bool) -> Value {
     value
 }
 
-/// `{"message": ..., "assignment": ...}`; the message is null for a process's own nonce 0 entry
-/// when `message_for_process` is false (the reference shows the process as the message there).
-pub fn timeline_node(assignment: &DataItem, message: &DataItem) -> Value {
-    json!({"message": item_json(message, true), "assignment": item_json(assignment, false)})
+/// `{"message": ..., "assignment": ...}`; at nonce 0 the message is the process itself, and it
+/// is null for an assignment of a message sent to another process (AO's SU shows the `assign`
+/// flow so: the message is looked up by the assignment's `Message` tag).
+pub fn timeline_node(assignment: &DataItem, message: Option<&DataItem>) -> Value {
+    json!({"message": message.map(|m| item_json(m, true)), "assignment": item_json(assignment, false)})
 }
 
 /// The body of every error answer.

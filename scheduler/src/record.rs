@@ -1,7 +1,7 @@
 //! The payloads Hewitt writes into the log: what one log record means.
 //!
 //! The log (`log`) frames and checksums opaque payloads tagged with a kind byte; this module gives
-//! those kinds their meaning. Two kinds exist:
+//! those kinds their meaning. Three kinds exist:
 //!
 //! - `KIND_MODULE` (1): the payload is the module's ANS-104 data item, byte for byte.
 //! - `KIND_ASSIGNMENT` (2): one assignment of a message (or of the process itself, nonce 0) to a
@@ -20,6 +20,20 @@
 //! 122+S   ..    the assigned message's ANS-104 data item (the rest of the payload)
 //! ```
 //!
+//! - `KIND_ASSIGNED` (3): an assignment made by an `assign` request (or a process's
+//!   `Assignments`) of a message that is already in the log, in another process's timeline. The
+//!   layout is that of `KIND_ASSIGNMENT` with the request's `exclude` inserted after the
+//!   signature:
+//!
+//! ```text
+//! 122+S   2     exclude length E (u16)
+//! 124+S   E     exclude: UTF-8, comma-separated field names; empty when the request gave none
+//! 124+S+E ..    a copy of the assigned message's ANS-104 data item
+//! ```
+//!
+//!   The message is copied rather than referenced so that every record can be evaluated, checked
+//!   and repaired on its own.
+//!
 //! The assignment data item itself is not stored: its tags follow from the fields above
 //! (`chain::assignment_tags`), its owner is the node key, and its id is SHA-256 of the stored
 //! signature. The message item is stored whole because it is the input evaluation needs.
@@ -32,6 +46,8 @@ use sha2::{Digest, Sha256};
 pub const KIND_MODULE: u8 = 1;
 /// Record kind of an assignment plus its message.
 pub const KIND_ASSIGNMENT: u8 = 2;
+/// Record kind of an assignment of a message already logged for another process.
+pub const KIND_ASSIGNED: u8 = 3;
 
 const HEADER_BYTES: usize = 122;
 
@@ -42,6 +58,14 @@ pub enum RecordError {
     Truncated { len: usize, need: usize },
     #[error("unknown record kind {0}")]
     UnknownKind(u8),
+    #[error("the exclude list of an assigned record is not UTF-8")]
+    Exclude,
+}
+
+/// What makes a `KIND_ASSIGNED` record: the assign request's `exclude` (empty when none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Assigned<'a> {
+    pub exclude: &'a str,
 }
 
 /// One decoded assignment record, borrowing the payload.
@@ -53,6 +77,8 @@ pub struct AssignmentRecord<'a> {
     pub block_height: BlockHeight,
     pub hash_chain: HashChain,
     pub message: MessageId,
+    /// `Some` for a record of kind `KIND_ASSIGNED`.
+    pub assigned: Option<Assigned<'a>>,
     pub signature: &'a [u8],
     pub item: &'a [u8],
 }
@@ -63,11 +89,22 @@ impl AssignmentRecord<'_> {
         assignment_id_of(self.signature)
     }
 
-    /// Encodes the record into a log payload.
+    /// The record kind this record is written as.
+    pub fn kind(&self) -> u8 {
+        match self.assigned {
+            None => KIND_ASSIGNMENT,
+            Some(_) => KIND_ASSIGNED,
+        }
+    }
+
+    /// Encodes the record into a log payload of kind [`AssignmentRecord::kind`].
+    ///
+    /// # Panics
+    /// If an exclude list is longer than 65535 bytes (callers bound it far below).
     pub fn encode(&self) -> Vec<u8> {
         let signature_len = u16::try_from(self.signature.len())
             .expect("assignment signature fits u16: signers produce at most 512 bytes");
-        let mut out = Vec::with_capacity(HEADER_BYTES + self.signature.len() + self.item.len());
+        let mut out = Vec::with_capacity(HEADER_BYTES + 2 + self.signature.len() + self.item.len());
         out.extend_from_slice(self.process.as_bytes());
         out.extend_from_slice(&self.nonce.0.to_le_bytes());
         out.extend_from_slice(&self.timestamp.0.to_le_bytes());
@@ -76,12 +113,20 @@ impl AssignmentRecord<'_> {
         out.extend_from_slice(self.message.as_bytes());
         out.extend_from_slice(&signature_len.to_le_bytes());
         out.extend_from_slice(self.signature);
+        if let Some(assigned) = &self.assigned {
+            let exclude_len = u16::try_from(assigned.exclude.len()).expect("exclude lists are bounded by callers");
+            out.extend_from_slice(&exclude_len.to_le_bytes());
+            out.extend_from_slice(assigned.exclude.as_bytes());
+        }
         out.extend_from_slice(self.item);
         out
     }
 
-    /// Decodes a log payload of kind `KIND_ASSIGNMENT`.
-    pub fn decode(payload: &[u8]) -> Result<AssignmentRecord<'_>, RecordError> {
+    /// Decodes a log payload of kind `KIND_ASSIGNMENT` or `KIND_ASSIGNED`.
+    pub fn decode(kind: u8, payload: &[u8]) -> Result<AssignmentRecord<'_>, RecordError> {
+        if kind != KIND_ASSIGNMENT && kind != KIND_ASSIGNED {
+            return Err(RecordError::UnknownKind(kind));
+        }
         if payload.len() < HEADER_BYTES {
             return Err(RecordError::Truncated {
                 len: payload.len(),
@@ -92,12 +137,33 @@ impl AssignmentRecord<'_> {
         let u64_at =
             |at: usize| -> u64 { u64::from_le_bytes(payload[at..at + 8].try_into().expect("slice of 8 bytes")) };
         let signature_len = usize::from(u16::from_le_bytes([payload[120], payload[121]]));
-        let need = HEADER_BYTES + signature_len;
+        let mut need = HEADER_BYTES + signature_len;
         if payload.len() < need {
             return Err(RecordError::Truncated {
                 len: payload.len(),
                 need,
             });
+        }
+        let signature = &payload[HEADER_BYTES..need];
+        let mut assigned = None;
+        if kind == KIND_ASSIGNED {
+            if payload.len() < need + 2 {
+                return Err(RecordError::Truncated {
+                    len: payload.len(),
+                    need: need + 2,
+                });
+            }
+            let exclude_len = usize::from(u16::from_le_bytes([payload[need], payload[need + 1]]));
+            let start = need + 2;
+            need = start + exclude_len;
+            if payload.len() < need {
+                return Err(RecordError::Truncated {
+                    len: payload.len(),
+                    need,
+                });
+            }
+            let exclude = std::str::from_utf8(&payload[start..need]).map_err(|_| RecordError::Exclude)?;
+            assigned = Some(Assigned { exclude });
         }
         Ok(AssignmentRecord {
             process: ProcessId(array32(0)),
@@ -106,7 +172,8 @@ impl AssignmentRecord<'_> {
             block_height: BlockHeight(u64_at(48)),
             hash_chain: HashChain(array32(56)),
             message: MessageId(array32(88)),
-            signature: &payload[HEADER_BYTES..need],
+            assigned,
+            signature,
             item: &payload[need..],
         })
     }
@@ -129,6 +196,7 @@ mod tests {
             block_height: BlockHeight(1_393_008),
             hash_chain: HashChain([4; 32]),
             message: MessageId([5; 32]),
+            assigned: None,
             signature,
             item,
         }
@@ -138,15 +206,38 @@ mod tests {
     fn assignment_record_round_trips() {
         let record = sample(&[9; 64], b"item bytes");
         let bytes = record.encode();
-        assert_eq!(AssignmentRecord::decode(&bytes).unwrap(), record);
+        assert_eq!(AssignmentRecord::decode(KIND_ASSIGNMENT, &bytes).unwrap(), record);
+        let assigned = AssignmentRecord {
+            assigned: Some(Assigned { exclude: "Data,Anchor" }),
+            ..record
+        };
+        let bytes = assigned.encode();
+        assert_eq!(assigned.kind(), KIND_ASSIGNED);
+        assert_eq!(AssignmentRecord::decode(KIND_ASSIGNED, &bytes).unwrap(), assigned);
+        assert!(AssignmentRecord::decode(KIND_MODULE, &bytes).is_err());
     }
 
     #[test]
     fn every_truncation_of_the_header_is_an_error() {
         let bytes = sample(&[9; 64], b"").encode();
         for len in 0..HEADER_BYTES + 64 {
-            assert!(AssignmentRecord::decode(&bytes[..len]).is_err(), "len {len}");
+            assert!(
+                AssignmentRecord::decode(KIND_ASSIGNMENT, &bytes[..len]).is_err(),
+                "len {len}"
+            );
         }
-        assert!(AssignmentRecord::decode(&bytes).is_ok());
+        assert!(AssignmentRecord::decode(KIND_ASSIGNMENT, &bytes).is_ok());
+        let assigned = AssignmentRecord {
+            assigned: Some(Assigned { exclude: "Data" }),
+            ..sample(&[9; 64], b"")
+        }
+        .encode();
+        for len in 0..HEADER_BYTES + 64 + 2 + 4 {
+            assert!(
+                AssignmentRecord::decode(KIND_ASSIGNED, &assigned[..len]).is_err(),
+                "len {len}"
+            );
+        }
+        assert!(AssignmentRecord::decode(KIND_ASSIGNED, &assigned).is_ok());
     }
 }

@@ -1,8 +1,8 @@
 // Drives a Hewitt node with the stock @permaweb/aoconnect client, as its users would: an RSA
-// JWK made offline by the arweave package, then spawn, message, result, dryrun and results,
-// checking every answer's shape against AO.md. Run by tests/tests/aoconnect.rs:
+// JWK made offline by the arweave package, then spawn, message, result, dryrun, results and
+// assign, checking every answer's shape against AO.md. Run by tests/tests/aoconnect.rs:
 //
-//   node aoconnect.mjs <node url> <counter module id>
+//   node aoconnect.mjs <node url> <counter module id> <echo module id>
 //
 // Exits 0 when everything matched; otherwise prints what did not and exits 1.
 
@@ -10,9 +10,9 @@ import { connect, createDataItemSigner } from "@permaweb/aoconnect";
 import Arweave from "arweave";
 import assert from "node:assert/strict";
 
-const [url, module] = process.argv.slice(2);
-if (!url || !module) {
-  console.error("usage: node aoconnect.mjs <node url> <counter module id>");
+const [url, module, echoModule] = process.argv.slice(2);
+if (!url || !module || !echoModule) {
+  console.error("usage: node aoconnect.mjs <node url> <counter module id> <echo module id>");
   process.exit(2);
 }
 
@@ -87,7 +87,29 @@ async function main() {
   assert.equal(timeline.edges.length, 5, "timeline edges");
   assert.deepEqual(timeline.edges.slice(1).map((e) => e.node.message.id), [...sent, fourth], "timeline order");
 
-  console.log(`aoconnect: spawn, message, result, dryrun, results all matched (process ${pid})`);
+  // assign: the fourth message joins an echo process's timeline without its Data and Anchor;
+  // the echo process answers with the msg it was handed.
+  const echo = await ao.spawn({ module: echoModule, scheduler, signer, tags: [{ name: "Name", value: "aoconnect-echo" }] });
+  const assignment = await ao.assign({ process: echo, message: fourth, exclude: ["Data", "Anchor"] });
+  assert.match(assignment, ID, "assign returns the assignment id");
+  const seen = (await ao.result({ process: echo, message: fourth })).Output;
+  assert.equal(seen.Id, fourth, "the assigned message's Id");
+  assert.equal(seen.Nonce, 1, "its nonce in the echo process's timeline");
+  assert.equal(seen.Target, echo, "Target is the process it was assigned to");
+  assert.ok(!("Data" in seen) && !("Anchor" in seen), `excluded fields are left out: ${JSON.stringify(seen)}`);
+  assert.ok(seen.Tags.some((t) => t.name === "Action" && t.value === "Increment"), "its tags");
+  const latest = await (await fetch(`${url}/${echo}/latest`)).json();
+  assert.equal(latest.message, null, "the SU shows an assignment without its message");
+  assert.equal(latest.assignment.id, assignment, "GET /{pid}/latest is the assignment");
+  const assignmentTags = latest.assignment.tags.map((t) => `${t.name}=${t.value}`);
+  assert.deepEqual(
+    assignmentTags.slice(6),
+    ["Data-Protocol=ao", "Type=Assignment", "Variant=ao.TN.1", `Message=${fourth}`, "Exclude=Data", "Exclude=Anchor"],
+    "assignment tag order"
+  );
+  await assert.rejects(ao.assign({ process: echo, message: fourth }), /409/, "assigning twice is refused");
+
+  console.log(`aoconnect: spawn, message, result, dryrun, results, assign all matched (process ${pid})`);
 }
 
 main().catch((error) => {

@@ -1,6 +1,6 @@
 //! A real node driven by the stock npm `@permaweb/aoconnect` (pinned in
-//! tests/aoconnect/package.json) with an RSA JWK made offline: spawn, message, result, dryrun
-//! and results, every shape checked against AO.md (tests/aoconnect/aoconnect.mjs).
+//! tests/aoconnect/package.json) with an RSA JWK made offline: spawn, message, result, dryrun,
+//! results and assign, every shape checked against AO.md (tests/aoconnect/aoconnect.mjs).
 //!
 //! Needs Node.js and the packages: `npm ci --prefix tests/aoconnect` (`.ci/run` does it).
 
@@ -23,11 +23,13 @@ fn stock_aoconnect_spawns_messages_reads_results_and_dry_runs() {
     // Modules come from Arweave in AO; aoconnect has no call to load one, so the test loads
     // the counter sample itself and hands its id to the script.
     let module = load_sample(&node.client(), "counter", &[]);
+    let echo = load_sample(&node.client(), "echo", &[]);
     let output = Command::new("node")
         .current_dir(&dir)
         .arg("aoconnect.mjs")
         .arg(&node.url)
         .arg(module.to_string())
+        .arg(echo.to_string())
         .output()
         .expect("node (Node.js) runs");
     let (stdout, stderr) = (

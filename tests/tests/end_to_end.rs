@@ -390,3 +390,76 @@ fn a_relative_data_dir_works() {
     assert_eq!(client.result(pid, id).unwrap()["Output"], "1");
     assert!(cwd.path().join("data/node/log/FORMAT").exists());
 }
+
+/// The `assign` flow over HTTP (with `exclude`) and a process's own `Assignments`, then a
+/// SIGKILL: both assignments are read back, replay to the same results, show in the SU as AO's
+/// does (no message, the assignment's `Message` and `Exclude` tags), and `hewitt log verify`
+/// accepts the log.
+#[test]
+fn assigned_messages_survive_a_restart() {
+    let data = tempfile::tempdir().expect("temporary directory");
+    let node = Node::start(BINARY, data.path());
+    let client = node.client();
+    let echo = load_sample(&client, "echo", &[]);
+    let (a, b) = (spawn(&client, &node, echo), spawn(&client, &node, echo));
+    let first = client.send(a, &action("Note"), b"payload").expect("send");
+    let answer = client.assign(b, first, &["Data", "Anchor"]).expect("assign");
+    assert_eq!(answer["message"], "Processing Assignment", "{answer}");
+    let assignment_id = answer["id"].as_str().expect("assignment id").to_owned();
+    let again = client
+        .assign(b, first, &[])
+        .expect_err("a second assignment is refused");
+    assert_eq!(again.status(), Some(409), "{again}");
+    let tags = vec![Tag::new("Action", "Assign"), Tag::new("Assign-To", b.to_string())];
+    let second = client.send(a, &tags, b"two").expect("send");
+    tests::wait_until("the process's own assignment", || client.result(b, second).is_ok());
+    let outputs = |client: &Client| {
+        [
+            client.result(b, first).expect("result of the assigned message")["Output"].clone(),
+            client.result(b, second).expect("result of the process's assignment")["Output"].clone(),
+        ]
+    };
+    let before = outputs(&client);
+    assert!(
+        before[0].get("Data").is_none() && before[0].get("Anchor").is_none(),
+        "{}",
+        before[0]
+    );
+    assert_eq!(before[0]["Id"], first.to_string());
+    assert_eq!(before[1]["Data"], "two");
+    node.kill();
+
+    let node = Node::start(BINARY, data.path());
+    let client = node.client();
+    assert_eq!(outputs(&client), before, "replayed to the same results");
+    let edges = timeline(&client, b);
+    assert_eq!(edges.len(), 3);
+    check_timeline(&edges, b, node.address);
+    let assignment = &edges[1]["node"]["assignment"];
+    assert!(edges[1]["node"]["message"].is_null(), "{}", edges[1]);
+    assert_eq!(assignment["id"], assignment_id.as_str());
+    assert_eq!(tag_of(assignment, "Message"), first.to_string());
+    let excluded: Vec<&str> = assignment["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .filter(|t| t["name"] == "Exclude")
+        .filter_map(|t| t["value"].as_str())
+        .collect();
+    assert_eq!(excluded, ["Data", "Anchor"]);
+    assert_eq!(tag_of(&edges[2]["node"]["assignment"], "Message"), second.to_string());
+    node.terminate();
+
+    let verify = std::process::Command::new(BINARY)
+        .args(["log", "verify", "--data-dir"])
+        .arg(data.path())
+        .env("HEWITT_LOG", "warn")
+        .output()
+        .expect("hewitt log verify runs");
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}

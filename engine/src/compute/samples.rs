@@ -1,5 +1,5 @@
 //! Hewitt's sample processes, hand-written in WAT under `engine/samples/`, for the CLI demo and
-//! for tests: counter, pingpong, spawner, trap, loop, memhog and exchange (each file's header
+//! for tests: counter, pingpong, spawner, trap, loop, memhog, exchange and echo (each file's header
 //! says what it does).
 //!
 //! WAT has no includes, so each sample file holds only module fields and [`wat`] wraps it with
@@ -24,9 +24,11 @@ pub const LOOP_WAT: &str = include_str!("../../samples/loop.wat");
 pub const MEMHOG_WAT: &str = include_str!("../../samples/memhog.wat");
 /// A matching engine: a price-time priority limit order book (Place, Cancel, Move, Reduce).
 pub const EXCHANGE_WAT: &str = include_str!("../../samples/exchange.wat");
+/// Answers with the msg document it was handed; Action=Assign assigns the message onwards.
+pub const ECHO_WAT: &str = include_str!("../../samples/echo.wat");
 
 /// The samples by name, with their module fields.
-const SAMPLES: [(&str, &str); 7] = [
+const SAMPLES: [(&str, &str); 8] = [
     ("counter", COUNTER_WAT),
     ("pingpong", PINGPONG_WAT),
     ("spawner", SPAWNER_WAT),
@@ -34,10 +36,13 @@ const SAMPLES: [(&str, &str); 7] = [
     ("loop", LOOP_WAT),
     ("memhog", MEMHOG_WAT),
     ("exchange", EXCHANGE_WAT),
+    ("echo", ECHO_WAT),
 ];
 
 /// The samples' names, as [`wat`] and [`wasm`] take them.
-pub const NAMES: [&str; 7] = ["counter", "pingpong", "spawner", "trap", "loop", "memhog", "exchange"];
+pub const NAMES: [&str; 8] = [
+    "counter", "pingpong", "spawner", "trap", "loop", "memhog", "exchange", "echo",
+];
 
 /// The whole module text of the sample called `name` (prelude included), or `None` for a name
 /// that is not in [`NAMES`].
