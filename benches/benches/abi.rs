@@ -72,13 +72,13 @@ fn abi(c: &mut Criterion) {
     assert!(!decoded.is_error, "{}", decoded.json);
     assert_eq!(decoded.messages.len(), 1);
 
-    let msg_bytes = msg_json(&message, &placement, &node, false).len();
+    let msg_bytes = msg_json(&message, &placement, false).len();
     let env_bytes = env_json(&process_item, &module_item).len();
 
     let mut group = c.benchmark_group("abi");
     group.throughput(Throughput::Bytes(msg_bytes as u64));
     group.bench_function("msg_json/5tags_100B", |b| {
-        b.iter(|| msg_json(black_box(&message), black_box(&placement), &node, false))
+        b.iter(|| msg_json(black_box(&message), black_box(&placement), false))
     });
     group.throughput(Throughput::Bytes(env_bytes as u64));
     group.bench_function("env_json", |b| {

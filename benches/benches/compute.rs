@@ -28,7 +28,7 @@ use engine::compute::{
 };
 use scheduler::signer::Signer;
 use scheduler::tags::Tag;
-use scheduler::{Address, BlockHeight, DataItem, HashChain, Nonce, ProcessId, Timestamp};
+use scheduler::{BlockHeight, DataItem, HashChain, Nonce, ProcessId, Timestamp};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -47,7 +47,6 @@ const LARGE_LIMITS: ProcessLimits = ProcessLimits {
 /// What a shard hands to `handle`: a message, where it sits, and the process's env.
 struct Fixture {
     signer: Signer,
-    node: Address,
     placement: Placement,
     env: Vec<u8>,
 }
@@ -90,7 +89,6 @@ impl Fixture {
         Fixture {
             env: env_json(&process, &module),
             signer,
-            node,
             placement,
         }
     }
@@ -112,7 +110,7 @@ impl Fixture {
     }
 
     fn msg(&self, item: &DataItem) -> Vec<u8> {
-        msg_json(item, &self.placement, &self.node, false)
+        msg_json(item, &self.placement, false)
     }
 }
 
@@ -145,7 +143,7 @@ fn handle(c: &mut Criterion, module: &CompiledModule, fixture: &Fixture) {
     });
     group.bench_function("message/counter_increment", |b| {
         b.iter(|| {
-            let msg = msg_json(black_box(&item), &fixture.placement, &fixture.node, false);
+            let msg = msg_json(black_box(&item), &fixture.placement, false);
             let evaluation = instance.handle(&msg, &fixture.env);
             let gas_used = evaluation.gas_used();
             decode_result(&returned(evaluation), gas_used)

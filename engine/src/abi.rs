@@ -9,7 +9,7 @@
 use messenger::{OutboxMessage, SpawnRequest, OUTBOX_ENTRIES_MAX};
 use scheduler::data_item::DataItem;
 use scheduler::tags::Tag;
-use scheduler::{Address, BlockHeight, HashChain, MessageId, ModuleId, Nonce, ProcessId, Timestamp};
+use scheduler::{BlockHeight, HashChain, MessageId, ModuleId, Nonce, ProcessId, Timestamp};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
@@ -68,22 +68,17 @@ pub fn anchor_text(anchor: &[u8; 32]) -> String {
     }
 }
 
-/// The `msg` document for `item` evaluated at `placement`. `forwarded_by` is this node's address
-/// for messages its messenger pushed (they carry `From-Process`).
-pub fn msg_json(item: &DataItem, placement: &Placement, node: &Address, read_only: bool) -> Vec<u8> {
-    msg_json_excluding(item, placement, node, read_only, "")
+/// The `msg` document for `item` evaluated at `placement`. `From` is the `From-Process` tag when
+/// present, else the owner's address; `Forwarded-By` is the item's `Forwarded-By` tag, else, for
+/// a pushed message (one with `From-Process`), its signer: the node whose messenger pushed it.
+pub fn msg_json(item: &DataItem, placement: &Placement, read_only: bool) -> Vec<u8> {
+    msg_json_excluding(item, placement, read_only, "")
 }
 
 /// [`msg_json`] without the fields named in `exclude` (comma-separated; any of `Data`, `Anchor`,
 /// `Tags`, `Signature`, `Owner`): what a process sees of a message assigned to it with
 /// `exclude`. Other names are ignored here (the shard refuses them before they are logged).
-pub fn msg_json_excluding(
-    item: &DataItem,
-    placement: &Placement,
-    node: &Address,
-    read_only: bool,
-    exclude: &str,
-) -> Vec<u8> {
+pub fn msg_json_excluding(item: &DataItem, placement: &Placement, read_only: bool, exclude: &str) -> Vec<u8> {
     let keep = |name: &str| exclude.is_empty() || !exclude.split(',').any(|e| e == name);
     let owner = item.owner_address().to_string();
     let from_process = item.tag("From-Process");
@@ -94,7 +89,12 @@ pub fn msg_json_excluding(
         target: placement.process.to_string(),
         anchor: keep("Anchor").then(|| item.anchor.as_ref().map(anchor_text)),
         from: from_process.map(str::to_owned).unwrap_or_else(|| owner.clone()),
-        forwarded_by: from_process.map(|_| node.to_string()),
+        // A pushed message is signed by the node that pushed it (this one, or a trusted peer),
+        // unless it names the node that forwarded it.
+        forwarded_by: item
+            .tag("Forwarded-By")
+            .map(str::to_owned)
+            .or_else(|| from_process.map(|_| owner.clone())),
         owner: keep("Owner").then_some(owner),
         tags: keep("Tags").then(|| {
             item.tags

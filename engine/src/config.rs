@@ -107,6 +107,10 @@ enum Kind {
     Addr,
     Format,
     Filter,
+    /// An optional `http://` URL; an empty value unsets it.
+    Url,
+    /// Node addresses (43-character base64url), comma-separated or a TOML array.
+    Addresses,
 }
 
 /// A field's value, typed.
@@ -118,6 +122,8 @@ enum Value {
     Addr(SocketAddr),
     Format(LogFormat),
     Filter(String),
+    Url(Option<String>),
+    Addresses(Vec<scheduler::Address>),
 }
 
 impl Value {
@@ -132,6 +138,11 @@ impl Value {
             Value::Format(LogFormat::Human) => "\"human\"".to_owned(),
             Value::Format(LogFormat::Json) => "\"json\"".to_owned(),
             Value::Filter(f) => toml::Value::String(f.clone()).to_string(),
+            Value::Url(u) => toml::Value::String(u.clone().unwrap_or_default()).to_string(),
+            Value::Addresses(list) => format!(
+                "[{}]",
+                list.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ")
+            ),
         }
     }
 }
@@ -356,6 +367,57 @@ const FIELDS: &[Field] = &[
         set: |s, v| s.node.http.body_bytes_max = usize_of(v),
     },
     Field {
+        key: "ao.trusted_nodes",
+        env: "HEWITT_AO_TRUSTED_NODES",
+        unit: "addresses",
+        doc: "Nodes (their signing addresses) whose data items may carry the messenger's tags From-Process, From-Module, Pushed-For and Forwarded-By; from anyone else such an item is refused.",
+        kind: Kind::Addresses,
+        get: |s| Value::Addresses(s.node.ao.trusted_nodes.clone()),
+        set: |s, v| {
+            if let Value::Addresses(list) = v {
+                s.node.ao.trusted_nodes = list
+            }
+        },
+    },
+    Field {
+        key: "ao.public_url",
+        env: "HEWITT_AO_PUBLIC_URL",
+        unit: "URL",
+        doc: "The URL clients reach this node at, published in its Scheduler-Location item; empty publishes none.",
+        kind: Kind::Url,
+        get: |s| Value::Url(s.node.ao.public_url.clone()),
+        set: |s, v| {
+            if let Value::Url(u) = v {
+                s.node.ao.public_url = u
+            }
+        },
+    },
+    Field {
+        key: "ao.scheduler_location_ttl_ms",
+        env: "HEWITT_AO_SCHEDULER_LOCATION_TTL_MS",
+        unit: "ms",
+        doc: "Time-To-Live of the published Scheduler-Location; the node publishes it again after half of it.",
+        kind: Kind::Int {
+            min: 60_000,
+            max: 365 * 86_400_000,
+        },
+        get: |s| Value::Int(s.node.ao.scheduler_location_ttl_ms),
+        set: |s, v| s.node.ao.scheduler_location_ttl_ms = int(v),
+    },
+    Field {
+        key: "arweave.bundler_url",
+        env: "HEWITT_ARWEAVE_BUNDLER_URL",
+        unit: "URL",
+        doc: "Bundler that every logged module, process, message and assignment is uploaded to (POST {url}/tx/arweave), in log order, retried until accepted; empty uploads nothing.",
+        kind: Kind::Url,
+        get: |s| Value::Url(s.node.ao.bundler_url.clone()),
+        set: |s, v| {
+            if let Value::Url(u) = v {
+                s.node.ao.bundler_url = u
+            }
+        },
+    },
+    Field {
         key: "logging.format",
         env: "HEWITT_LOG_FORMAT",
         unit: "human | json",
@@ -441,7 +503,57 @@ fn parse(field: &Field, raw: Raw<'_>) -> Result<Value, String> {
                 .map_err(|e| format!("{text:?} is not a tracing filter: {e}")),
             None => Err("expected a tracing filter as a string, like \"info\"".to_owned()),
         },
+        Kind::Url => match text {
+            Some("") => Ok(Value::Url(None)),
+            Some(text) => parse_url(text).map(|url| Value::Url(Some(url))),
+            None => Err("expected a URL as a string, like \"http://127.0.0.1:3000\"".to_owned()),
+        },
+        Kind::Addresses => {
+            let items: Vec<String> = match (raw, text) {
+                (Raw::Toml(toml::Value::Array(items)), _) => items
+                    .iter()
+                    .map(|item| {
+                        item.as_str()
+                            .map(str::to_owned)
+                            .ok_or_else(|| format!("{item} is not an address string"))
+                    })
+                    .collect::<Result<_, _>>()?,
+                (_, Some(text)) => text
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                (other, _) => return Err(format!("{} is not a list of addresses", other.describe())),
+            };
+            items
+                .iter()
+                .map(|item| {
+                    item.parse()
+                        .map_err(|_| format!("{item:?} is not a node address (43 base64url characters)"))
+                })
+                .collect::<Result<_, _>>()
+                .map(Value::Addresses)
+        }
     }
+}
+
+/// Checks a URL the node will call: `http://host[:port][/path]`, without a trailing slash.
+fn parse_url(text: &str) -> Result<String, String> {
+    let rest = match text.split_once("://") {
+        Some(("http", rest)) => rest,
+        Some(("https", _)) => {
+            return Err(format!(
+                "{text:?}: this node speaks plain HTTP to the services it calls; reach an HTTPS one through a local TLS proxy"
+            ))
+        }
+        _ => return Err(format!("{text:?} is not an http:// URL")),
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.is_empty() || authority.contains(['?', '#', '@', ' ']) {
+        return Err(format!("{text:?} has no valid host[:port]"));
+    }
+    Ok(text.trim_end_matches('/').to_owned())
 }
 
 /// A whole number, with `_` separators; with `bytes`, optionally followed by a binary unit.
@@ -780,5 +892,44 @@ mod tests {
         assert_eq!(parse_int("16MB", true), None);
         assert_eq!(parse_int("16MiB", false), None);
         assert_eq!(parse_int("99999999999999TiB", true), None, "overflow is refused");
+    }
+
+    #[test]
+    fn urls_and_address_lists_are_checked() {
+        let a = scheduler::signer::Signer::generate_ed25519().address();
+        let b = scheduler::signer::Signer::generate_ed25519().address();
+        let loaded = load(
+            None,
+            &no_env,
+            &[
+                set("ao.trusted_nodes", &format!("{a}, {b}")),
+                set("arweave.bundler_url", "http://127.0.0.1:4000/"),
+                set("ao.public_url", ""),
+            ],
+        )
+        .expect("valid values load");
+        let ao = &loaded.settings.node.ao;
+        assert_eq!(ao.trusted_nodes, vec![a, b]);
+        assert_eq!(
+            ao.bundler_url.as_deref(),
+            Some("http://127.0.0.1:4000"),
+            "trailing slash dropped"
+        );
+        assert_eq!(ao.public_url, None);
+        // The printed file loads back to the same values.
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("hewitt.toml");
+        std::fs::write(&path, loaded.to_toml()).expect("write");
+        let again = load(Some(&path), &no_env, &[]).expect("the printed file loads");
+        assert_eq!(&again.settings.node.ao, ao);
+        for (key, value, expected) in [
+            ("ao.trusted_nodes", "not-an-address", "is not a node address"),
+            ("arweave.bundler_url", "https://up.arweave.net", "TLS proxy"),
+            ("arweave.bundler_url", "ftp://x", "not an http:// URL"),
+            ("arweave.bundler_url", "http://", "no valid host"),
+        ] {
+            let error = load(None, &no_env, &[set(key, value)]).err().expect("refused");
+            assert!(error.contains(key) && error.contains(expected), "{error}");
+        }
     }
 }

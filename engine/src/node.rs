@@ -36,6 +36,31 @@ pub struct NodeConfig {
     pub compute: ComputeConfig,
     pub limits: ShardLimits,
     pub http: HttpLimits,
+    pub ao: AoSettings,
+}
+
+/// How the node meets the rest of AO: trusted peers, and the Arweave services it calls.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AoSettings {
+    /// Nodes whose items may carry the messenger's tags (`From-Process`, `Forwarded-By`, …).
+    pub trusted_nodes: Vec<Address>,
+    /// The URL published in this node's `Scheduler-Location` item; `None` publishes nothing.
+    pub public_url: Option<String>,
+    /// `Time-To-Live` of the `Scheduler-Location` item, in ms.
+    pub scheduler_location_ttl_ms: u64,
+    /// The bundler uploads go to (`POST {url}/tx/arweave`); `None` uploads nothing.
+    pub bundler_url: Option<String>,
+}
+
+impl Default for AoSettings {
+    fn default() -> Self {
+        AoSettings {
+            trusted_nodes: Vec::new(),
+            public_url: None,
+            scheduler_location_ttl_ms: 86_400_000,
+            bundler_url: None,
+        }
+    }
 }
 
 /// Bounds of the HTTP front.
@@ -74,6 +99,7 @@ impl NodeConfig {
             compute: ComputeConfig::default(),
             limits: ShardLimits::default(),
             http: HttpLimits::default(),
+            ao: AoSettings::default(),
         }
     }
 }
@@ -440,7 +466,8 @@ async fn open(config: NodeConfig) -> Result<(Rc<NodeState>, glommio::net::TcpLis
     }
     let runtime = Runtime::new(config.compute.clone()).map_err(|e| StartError::Compute(e.to_string()))?;
     let log_bytes = log.borrow().end_lsn().0;
-    let shard = Shard::new(signer, runtime, log, config.limits.clone());
+    let mut shard = Shard::new(signer, runtime, log, config.limits.clone());
+    shard.set_trusted_nodes(config.ao.trusted_nodes.iter().copied());
     let (wake_tx, wake_rx) = mpsc::channel(1);
     let state = Rc::new(NodeState {
         shard: RefCell::new(shard),

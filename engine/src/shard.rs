@@ -16,7 +16,7 @@
 //! instance per process, bounded by the instance pool), cron.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 
 use messenger::Origin;
@@ -209,6 +209,8 @@ pub struct Shard {
     counters: ShardCounters,
     /// See [`Shard::recovery_pending`].
     recovery_pending: usize,
+    /// Nodes whose items may carry the messenger's tags (see [`Shard::set_trusted_nodes`]).
+    trusted: HashSet<Address>,
 }
 
 fn no_instance(pid: ProcessId) -> ShardError {
@@ -281,6 +283,7 @@ impl Shard {
             outbox: VecDeque::new(),
             counters: ShardCounters::default(),
             recovery_pending: 0,
+            trusted: HashSet::new(),
         }
     }
 
@@ -337,6 +340,13 @@ impl Shard {
 
     pub fn address(&self) -> Address {
         self.address
+    }
+
+    /// Trusts `nodes` (their signing addresses) to push messages on behalf of their processes:
+    /// their items may carry `From-Process`, `From-Module`, `Pushed-For` and `Forwarded-By`,
+    /// which this node refuses from anyone else.
+    pub fn set_trusted_nodes(&mut self, nodes: impl IntoIterator<Item = Address>) {
+        self.trusted = nodes.into_iter().collect();
     }
 
     pub fn signer(&self) -> &Signer {
@@ -663,18 +673,20 @@ impl Shard {
         Ok(())
     }
 
-    /// Spawns a process from its signed `Type: Process` data item (nonce 0 of its timeline).
-    fn refuse_forged_tags(item: &DataItem) -> Result<(), ShardError> {
+    /// Refuses the messenger's tags on an item from a client: only this node's messenger and
+    /// the trusted nodes set them.
+    fn refuse_forged_tags(&self, item: &DataItem) -> Result<(), ShardError> {
         for forged in ["From-Process", "Forwarded-By", "Pushed-For", "From-Module"] {
-            if item.tag(forged).is_some() {
+            if item.tag(forged).is_some() && !self.trusted.contains(&item.owner_address()) {
                 return Err(ShardError::BadRequest(format!(
-                    "tag {forged} is set by the messenger, not by clients"
+                    "tag {forged} is set by the messenger, not by clients (only a trusted node's items may carry it)"
                 )));
             }
         }
         Ok(())
     }
 
+    /// Spawns a process from its signed `Type: Process` data item (nonce 0 of its timeline).
     pub fn admit_process(
         &mut self,
         item: DataItem,
@@ -690,7 +702,7 @@ impl Shard {
                 self.address
             )));
         }
-        Self::refuse_forged_tags(&item)?;
+        self.refuse_forged_tags(&item)?;
         self.check_ingress_room()?;
         self.check_spawn(&item)?;
         let pid = ProcessId::from(item.id());
@@ -715,7 +727,7 @@ impl Shard {
         bytes: &[u8],
         now: Timestamp,
     ) -> Result<(MessageId, Nonce, Lsn), ShardError> {
-        Self::refuse_forged_tags(&item)?;
+        self.refuse_forged_tags(&item)?;
         let target = item
             .target
             .ok_or_else(|| ShardError::BadRequest("message has no target process".into()))?;
@@ -954,7 +966,7 @@ impl Shard {
     }
 
     fn input_json(&self, item: &DataItem, placement: &Placement, exclude: &str) -> Vec<u8> {
-        abi::msg_json_excluding(item, placement, &self.address, false, exclude)
+        abi::msg_json_excluding(item, placement, false, exclude)
     }
 
     fn placement(pid: ProcessId, nonce: usize, entry: &Entry) -> Placement {
@@ -1189,7 +1201,7 @@ impl Shard {
             block_height: block_height_at(now),
             hash_chain: last.hash_chain,
         };
-        let mut msg = abi::msg_json(item, &placement, &self.address, true);
+        let mut msg = abi::msg_json(item, &placement, true);
         if owner.is_some() || from.is_some() {
             let mut value: serde_json::Value = serde_json::from_slice(&msg).expect("msg_json writes JSON");
             if let Some(owner) = owner {

@@ -234,7 +234,6 @@ fn loop_messages(module: &str, signer: &Signer, process: ProcessId) -> (Vec<Data
 fn wasm_calls(module: &str, calls: usize) -> Result<WasmCall, String> {
     let wasm = samples::wasm(module).ok_or("no such sample")?;
     let signer = Signer::generate_ed25519();
-    let node = signer.address();
     let module_item = signer.sign(
         None,
         None,
@@ -254,7 +253,7 @@ fn wasm_calls(module: &str, calls: usize) -> Result<WasmCall, String> {
     let (setup, looped) = loop_messages(module, &signer, process);
     let mut encode = |item: &DataItem| {
         placement.nonce.0 += 1;
-        msg_json(item, &placement, &node, false)
+        msg_json(item, &placement, false)
     };
     let setup: Vec<Vec<u8>> = setup.iter().map(&mut encode).collect();
     let looped_json: Vec<Vec<u8>> = looped.iter().map(&mut encode).collect();
@@ -330,7 +329,7 @@ fn wasm_calls(module: &str, calls: usize) -> Result<WasmCall, String> {
 
     let began = Instant::now();
     for i in 0..calls {
-        std::hint::black_box(msg_json(&looped[i % looped.len()], &placement, &node, false));
+        std::hint::black_box(msg_json(&looped[i % looped.len()], &placement, false));
     }
     let encode_us = began.elapsed().as_secs_f64() * 1e6 / calls.max(1) as f64;
     let began = Instant::now();

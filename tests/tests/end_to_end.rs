@@ -463,3 +463,48 @@ fn assigned_messages_survive_a_restart() {
         String::from_utf8_lossy(&verify.stderr)
     );
 }
+
+/// Only this node's messenger and the configured trusted nodes may push on behalf of a process:
+/// a trusted node's items carry `From-Process` (and `Forwarded-By`), and the process sees them
+/// as `From` and `Forwarded-By`; the same tags from anyone else are refused with a 400.
+#[test]
+fn only_trusted_nodes_may_set_the_messengers_tags() {
+    let data = tempfile::tempdir().expect("temporary directory");
+    let peer = Signer::generate_ed25519();
+    let peer_address = peer.address();
+    let mut command = std::process::Command::new(BINARY);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .env("HEWITT_AO_TRUSTED_NODES", peer_address.to_string());
+    let node = Node::launch(command, data.path());
+    let client = node.client();
+    let echo = load_sample(&client, "echo", &[]);
+    let pid = spawn(&client, &node, echo);
+    let sender = scheduler::ProcessId([5; 32]).to_string();
+    let relay = Signer::generate_ed25519().address().to_string();
+    let pushed = vec![Tag::new("Action", "Note"), Tag::new("From-Process", sender.as_str())];
+    let relayed = [pushed.clone(), vec![Tag::new("Forwarded-By", relay.as_str())]].concat();
+
+    for tags in [&pushed, &relayed] {
+        let refused = client
+            .send(pid, tags, b"")
+            .expect_err("a client cannot push as a process");
+        assert_eq!(refused.status(), Some(400), "{refused}");
+        assert!(refused.to_string().contains("From-Process"), "{refused}");
+    }
+    let trusted = Client::new(&node.url, peer);
+    let id = trusted.send(pid, &pushed, b"").expect("a trusted node pushes");
+    let seen = trusted.result(pid, id).expect("result")["Output"].clone();
+    assert_eq!(seen["From"], sender.as_str(), "{seen}");
+    assert_eq!(seen["Owner"], peer_address.to_string());
+    assert_eq!(seen["Forwarded-By"], peer_address.to_string(), "the pushing node");
+    let id = trusted.send(pid, &relayed, b"").expect("a trusted node forwards");
+    let seen = trusted.result(pid, id).expect("result")["Output"].clone();
+    assert_eq!(seen["Forwarded-By"], relay.as_str(), "the node named by Forwarded-By");
+    // A message from a client is its own: From is the signer, nothing forwarded it.
+    let id = client.send(pid, &action("Note"), b"").expect("send");
+    let seen = client.result(pid, id).expect("result")["Output"].clone();
+    assert_eq!(seen["From"], client.signer().address().to_string());
+    assert!(seen["Forwarded-By"].is_null(), "{seen}");
+}
