@@ -418,6 +418,15 @@ const FIELDS: &[Field] = &[
         },
     },
     Field {
+        key: "arweave.upload_connections",
+        env: "HEWITT_ARWEAVE_UPLOAD_CONNECTIONS",
+        unit: "connections",
+        doc: "Uploads in flight to the bundler at once (one keep-alive connection each); upload throughput is about this many divided by the bundler's round trip.",
+        kind: Kind::Int { min: 1, max: 1024 },
+        get: |s| Value::Int(s.node.ao.upload_connections as u64),
+        set: |s, v| s.node.ao.upload_connections = usize_of(v),
+    },
+    Field {
         key: "logging.format",
         env: "HEWITT_LOG_FORMAT",
         unit: "human | json",

@@ -13,4 +13,5 @@ pub mod metrics;
 pub mod node;
 pub mod probe;
 pub mod shard;
+pub mod upload;
 pub mod wire;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
@@ -35,6 +35,8 @@ pub struct Metrics {
     ack_seconds: Histogram,
     evaluation_seconds: Histogram,
     rejected: Family<Reason, Counter>,
+    uploads: Family<Reason, Counter>,
+    upload_lag_bytes: Gauge,
 }
 
 /// Buckets from 10 µs to ~21 s, doubling.
@@ -53,6 +55,8 @@ impl Default for Metrics {
             // Evaluations are microseconds: from 1 µs.
             evaluation_seconds: Histogram::new(exponential_buckets(1e-6, 2.0, 26)),
             rejected: Family::default(),
+            uploads: Family::default(),
+            upload_lag_bytes: Gauge::default(),
         }
     }
 }
@@ -105,6 +109,16 @@ impl Metrics {
             _ => "other",
         };
         self.rejected.get_or_create(&vec![("reason", reason)]).inc();
+    }
+
+    /// An upload attempt to the bundler ended: `accepted`, `refused` or `retried`.
+    pub fn uploaded(&self, result: &'static str) {
+        self.uploads.get_or_create(&vec![("result", result)]).inc();
+    }
+
+    /// Durable log bytes not yet uploaded.
+    pub fn upload_lag(&self, bytes: u64) {
+        self.upload_lag_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// The page: the recorded distributions and `now`'s figures.
@@ -182,6 +196,17 @@ impl Metrics {
             "messages_rejected",
             "Client items refused at ingress, by reason",
             self.rejected.clone(),
+        );
+        shard.register(
+            "uploads",
+            "Upload attempts to the bundler, by result (accepted, refused, retried)",
+            self.uploads.clone(),
+        );
+        shard.register_with_unit(
+            "upload_lag",
+            "Durable log bytes not yet uploaded to the bundler",
+            Unit::Bytes,
+            self.upload_lag_bytes.clone(),
         );
         shard.register(
             "rollbacks",

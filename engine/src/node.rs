@@ -50,6 +50,8 @@ pub struct AoSettings {
     pub scheduler_location_ttl_ms: u64,
     /// The bundler uploads go to (`POST {url}/tx/arweave`); `None` uploads nothing.
     pub bundler_url: Option<String>,
+    /// Uploads in flight at once.
+    pub upload_connections: usize,
 }
 
 impl Default for AoSettings {
@@ -59,6 +61,7 @@ impl Default for AoSettings {
             public_url: None,
             scheduler_location_ttl_ms: 86_400_000,
             bundler_url: None,
+            upload_connections: 16,
         }
     }
 }
@@ -152,6 +155,9 @@ pub struct NodeState {
     waiters: RefCell<ResultWaiters>,
     failure: RefCell<Option<String>>,
     pub http: HttpLimits,
+    /// Trusted peers and the Arweave services the node calls.
+    pub ao: AoSettings,
+    data_dir: PathBuf,
     pub metrics: crate::metrics::Metrics,
     pub open_connections: std::cell::Cell<usize>,
     /// While the log is being read back at start: (bytes read, bytes in the log). `None` once
@@ -477,6 +483,8 @@ async fn open(config: NodeConfig) -> Result<(Rc<NodeState>, glommio::net::TcpLis
         waiters: RefCell::new(HashMap::new()),
         failure: RefCell::new(None),
         http: config.http.clone(),
+        ao: config.ao.clone(),
+        data_dir: config.data_dir.clone(),
         metrics: metrics.clone(),
         open_connections: std::cell::Cell::new(0),
         recovering: std::cell::Cell::new(Some((0, log_bytes))),
@@ -541,7 +549,48 @@ async fn recover(state: &Rc<NodeState>) -> Result<(usize, u128), StartError> {
     .map_err(|e| StartError::Executor(e.to_string()))?
     .detach();
     state.wake_pump();
+    start_uploads(state)?;
     Ok((processes, recovery_ms))
+}
+
+/// Starts the uploader and the `Scheduler-Location` publisher when a bundler is configured, in
+/// a task queue that yields to everything else.
+fn start_uploads(state: &Rc<NodeState>) -> Result<(), StartError> {
+    let ao = &state.ao;
+    let Some(bundler) = &ao.bundler_url else {
+        if ao.public_url.is_some() {
+            tracing::warn!("ao.public_url is set but arweave.bundler_url is not: no Scheduler-Location is published");
+        }
+        return Ok(());
+    };
+    let endpoint = crate::upload::Endpoint::parse(bundler).map_err(StartError::Compute)?;
+    let queue =
+        glommio::executor().create_task_queue(glommio::Shares::Static(100), glommio::Latency::NotImportant, "upload");
+    glommio::spawn_local_into(
+        tracing::Instrument::in_current_span(crate::upload::run(
+            Rc::clone(state),
+            endpoint.clone(),
+            state.data_dir.join("upload"),
+            ao.upload_connections,
+        )),
+        queue,
+    )
+    .map_err(|e| StartError::Executor(e.to_string()))?
+    .detach();
+    if let Some(url) = &ao.public_url {
+        glommio::spawn_local_into(
+            tracing::Instrument::in_current_span(crate::upload::publish_location(
+                Rc::clone(state),
+                endpoint,
+                url.clone(),
+                ao.scheduler_location_ttl_ms,
+            )),
+            queue,
+        )
+        .map_err(|e| StartError::Executor(e.to_string()))?
+        .detach();
+    }
+    Ok(())
 }
 
 /// Accepts connections until `stop` fires (or its sender is dropped).

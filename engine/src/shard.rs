@@ -1291,18 +1291,53 @@ impl Shard {
         Ok(process.entries.last().expect("nonce 0 exists").lsn)
     }
 
-    /// The assignment and message stored at `lsn`, rebuilt as data items for the SU API. The
-    /// message is `None` for an assignment of a message sent to another process (as AO's SU
-    /// shows an assignment made by `assign`: the message is found by its id).
-    pub fn assignment_at(&self, lsn: Lsn) -> Result<(DataItem, Option<DataItem>), ShardError> {
+    /// The log position up to which everything is durable.
+    pub fn durable_lsn(&self) -> Lsn {
+        self.log.borrow().durable_lsn()
+    }
+
+    /// The data items of up to `records_max` durable records from `from` (a record boundary),
+    /// in log order, as a bundler takes them: a module; a process or message followed by its
+    /// assignment; for an assignment of a message already logged, the assignment alone. Returns
+    /// them with the position after the last record read (`from` when nothing durable follows).
+    pub fn upload_items(&self, from: Lsn, records_max: usize) -> Result<(Vec<DataItem>, Lsn), ShardError> {
         let log = self.log.borrow();
-        let record = log.read(lsn)?;
-        let corrupt = |reason: String| ShardError::Corrupt { lsn, reason };
-        let assignment = AssignmentRecord::decode(record.kind, record.payload).map_err(|e| corrupt(e.to_string()))?;
-        let message = match assignment.assigned {
-            Some(_) => None,
-            None => Some(DataItem::parse(assignment.item).map_err(|e| corrupt(e.to_string()))?),
-        };
+        let durable = log.durable_lsn();
+        let mut records = log.records_from(from);
+        let mut items = Vec::new();
+        let mut next = from;
+        for _ in 0..records_max {
+            if next >= durable {
+                break;
+            }
+            let Some(record) = records.next() else { break };
+            let record = record?;
+            if record.lsn >= durable {
+                break;
+            }
+            let corrupt = |reason: String| ShardError::Corrupt {
+                lsn: record.lsn,
+                reason,
+            };
+            match record.kind {
+                KIND_MODULE => items.push(DataItem::parse(record.payload).map_err(|e| corrupt(e.to_string()))?),
+                KIND_ASSIGNMENT | KIND_ASSIGNED => {
+                    let assignment =
+                        AssignmentRecord::decode(record.kind, record.payload).map_err(|e| corrupt(e.to_string()))?;
+                    if assignment.assigned.is_none() {
+                        items.push(DataItem::parse(assignment.item).map_err(|e| corrupt(e.to_string()))?);
+                    }
+                    items.push(self.assignment_item(&assignment));
+                }
+                other => return Err(corrupt(format!("unknown record kind {other}"))),
+            }
+            next = records.next_lsn();
+        }
+        Ok((items, next))
+    }
+
+    /// The signed assignment data item a record stands for.
+    fn assignment_item(&self, assignment: &AssignmentRecord<'_>) -> DataItem {
         let fields = AssignmentFields {
             process: assignment.process,
             epoch: 0,
@@ -1316,8 +1351,22 @@ impl Shard {
                 .map(|a| a.exclude.to_owned())
                 .filter(|e| !e.is_empty()),
         };
-        let item = chain::assignment_item(&self.signer, &fields, assignment.signature.to_vec());
-        Ok((item, message))
+        chain::assignment_item(&self.signer, &fields, assignment.signature.to_vec())
+    }
+
+    /// The assignment and message stored at `lsn`, rebuilt as data items for the SU API. The
+    /// message is `None` for an assignment of a message sent to another process (as AO's SU
+    /// shows an assignment made by `assign`: the message is found by its id).
+    pub fn assignment_at(&self, lsn: Lsn) -> Result<(DataItem, Option<DataItem>), ShardError> {
+        let log = self.log.borrow();
+        let record = log.read(lsn)?;
+        let corrupt = |reason: String| ShardError::Corrupt { lsn, reason };
+        let assignment = AssignmentRecord::decode(record.kind, record.payload).map_err(|e| corrupt(e.to_string()))?;
+        let message = match assignment.assigned {
+            Some(_) => None,
+            None => Some(DataItem::parse(assignment.item).map_err(|e| corrupt(e.to_string()))?),
+        };
+        Ok((self.assignment_item(&assignment), message))
     }
 
     /// The SHA-256 of a process's memory and the nonce it covers (for `verify` and tests).

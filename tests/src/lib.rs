@@ -11,6 +11,8 @@ use scheduler::tags::Tag;
 use scheduler::{Address, ModuleId, ProcessId};
 use serde_json::Value;
 
+pub mod stub;
+
 /// A node process under test.
 pub struct Node {
     child: Child,

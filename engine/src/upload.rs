@@ -1,0 +1,397 @@
+//! Uploads to Arweave through a bundler: every record of the log (modules, processes, messages
+//! and the node's assignments) and the node's `Scheduler-Location` item (AO.md, "Arweave, where
+//! it appears").
+//!
+//! Durability stays local: a message is acknowledged once the log holds it, never after an
+//! upload. The log itself is the upload queue. A cursor (`upload/cursor` in the data dir: the
+//! log position up to which everything was accepted) moves forward only after the bundler took
+//! every item before it, and is written with a rename after an fdatasync, so after a crash the
+//! uploader starts again at the last saved cursor: an item may be uploaded twice (a bundler
+//! answers the same id idempotently), none is skipped. The records are read from the log's
+//! mmaps, only up to what is durable, in batches; each batch is uploaded on
+//! `arweave.upload_connections` keep-alive connections at once and the cursor passes it once
+//! all of it is accepted. Throughput is therefore about the connections divided by the
+//! bundler's round trip (16 at 50 ms: 320 items/s, two per message): a node busier than that
+//! builds an upload backlog (`hewitt_upload_lag_bytes`) that it works off when load drops.
+//! Uploading ANS-104 bundles of many items per request would lift that bound; not done yet.
+//!
+//! Errors: a connection failure, a timeout, a 5xx, 408 or 429 is retried with exponential
+//! backoff (100 ms doubling to 30 s), forever, with a warning once an item failed three times
+//! and at each doubling after; the backlog
+//! shows in `hewitt_upload_lag_bytes`. A 400, 413 or 422 means the bundler refuses the item
+//! itself: it is logged as an error with the bundler's answer, counted, and passed over, so that
+//! one refused item cannot stop every later upload.
+//!
+//! The client speaks plain HTTP/1.1 (hyper over glommio sockets); a bundler behind HTTPS is
+//! reached through a local TLS proxy.
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use scheduler::data_item::DataItem;
+use scheduler::log::Lsn;
+use scheduler::tags::Tag;
+
+use crate::http::GlommioIo;
+use crate::node::NodeState;
+
+/// Records read from the log per batch.
+const BATCH_RECORDS: usize = 256;
+/// Longest one request (connect, send, answer) may take before it counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// First wait before a retry; doubled at each failure of the same item, up to `BACKOFF_MAX`.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How often the cursor is saved while uploads go on (and whenever the uploader goes idle).
+const SAVE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long an idle uploader waits before it looks at the log again.
+const IDLE_POLL: Duration = Duration::from_millis(20);
+
+/// A service URL split for the client: where to connect, the `Host` header, the path prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `host:port` (port 80 when the URL names none).
+    pub authority: String,
+    pub host: String,
+    /// The URL's path without a trailing slash (empty for the root).
+    pub base_path: String,
+}
+
+impl Endpoint {
+    /// Splits an `http://host[:port][/path]` URL (already checked by the configuration).
+    pub fn parse(url: &str) -> Result<Endpoint, String> {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("{url:?} is not an http:// URL"))?;
+        let (host, path) = match rest.find('/') {
+            Some(at) => (&rest[..at], &rest[at..]),
+            None => (rest, ""),
+        };
+        if host.is_empty() {
+            return Err(format!("{url:?} has no host"));
+        }
+        let authority = if host
+            .rsplit_once(':')
+            .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
+        {
+            host.to_owned()
+        } else {
+            format!("{host}:80")
+        };
+        Ok(Endpoint {
+            authority,
+            host: host.to_owned(),
+            base_path: path.trim_end_matches('/').to_owned(),
+        })
+    }
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// Spawns `future` in the task queue of the caller (the uploader's low-share queue), where
+/// `glommio::spawn_local` would use the default one.
+fn spawn_here<T: 'static>(future: impl std::future::Future<Output = T> + 'static) -> glommio::Task<T> {
+    glommio::spawn_local_into(future, glommio::executor().current_task_queue()).expect("the current task queue exists")
+}
+
+async fn connect(endpoint: &Endpoint) -> Result<Sender, String> {
+    let stream = glommio::net::TcpStream::connect(endpoint.authority.as_str())
+        .await
+        .map_err(|e| format!("connect to {}: {e}", endpoint.authority))?;
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::handshake(GlommioIo(stream))
+        .await
+        .map_err(|e| format!("HTTP handshake with {}: {e}", endpoint.authority))?;
+    spawn_here(async move {
+        let _ = connection.await;
+    })
+    .detach();
+    Ok(sender)
+}
+
+/// One POST on the connection in `slot` (opened if needed; dropped after a failure).
+async fn post(
+    slot: &mut Option<Sender>,
+    endpoint: &Endpoint,
+    path: &str,
+    body: Bytes,
+) -> Result<(StatusCode, String), String> {
+    let attempt = async {
+        if slot.as_ref().is_none_or(|sender| sender.is_closed()) {
+            *slot = Some(connect(endpoint).await?);
+        }
+        let sender = slot.as_mut().expect("connected above");
+        sender
+            .ready()
+            .await
+            .map_err(|e| format!("connection to {}: {e}", endpoint.authority))?;
+        let request = Request::post(format!("{}{path}", endpoint.base_path))
+            .header(http::header::HOST, endpoint.host.as_str())
+            .header(http::header::CONTENT_TYPE, "application/octet-stream")
+            .body(Full::new(body))
+            .map_err(|e| format!("request: {e}"))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("POST {path} to {}: {e}", endpoint.authority))?;
+        let status = response.status();
+        let answer = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer to POST {path}: {e}"))?
+            .to_bytes();
+        Ok((
+            status,
+            String::from_utf8_lossy(&answer[..answer.len().min(512)]).into_owned(),
+        ))
+    };
+    let timed = futures_lite::future::or(attempt, async {
+        glommio::timer::sleep(REQUEST_TIMEOUT).await;
+        Err(format!(
+            "POST {path} to {}: no answer within {REQUEST_TIMEOUT:?}",
+            endpoint.authority
+        ))
+    })
+    .await;
+    if timed.is_err() {
+        *slot = None;
+    }
+    timed
+}
+
+/// How an upload ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    /// The bundler refused the item itself (400, 413, 422); retrying cannot help.
+    Refused,
+}
+
+/// Uploads one data item (`id` for the log lines), retrying until the bundler accepts or refuses it.
+async fn upload(state: &NodeState, slot: &mut Option<Sender>, endpoint: &Endpoint, id: &str, body: Bytes) -> Outcome {
+    let mut backoff = BACKOFF_MIN;
+    let mut failures = 0u32;
+    loop {
+        let failure = match post(slot, endpoint, "/tx/arweave", body.clone()).await {
+            Ok((status, _)) if status.is_success() => {
+                if failures > 0 {
+                    tracing::info!(%id, failures, "upload accepted after retries");
+                }
+                state.metrics.uploaded("accepted");
+                return Outcome::Accepted;
+            }
+            Ok((status, answer)) if matches!(status.as_u16(), 400 | 413 | 422) => {
+                tracing::error!(%id, %status, %answer, "the bundler refuses this item; it is not uploaded");
+                state.metrics.uploaded("refused");
+                return Outcome::Refused;
+            }
+            Ok((status, answer)) => format!("bundler answered {status}: {answer}"),
+            Err(error) => error,
+        };
+        failures += 1;
+        state.metrics.uploaded("retried");
+        // A flaky bundler fails single requests all the time: warn only when one item keeps failing.
+        if failures == 3 || (failures > 3 && failures.is_power_of_two()) {
+            tracing::warn!(%id, failures, retry_in = ?backoff, %failure, "upload keeps failing; retrying");
+        } else {
+            tracing::debug!(%id, failures, retry_in = ?backoff, %failure, "upload failed; retrying");
+        }
+        glommio::timer::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Uploads `items` on up to `slots.len()` connections at once; returns when every item is
+/// accepted or refused.
+async fn upload_all(state: &Rc<NodeState>, slots: &mut [Option<Sender>], endpoint: &Endpoint, items: Vec<DataItem>) {
+    let mut lanes: Vec<Vec<DataItem>> = (0..slots.len()).map(|_| Vec::new()).collect();
+    for (index, item) in items.into_iter().enumerate() {
+        lanes[index % slots.len()].push(item);
+    }
+    let mut tasks = Vec::new();
+    for (lane, slot) in lanes.into_iter().zip(slots.iter_mut()) {
+        if lane.is_empty() {
+            continue;
+        }
+        let mut taken = slot.take();
+        let state = Rc::clone(state);
+        let endpoint = endpoint.clone();
+        let task = spawn_here(async move {
+            for item in lane {
+                let id = item.id().to_string();
+                upload(&state, &mut taken, &endpoint, &id, Bytes::from(item.to_bytes())).await;
+            }
+            taken
+        });
+        tasks.push((task, slot));
+    }
+    for (task, slot) in tasks {
+        *slot = task.await;
+    }
+}
+
+/// The saved cursor: 8 bytes of log position and a CRC32C of them.
+fn encode_cursor(lsn: Lsn) -> Vec<u8> {
+    let mut bytes = lsn.0.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&crc32c::crc32c(&lsn.0.to_le_bytes()).to_le_bytes());
+    bytes
+}
+
+fn decode_cursor(bytes: &[u8]) -> Option<Lsn> {
+    let raw: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+    let crc: [u8; 4] = bytes.get(8..12)?.try_into().ok()?;
+    (bytes.len() == 12 && crc32c::crc32c(&raw) == u32::from_le_bytes(crc)).then(|| Lsn(u64::from_le_bytes(raw)))
+}
+
+/// Reads the saved cursor; a missing one starts at the beginning of the log, and so does an
+/// unreadable one (with a warning): uploading again is safe, skipping is not.
+pub fn read_cursor(dir: &Path) -> Lsn {
+    let path = dir.join("cursor");
+    match std::fs::read(&path) {
+        Ok(bytes) => decode_cursor(&bytes).unwrap_or_else(|| {
+            tracing::warn!(path = %path.display(), "upload cursor is damaged; uploading the log again from its start");
+            Lsn(0)
+        }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Lsn(0),
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "upload cursor unreadable; uploading the log again from its start");
+            Lsn(0)
+        }
+    }
+}
+
+/// Saves the cursor: a new file, fdatasync, rename over the old one, sync of the directory.
+async fn save_cursor(dir: &Path, lsn: Lsn) -> Result<(), String> {
+    let temporary = dir.join("cursor.new");
+    let file = glommio::io::BufferedFile::create(&temporary)
+        .await
+        .map_err(|e| format!("{}: {e}", temporary.display()))?;
+    let mut file = file;
+    let written = async {
+        file.write_at(encode_cursor(lsn), 0).await?;
+        file.fdatasync().await?;
+        file.rename(dir.join("cursor")).await?;
+        Ok::<(), glommio::GlommioError<()>>(())
+    }
+    .await;
+    let _ = file.close().await;
+    written.map_err(|e| format!("saving the upload cursor in {}: {e}", dir.display()))?;
+    let directory = glommio::io::Directory::open(dir)
+        .await
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    directory.sync().await.map_err(|e| format!("{}: {e}", dir.display()))?;
+    let _ = directory.close().await;
+    Ok(())
+}
+
+/// Uploads the log to the bundler at `endpoint`, from the cursor saved in `dir` onwards, for as
+/// long as the node runs.
+pub async fn run(state: Rc<NodeState>, endpoint: Endpoint, dir: PathBuf, connections: usize) {
+    if let Err(error) = std::fs::create_dir_all(&dir) {
+        tracing::error!(dir = %dir.display(), %error, "no upload directory: nothing will be uploaded");
+        return;
+    }
+    let mut cursor = read_cursor(&dir);
+    let mut saved = cursor;
+    let mut last_save = Instant::now();
+    let mut slots: Vec<Option<Sender>> = (0..connections.max(1)).map(|_| None).collect();
+    tracing::info!(bundler = %endpoint.authority, from = cursor.0, "uploading the log");
+    loop {
+        let batch = state.shard.borrow().upload_items(cursor, BATCH_RECORDS);
+        let (items, next) = match batch {
+            Ok(batch) => batch,
+            Err(error) => {
+                tracing::error!(%error, at = cursor.0, "cannot read the log to upload it; retrying in a second");
+                glommio::timer::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let durable = state.shard.borrow().durable_lsn();
+        state.metrics.upload_lag(durable.0.saturating_sub(cursor.0));
+        if next == cursor {
+            if saved != cursor {
+                match save_cursor(&dir, cursor).await {
+                    Ok(()) => saved = cursor,
+                    Err(error) => tracing::warn!(%error, "upload cursor not saved; uploads may repeat after a restart"),
+                }
+                last_save = Instant::now();
+            }
+            glommio::timer::sleep(IDLE_POLL).await;
+            continue;
+        }
+        upload_all(&state, &mut slots, &endpoint, items).await;
+        cursor = next;
+        if last_save.elapsed() >= SAVE_INTERVAL {
+            match save_cursor(&dir, cursor).await {
+                Ok(()) => saved = cursor,
+                Err(error) => tracing::warn!(%error, "upload cursor not saved; uploads may repeat after a restart"),
+            }
+            last_save = Instant::now();
+        }
+    }
+}
+
+/// The node's `Scheduler-Location` item: where clients reach the scheduler at this address.
+pub fn scheduler_location(state: &NodeState, url: &str, ttl_ms: u64) -> DataItem {
+    let tags = vec![
+        Tag::new("Data-Protocol", "ao"),
+        Tag::new("Variant", "ao.TN.1"),
+        Tag::new("Type", "Scheduler-Location"),
+        Tag::new("Url", url),
+        Tag::new("Time-To-Live", ttl_ms.to_string()),
+    ];
+    let anchor = crate::client::fresh_anchor();
+    state.shard.borrow().signer().sign(None, Some(anchor), tags, Vec::new())
+}
+
+/// Publishes the node's `Scheduler-Location` through the bundler at start and again after every
+/// half of its `Time-To-Live`, for as long as the node runs.
+pub async fn publish_location(state: Rc<NodeState>, endpoint: Endpoint, url: String, ttl_ms: u64) {
+    let mut slot = None;
+    loop {
+        let item = scheduler_location(&state, &url, ttl_ms);
+        let id = item.id().to_string();
+        if upload(&state, &mut slot, &endpoint, &id, Bytes::from(item.to_bytes())).await == Outcome::Accepted {
+            tracing::info!(%id, %url, ttl_ms, "Scheduler-Location published");
+        }
+        glommio::timer::sleep(Duration::from_millis(ttl_ms / 2)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_split_host_port_and_path() {
+        let e = Endpoint::parse("http://127.0.0.1:4000").unwrap();
+        assert_eq!(
+            (e.authority.as_str(), e.host.as_str(), e.base_path.as_str()),
+            ("127.0.0.1:4000", "127.0.0.1:4000", "")
+        );
+        let e = Endpoint::parse("http://bundler.local/api/").unwrap();
+        assert_eq!(
+            (e.authority.as_str(), e.base_path.as_str()),
+            ("bundler.local:80", "/api")
+        );
+        assert!(Endpoint::parse("https://x").is_err());
+        assert!(Endpoint::parse("http:///x").is_err());
+    }
+
+    #[test]
+    fn cursors_round_trip_and_damage_is_detected() {
+        let bytes = encode_cursor(Lsn(123_456_789));
+        assert_eq!(decode_cursor(&bytes), Some(Lsn(123_456_789)));
+        for at in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 0x10;
+            assert_eq!(decode_cursor(&damaged), None, "flip at {at}");
+        }
+        assert_eq!(decode_cursor(&bytes[..11]), None);
+    }
+}
