@@ -113,6 +113,49 @@ pub fn msg_json_excluding(item: &DataItem, placement: &Placement, read_only: boo
     serde_json::to_vec(&msg).expect("msg JSON serialises: all fields are strings and numbers")
 }
 
+#[derive(Serialize)]
+struct CronMsgJson<'a> {
+    #[serde(rename = "Target")]
+    target: String,
+    #[serde(rename = "Owner")]
+    owner: String,
+    #[serde(rename = "From")]
+    from: String,
+    #[serde(rename = "Tags")]
+    tags: &'a [Tag],
+    #[serde(rename = "Timestamp")]
+    timestamp: u64,
+    #[serde(rename = "Block-Height")]
+    block_height: u64,
+    #[serde(rename = "Cron")]
+    cron: bool,
+    #[serde(rename = "Read-Only")]
+    read_only: bool,
+}
+
+/// The `msg` document of a cron tick (AO.md, "Cron"): no id, signature, data or nonce (it is
+/// not a logged message); `Owner` and `From` are the process's owner, `Tags` its cron's tags.
+pub fn cron_msg_json(
+    process: &DataItem,
+    pid: ProcessId,
+    tags: &[Tag],
+    timestamp: Timestamp,
+    block_height: BlockHeight,
+) -> Vec<u8> {
+    let owner = process.owner_address().to_string();
+    let msg = CronMsgJson {
+        target: pid.to_string(),
+        from: owner.clone(),
+        owner,
+        tags,
+        timestamp: timestamp.0,
+        block_height: block_height.0,
+        cron: true,
+        read_only: false,
+    };
+    serde_json::to_vec(&msg).expect("cron msg JSON serialises")
+}
+
 /// The `env` document of a process: its own and its module's id, owner and tags.
 pub fn env_json(process: &DataItem, module: &DataItem) -> Vec<u8> {
     let env = json!({

@@ -213,6 +213,25 @@ impl Client {
         )?)
     }
 
+    /// Starts (`on`) or stops monitoring `process` as aoconnect's `monitor`/`unmonitor` do:
+    /// `POST`/`DELETE /monitor/{process}` with a data item signed by this client targeting it.
+    pub fn monitor(&self, process: ProcessId, on: bool) -> Result<Value, ClientError> {
+        let item = self
+            .signer
+            .sign(Some(process.0), Some(fresh_anchor()), Vec::new(), b" ".to_vec());
+        let url = format!("{}/monitor/{process}", self.base);
+        let request = if on {
+            self.agent.post(&url)
+        } else {
+            self.agent.delete(&url)
+        };
+        Self::json(Self::read(
+            request
+                .set("Content-Type", "application/octet-stream")
+                .send_bytes(&item.to_bytes()),
+        )?)
+    }
+
     /// A dry run of `tags`/`data` against `process`.
     pub fn dry_run(&self, process: ProcessId, tags: &[Tag], data: &str) -> Result<Value, ClientError> {
         let body = serde_json::json!({"Tags": tags, "Data": data});

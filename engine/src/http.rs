@@ -3,7 +3,7 @@
 //!
 //! Handlers parse and verify input, call the shard core, await durability through the committer,
 //! and render AO's JSON shapes. Every body is bounded; every bad input is a 4xx with
-//! `{"error": ...}` naming what was wrong. Not here: `/cron`, `/monitor`, TLS.
+//! `{"error": ...}` naming what was wrong. Not here: TLS.
 
 // Handlers return `Result<Answer, Answer>`: the error side is the finished HTTP answer, built once
 // on the (cold) error path and handed straight to hyper; boxing it would only add an allocation.
@@ -248,6 +248,9 @@ pub async fn serve(state: Rc<NodeState>, request: Request<Incoming>) -> Result<A
         (&Method::POST, ["graphql"]) => graphql(&state, request.into_body()).await,
         (&Method::POST, ["dry-run"]) => dry_run(&state, request.into_body(), &params).await,
         (&Method::GET, ["state", pid]) => get_state(&state, pid),
+        (&Method::GET, ["cron", pid]) => get_cron(&state, pid, &params).await,
+        (&Method::POST, ["monitor", pid]) => monitor(&state, pid, request.into_body(), true).await,
+        (&Method::DELETE, ["monitor", pid]) => monitor(&state, pid, request.into_body(), false).await,
         (&Method::GET, [pid, "latest"]) => get_latest(&state, pid).await,
         (&Method::GET, [id]) => get_su(&state, id, &params).await,
         _ => Err(fail(StatusCode::NOT_FOUND, format!("no route for {method} {path}"))),
@@ -541,6 +544,100 @@ fn get_results(state: &NodeState, pid: &str, params: &[(String, String)]) -> Res
     Ok(respond(
         StatusCode::OK,
         &json!({"pageInfo": {"hasNextPage": more}, "edges": edges}),
+    ))
+}
+
+/// Longest a `/cron` read waits for the process to evaluate up to the present.
+const CRON_SETTLE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A `/cron` cursor: `<ms>` or `<ms>,<cron>` (the position of the cron in the process's order).
+fn parse_tick(text: &str) -> Option<crate::cron::Tick> {
+    let (time, cron) = match text.split_once(',') {
+        Some((time, cron)) => (time, cron.parse().ok()?),
+        None => (text, u32::MAX),
+    };
+    Some(crate::cron::Tick {
+        time: time.parse().ok()?,
+        cron,
+    })
+}
+
+/// `GET /cron/{pid}?from=&to=&limit=`: the results of the process's cron ticks, in tick order,
+/// paged as `/results` is (`edges` of `{cursor, node}`, `pageInfo`). The process is first
+/// evaluated up to the present (its messages, then its ticks), so the last page reaches now.
+/// Cursors are `<ms>,<cron>`; `from` (exclusive) and `to` (inclusive) take a cursor or a time
+/// in ms; `limit` defaults to 25. Only the latest results of each process are kept
+/// (`shard::CRON_RESULTS_MAX`).
+async fn get_cron(state: &Rc<NodeState>, pid: &str, params: &[(String, String)]) -> Result<Answer, Answer> {
+    let pid: ProcessId = pid
+        .parse()
+        .map_err(|_| fail(StatusCode::BAD_REQUEST, format!("{pid:?} is not a process id")))?;
+    let bound = |name: &str| -> Result<Option<crate::cron::Tick>, Answer> {
+        match param(params, name) {
+            None | Some("") => Ok(None),
+            Some(text) => parse_tick(text).map(Some).ok_or_else(|| {
+                fail(
+                    StatusCode::BAD_REQUEST,
+                    format!("{name}={text:?} is neither a time in ms nor a cron cursor like 1700000000000,0"),
+                )
+            }),
+        }
+    };
+    let from = bound("from")?;
+    let to = bound("to")?.map(|tick| tick.time);
+    let limit = parse_param::<usize>(params, "limit")?
+        .unwrap_or(25)
+        .clamp(1, RESULTS_LIMIT_MAX as usize);
+    let present = now();
+    state
+        .settle_crons(pid, present, CRON_SETTLE_PATIENCE)
+        .await
+        .map_err(shard_fail)?;
+    let latest = state.shard.borrow().latest(pid).map_err(shard_fail)?;
+    durable(state, latest).await?;
+    let (page, more) = state
+        .shard
+        .borrow()
+        .cron_results(pid, from, to, limit)
+        .map_err(shard_fail)?;
+    let edges: Vec<Value> = page
+        .iter()
+        .map(|(tick, result)| json!({"cursor": format!("{},{}", tick.time, tick.cron), "node": result.json}))
+        .collect();
+    Ok(respond(
+        StatusCode::OK,
+        &json!({"pageInfo": {"hasNextPage": more}, "edges": edges}),
+    ))
+}
+
+/// `POST /monitor/{pid}` (start) and `DELETE /monitor/{pid}` (stop), as aoconnect's `monitor`
+/// and `unmonitor` send them: the body is a data item signed by the caller with the process as
+/// its target. A monitored process's cron ticks are evaluated as time passes (not only when a
+/// message or a `/cron` read comes), so their outboxes are delivered on time; the set survives
+/// restarts.
+async fn monitor(state: &Rc<NodeState>, pid: &str, body: Incoming, on: bool) -> Result<Answer, Answer> {
+    let pid: ProcessId = pid
+        .parse()
+        .map_err(|_| fail(StatusCode::BAD_REQUEST, format!("{pid:?} is not a process id")))?;
+    let bytes = read_body(body, state.http.body_bytes_max).await?;
+    let item = DataItem::parse(&bytes).map_err(|e| fail(StatusCode::BAD_REQUEST, format!("invalid data item: {e}")))?;
+    item.verify().map_err(|e| {
+        fail(
+            StatusCode::BAD_REQUEST,
+            format!("data item {} has an invalid signature: {e}", item.id()),
+        )
+    })?;
+    if item.target != Some(pid.0) {
+        return Err(fail(
+            StatusCode::BAD_REQUEST,
+            format!("the monitor request's data item must target {pid}"),
+        ));
+    }
+    state.set_monitored(pid, on).await.map_err(shard_fail)?;
+    let message = if on { "Process monitored" } else { "Process unmonitored" };
+    Ok(respond(
+        StatusCode::OK,
+        &json!({"message": message, "id": item.id().to_string(), "process": pid.to_string()}),
     ))
 }
 

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod client;
 pub mod compute;
 pub mod config;
+pub mod cron;
 pub mod demo;
 pub mod http;
 pub mod inspect;

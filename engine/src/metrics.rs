@@ -197,6 +197,7 @@ impl Metrics {
             "Client items refused at ingress, by reason",
             self.rejected.clone(),
         );
+        shard.register("cron_ticks", "Cron ticks evaluated", ConstCounter::new(c.cron_ticks));
         shard.register(
             "uploads",
             "Upload attempts to the bundler, by result (accepted, refused, retried)",

@@ -230,7 +230,7 @@ impl NodeState {
 
     fn notify(&self, evaluated: &[Evaluated]) {
         let mut waiters = self.waiters.borrow_mut();
-        for done in evaluated {
+        for done in evaluated.iter().filter(|done| done.tick.is_none()) {
             if let Some(senders) = waiters.remove(&(done.process, done.nonce)) {
                 for sender in senders {
                     let _ = sender.send(());
@@ -550,7 +550,99 @@ async fn recover(state: &Rc<NodeState>) -> Result<(usize, u128), StartError> {
     .detach();
     state.wake_pump();
     start_uploads(state)?;
+    start_crons(state)?;
     Ok((processes, recovery_ms))
+}
+
+/// How often the ticks of monitored processes are driven to the present.
+const CRON_DRIVE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The file listing the monitored processes, one id per line, in the data dir.
+const MONITORS_FILE: &str = "monitors";
+
+/// Restores the monitored processes and starts driving their crons.
+fn start_crons(state: &Rc<NodeState>) -> Result<(), StartError> {
+    let path = state.data_dir.join(MONITORS_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let mut shard = state.shard.borrow_mut();
+            for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                let restored = line
+                    .parse::<ProcessId>()
+                    .map_err(|_| "not a process id".to_owned())
+                    .and_then(|pid| shard.set_monitored(pid, true).map_err(|e| e.to_string()));
+                if let Err(reason) = restored {
+                    tracing::warn!(path = %path.display(), entry = line, %reason, "monitor entry skipped");
+                }
+            }
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => tracing::warn!(path = %path.display(), %error, "monitors not restored"),
+    }
+    let driver = Rc::clone(state);
+    glommio::spawn_local(tracing::Instrument::in_current_span(async move {
+        loop {
+            glommio::timer::sleep(CRON_DRIVE_INTERVAL).await;
+            let work = {
+                let mut shard = driver.shard.borrow_mut();
+                shard.drive_crons(now());
+                shard.has_work()
+            };
+            if work {
+                driver.wake_pump();
+            }
+        }
+    }))
+    .detach();
+    Ok(())
+}
+
+impl NodeState {
+    /// Starts or stops monitoring `pid` and saves the monitored set (it survives restarts).
+    pub async fn set_monitored(&self, pid: ProcessId, on: bool) -> Result<(), ShardError> {
+        let list = {
+            let mut shard = self.shard.borrow_mut();
+            shard.set_monitored(pid, on)?;
+            shard
+                .monitored()
+                .iter()
+                .map(|pid| format!("{pid}\n"))
+                .collect::<String>()
+        };
+        crate::upload::replace_file(&self.data_dir, MONITORS_FILE, list.into_bytes())
+            .await
+            .map_err(|e| ShardError::Busy(format!("monitor not saved: {e}")))?;
+        if on {
+            self.shard.borrow_mut().advance_crons(pid, now())?;
+            self.wake_pump();
+        }
+        Ok(())
+    }
+
+    /// Evaluates `pid`'s cron ticks up to `now` (after the messages before them) and waits,
+    /// at most `patience`, until they are done.
+    pub async fn settle_crons(
+        &self,
+        pid: ProcessId,
+        now: Timestamp,
+        patience: std::time::Duration,
+    ) -> Result<(), ShardError> {
+        self.shard.borrow_mut().advance_crons(pid, now)?;
+        self.wake_pump();
+        let began = Instant::now();
+        while !self.shard.borrow().crons_settled(pid, now) {
+            if let Some(reason) = self.failure() {
+                return Err(ShardError::Busy(format!("evaluation stopped: {reason}")));
+            }
+            if began.elapsed() >= patience {
+                return Err(ShardError::Busy(format!(
+                    "process {pid} is still evaluating its messages and cron ticks"
+                )));
+            }
+            glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        Ok(())
+    }
 }
 
 /// Starts the uploader and the `Scheduler-Location` publisher when a bundler is configured, in

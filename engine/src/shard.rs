@@ -12,8 +12,14 @@
 //! - an evaluation's outbox is delivered only after the message is in the log, and every delivery
 //!   is appended to the log after its cause, so any durable prefix of the log is consistent.
 //!
+//! Cron (`crate::cron`): a process's ticks are evaluated between its messages by the rule
+//! written there; ticks after its last message are evaluated up to a horizon the shell moves
+//! (`advance_crons`, for monitored processes and `/cron` reads), and a message assigned
+//! afterwards gets a later timestamp than every tick already evaluated, so that replay puts it
+//! in the same place.
+//!
 //! Deliberately absent: cross-shard and cross-node delivery, hibernation and checkpoints (a live
-//! instance per process, bounded by the instance pool), cron.
+//! instance per process, bounded by the instance pool).
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -29,6 +35,13 @@ use scheduler::{Address, AssignmentId, BlockHeight, HashChain, MessageId, Module
 
 use crate::abi::{self, Placement, ProcessResult};
 use crate::compute::{CompiledModule, ComputeError, Evaluation, ProcessInstance, ProcessLimits, Runtime, Snapshot};
+use crate::cron::{Schedule, Tick};
+
+/// A page of cron results: each tick with its result.
+pub type CronPage = Vec<(Tick, Rc<ProcessResult>)>;
+
+/// Cron results kept per process (the most recent); older ones are no longer served.
+pub const CRON_RESULTS_MAX: usize = 1000;
 
 /// The limits of one shard; every field bounds something the shard holds.
 #[derive(Clone, Debug)]
@@ -101,6 +114,36 @@ struct Entry {
     result: Option<Rc<ProcessResult>>,
 }
 
+/// Where a process's evaluation stands: before message `nonce`, with `next` its next tick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Point {
+    nonce: usize,
+    next: Option<Tick>,
+}
+
+/// One evaluated cron tick, as `/cron` serves it.
+pub struct CronResult {
+    pub tick: Tick,
+    /// The log position of the process's last message before the tick: the result is served
+    /// once that is durable (a crash could otherwise change what the tick saw).
+    pub after: Lsn,
+    pub result: Rc<ProcessResult>,
+}
+
+/// A process's crons and how far they are evaluated.
+struct CronState {
+    schedule: Schedule,
+    /// The next tick to evaluate.
+    next: Option<Tick>,
+    /// Ticks after the last message are evaluated up to this time (ms); a message assigned
+    /// later gets a later timestamp.
+    through: u64,
+    /// Ticks whose evaluation failed since the snapshot: a rollback's replay skips them.
+    failed: Vec<Tick>,
+    /// The latest results, oldest first, at most [`CRON_RESULTS_MAX`].
+    results: VecDeque<CronResult>,
+}
+
 struct Process {
     item: DataItem,
     module: ModuleId,
@@ -112,8 +155,9 @@ struct Process {
     /// True while the process is in `ready`.
     queued: bool,
     instance: Option<ProcessInstance>,
-    /// Memory after evaluating the first `.0` entries; bounds the replay a rollback needs.
-    snapshot: Option<(usize, Snapshot)>,
+    /// Memory at a point of the evaluation; bounds the replay a rollback needs.
+    snapshot: Option<(Point, Snapshot)>,
+    cron: Option<Box<CronState>>,
     /// Entries read back from the log at recovery (see [`Shard::recovery_pending`]).
     recovered: usize,
 }
@@ -164,7 +208,10 @@ pub fn check_exclude(exclude: &str) -> Result<(), ShardError> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Evaluated {
     pub process: ProcessId,
+    /// The message evaluated or, for a cron tick, the next message's nonce.
     pub nonce: Nonce,
+    /// The cron tick evaluated, if it was one (then no message was).
+    pub tick: Option<Tick>,
     /// Wall time of the evaluation (for metrics only: nothing deterministic depends on it).
     pub duration: std::time::Duration,
     /// Fuel the message used.
@@ -187,6 +234,8 @@ pub struct ShardCounters {
     pub duplicates_refused: u64,
     pub undeliverable: u64,
     pub rollbacks: u64,
+    /// Cron ticks evaluated.
+    pub cron_ticks: u64,
     /// Fuel used by every evaluation since start (recovery's replay included).
     pub fuel_used: u64,
 }
@@ -211,6 +260,8 @@ pub struct Shard {
     recovery_pending: usize,
     /// Nodes whose items may carry the messenger's tags (see [`Shard::set_trusted_nodes`]).
     trusted: HashSet<Address>,
+    /// Processes whose crons are driven to the present (see [`Shard::drive_crons`]).
+    monitored: HashSet<ProcessId>,
 }
 
 fn no_instance(pid: ProcessId) -> ShardError {
@@ -284,6 +335,7 @@ impl Shard {
             counters: ShardCounters::default(),
             recovery_pending: 0,
             trusted: HashSet::new(),
+            monitored: HashSet::new(),
         }
     }
 
@@ -479,6 +531,16 @@ impl Shard {
                 .ok_or_else(|| corrupt(format!("process {pid}: module {module_id} unknown")))?;
             let limits = self.limits_for(&item, &module.item)?;
             let env: Rc<[u8]> = abi::env_json(&item, &module.item).into();
+            let crons = crate::cron::parse_crons(&item.tags).map_err(|e| corrupt(format!("process {pid}: {e}")))?;
+            let cron = Schedule::new(crons, assignment.timestamp).map(|schedule| {
+                Box::new(CronState {
+                    next: schedule.next_after(None),
+                    schedule,
+                    through: 0,
+                    failed: Vec::new(),
+                    results: VecDeque::new(),
+                })
+            });
             let instance = match instance {
                 Some(instance) => instance,
                 None => module.compiled.instantiate(limits).map_err(ShardError::Compute)?,
@@ -496,6 +558,7 @@ impl Shard {
                     queued: false,
                     instance: Some(instance),
                     snapshot: None,
+                    cron,
                     recovered: 0,
                 },
             );
@@ -609,7 +672,9 @@ impl Shard {
             }
             Some(state) => {
                 let last = state.entries.last().expect("a process always has its nonce 0 entry");
-                let timestamp = Timestamp(now.0.max(last.timestamp.0));
+                // Later than the message before it and than every cron tick already evaluated.
+                let ticked = state.cron.as_ref().map_or(0, |c| c.through.saturating_add(1));
+                let timestamp = Timestamp(now.0.max(last.timestamp.0).max(ticked));
                 AssignmentFields {
                     process,
                     epoch: 0,
@@ -670,6 +735,7 @@ impl Shard {
             .get(&module_id)
             .ok_or_else(|| ShardError::NotFound(format!("module {module_id} is not loaded on this node")))?;
         self.limits_for(item, &module.item)?;
+        crate::cron::parse_crons(&item.tags).map_err(ShardError::BadRequest)?;
         Ok(())
     }
 
@@ -826,13 +892,9 @@ impl Shard {
             }
             let Some(pid) = self.ready.pop_front() else { break };
             let began = std::time::Instant::now();
-            let (nonce, gas_used) = self.evaluate_one(pid)?;
-            evaluated.push(Evaluated {
-                process: pid,
-                nonce,
-                duration: began.elapsed(),
-                gas_used,
-            });
+            let mut done = self.evaluate_next(pid)?;
+            done.duration = began.elapsed();
+            evaluated.push(done);
         }
         self.deliver(now)
     }
@@ -986,8 +1048,82 @@ impl Shard {
         }
     }
 
-    /// Evaluates the next message of `pid`; returns its nonce and the fuel it used.
-    fn evaluate_one(&mut self, pid: ProcessId) -> Result<(Nonce, u64), ShardError> {
+    /// The tick `process` evaluates next, if one comes before its next message (by the rule in
+    /// `crate::cron`) or, with no message waiting, is within its horizon.
+    fn due_tick(process: &Process) -> Option<Tick> {
+        let cron = process.cron.as_ref()?;
+        let tick = cron.next?;
+        match process.entries.get(process.evaluated) {
+            Some(entry) => (tick.time < entry.timestamp.0).then_some(tick),
+            None => (tick.time <= cron.through).then_some(tick),
+        }
+    }
+
+    /// Puts `pid` back in the ready queue if it has more to evaluate.
+    fn requeue(&mut self, pid: ProcessId) {
+        let process = self.processes.get_mut(&pid).expect("exists");
+        if process.evaluated < process.entries.len() || Self::due_tick(process).is_some() {
+            self.ready.push_back(pid);
+        } else {
+            process.queued = false;
+        }
+    }
+
+    /// Evaluates what comes next for `pid`: a due cron tick, else its next message.
+    fn evaluate_next(&mut self, pid: ProcessId) -> Result<Evaluated, ShardError> {
+        let process = self.processes.get(&pid).expect("ready processes exist");
+        match Self::due_tick(process) {
+            Some(tick) => self.evaluate_tick(pid, tick),
+            None => self.evaluate_message(pid),
+        }
+    }
+
+    /// Queues the outbox of `result` for delivery, with identities from `origin`.
+    fn enqueue_outbox(&mut self, origin: &Origin, result: &ProcessResult, cause: Lsn) {
+        for (index, message) in result.messages.iter().enumerate() {
+            let pushed = messenger::push_message(&self.signer, origin, index as u32, message);
+            self.outbox.push_back(Delivery::Message { item: pushed, cause });
+        }
+        for (index, spawn) in result.spawns.iter().enumerate() {
+            let module = abi::spawn_module(spawn).unwrap_or(origin.module);
+            let child = messenger::spawn_process(
+                &self.signer,
+                origin,
+                index as u32,
+                spawn,
+                module,
+                &self.address.to_string(),
+            );
+            let notice =
+                messenger::spawned_notice(&self.signer, origin, index as u32, spawn, ProcessId::from(child.id()));
+            self.outbox.push_back(Delivery::Spawn {
+                process: child,
+                notice,
+                cause,
+            });
+        }
+        for (processes, message) in &result.assignments {
+            self.outbox.push_back(Delivery::Assign {
+                processes: processes.clone(),
+                message: *message,
+                cause,
+            });
+        }
+    }
+
+    /// What `/result` keeps of a result: the JSON (the outbox is queued separately).
+    fn stored(result: ProcessResult) -> Rc<ProcessResult> {
+        Rc::new(ProcessResult {
+            json: result.json,
+            is_error: result.is_error,
+            messages: Vec::new(),
+            spawns: Vec::new(),
+            assignments: Vec::new(),
+        })
+    }
+
+    /// Evaluates the next message of `pid`.
+    fn evaluate_message(&mut self, pid: ProcessId) -> Result<Evaluated, ShardError> {
         let (nonce, lsn) = {
             let process = self.processes.get(&pid).expect("ready processes exist");
             (process.evaluated, process.entries[process.evaluated].lsn)
@@ -1000,77 +1136,104 @@ impl Shard {
         let result = Self::run_handle(instance, &msg, &process.env);
         if result.is_error {
             self.counters.rollbacks += 1;
-            self.rebuild_instance(pid, nonce)?;
+            let next = process.cron.as_ref().and_then(|c| c.next);
+            self.rebuild_instance(pid, Point { nonce, next }, None)?;
         }
         let message_id = MessageId::from(item.id());
-        let process = self.processes.get_mut(&pid).expect("exists");
         let origin = Origin {
             process: pid,
-            module: process.module,
+            module: self.processes[&pid].module,
             nonce: Nonce(nonce as u64),
             pushed_for: abi::pushed_for(&item, message_id),
+            cron: None,
         };
-        for (index, message) in result.messages.iter().enumerate() {
-            let pushed = messenger::push_message(&self.signer, &origin, index as u32, message);
-            self.outbox.push_back(Delivery::Message {
-                item: pushed,
-                cause: lsn,
-            });
-        }
-        for (index, spawn) in result.spawns.iter().enumerate() {
-            let module = abi::spawn_module(spawn).unwrap_or(process.module);
-            let child = messenger::spawn_process(
-                &self.signer,
-                &origin,
-                index as u32,
-                spawn,
-                module,
-                &self.address.to_string(),
-            );
-            let notice =
-                messenger::spawned_notice(&self.signer, &origin, index as u32, spawn, ProcessId::from(child.id()));
-            self.outbox.push_back(Delivery::Spawn {
-                process: child,
-                notice,
-                cause: lsn,
-            });
-        }
-        for (processes, message) in &result.assignments {
-            self.outbox.push_back(Delivery::Assign {
-                processes: processes.clone(),
-                message: *message,
-                cause: lsn,
-            });
-        }
+        self.enqueue_outbox(&origin, &result, lsn);
         let gas_used = result.json["GasUsed"].as_u64().unwrap_or(0);
         self.counters.fuel_used += gas_used;
-        // The outbox is queued above; the entry keeps only what `/result` serves.
-        let stored = ProcessResult {
-            json: result.json,
-            is_error: result.is_error,
-            messages: Vec::new(),
-            spawns: Vec::new(),
-            assignments: Vec::new(),
-        };
-        process.entries[nonce].result = Some(Rc::new(stored));
+        let process = self.processes.get_mut(&pid).expect("exists");
+        process.entries[nonce].result = Some(Self::stored(result));
         if nonce < process.recovered {
             self.recovery_pending -= 1;
         }
         process.evaluated += 1;
         self.unevaluated -= 1;
         self.counters.evaluated += 1;
-        if process.evaluated < process.entries.len() {
-            self.ready.push_back(pid);
-        } else {
-            process.queued = false;
-        }
-        Ok((Nonce(nonce as u64), gas_used))
+        self.requeue(pid);
+        Ok(Evaluated {
+            process: pid,
+            nonce: Nonce(nonce as u64),
+            tick: None,
+            duration: std::time::Duration::ZERO,
+            gas_used,
+        })
     }
 
-    /// Puts back the memory the process had before evaluating nonce `failed`: a fresh instance
-    /// from the latest snapshot, then a replay of the successful messages after it, then a new
-    /// snapshot so the next rollback replays only from here.
-    fn rebuild_instance(&mut self, pid: ProcessId, failed: usize) -> Result<(), ShardError> {
+    fn tick_json(process: &Process, pid: ProcessId, tick: Tick) -> Vec<u8> {
+        let cron = process.cron.as_ref().expect("a tick belongs to a process with crons");
+        let time = Timestamp(tick.time);
+        abi::cron_msg_json(
+            &process.item,
+            pid,
+            &cron.schedule.crons()[tick.cron as usize].tags,
+            time,
+            block_height_at(time),
+        )
+    }
+
+    /// Evaluates the cron tick `tick` of `pid` (due by [`Shard::due_tick`]).
+    fn evaluate_tick(&mut self, pid: ProcessId, tick: Tick) -> Result<Evaluated, ShardError> {
+        let process = self.processes.get_mut(&pid).expect("ready processes exist");
+        let nonce = process.evaluated;
+        // Nonce 0 (at the origin) always comes before the first tick.
+        let after = process.entries[nonce - 1].lsn;
+        let msg = Self::tick_json(process, pid, tick);
+        let instance = process.instance.as_mut().ok_or_else(|| no_instance(pid))?;
+        let result = Self::run_handle(instance, &msg, &process.env);
+        if result.is_error {
+            self.counters.rollbacks += 1;
+            let point = Point {
+                nonce,
+                next: Some(tick),
+            };
+            self.rebuild_instance(pid, point, Some(tick))?;
+        }
+        let origin = Origin {
+            process: pid,
+            module: self.processes[&pid].module,
+            nonce: Nonce(nonce as u64),
+            pushed_for: MessageId(pid.0),
+            cron: Some((tick.time, tick.cron)),
+        };
+        self.enqueue_outbox(&origin, &result, after);
+        let gas_used = result.json["GasUsed"].as_u64().unwrap_or(0);
+        self.counters.fuel_used += gas_used;
+        self.counters.cron_ticks += 1;
+        let process = self.processes.get_mut(&pid).expect("exists");
+        let cron = process.cron.as_mut().expect("a tick belongs to a process with crons");
+        if cron.results.len() == CRON_RESULTS_MAX {
+            cron.results.pop_front();
+        }
+        cron.results.push_back(CronResult {
+            tick,
+            after,
+            result: Self::stored(result),
+        });
+        cron.next = cron.schedule.next_after(Some(tick));
+        self.requeue(pid);
+        Ok(Evaluated {
+            process: pid,
+            nonce: Nonce(nonce as u64),
+            tick: Some(tick),
+            duration: std::time::Duration::ZERO,
+            gas_used,
+        })
+    }
+
+    /// Puts back the memory the process had at `target` (just before the evaluation that
+    /// failed): a fresh instance from the latest snapshot, then a replay of the successful
+    /// messages and cron ticks after it, then a new snapshot so the next rollback replays only
+    /// from here. `failed_tick` is the tick that failed, when one did.
+    fn rebuild_instance(&mut self, pid: ProcessId, target: Point, failed_tick: Option<Tick>) -> Result<(), ShardError> {
         let process = self.processes.get_mut(&pid).expect("exists");
         process.instance = None; // return the slot before taking another
         let module = &self
@@ -1078,35 +1241,157 @@ impl Shard {
             .get(&process.module)
             .expect("a process's module is loaded")
             .compiled;
-        let (mut instance, from) = match &process.snapshot {
-            Some((covered, snapshot)) => (
+        let (mut instance, mut at) = match &process.snapshot {
+            Some((point, snapshot)) => (
                 module
                     .instantiate_from(process.limits, snapshot)
                     .map_err(ShardError::Compute)?,
-                *covered,
+                *point,
             ),
-            None => (module.instantiate(process.limits).map_err(ShardError::Compute)?, 0),
+            None => (
+                module.instantiate(process.limits).map_err(ShardError::Compute)?,
+                Point {
+                    nonce: 0,
+                    next: process.cron.as_ref().and_then(|c| c.schedule.next_after(None)),
+                },
+            ),
         };
-        let replay: Vec<(usize, Lsn)> = (from..failed)
-            .filter(|nonce| process.entries[*nonce].result.as_ref().is_some_and(|r| !r.is_error))
-            .map(|nonce| (nonce, process.entries[nonce].lsn))
-            .collect();
         let env = Rc::clone(&process.env);
-        for (nonce, lsn) in replay {
-            let (item, exclude) = self.read_input(lsn)?;
-            let placement = Self::placement(pid, nonce, &self.processes[&pid].entries[nonce]);
-            let msg = self.input_json(&item, &placement, &exclude);
-            let result = Self::run_handle(&mut instance, &msg, &env);
+        while at != target {
+            let process = &self.processes[&pid];
             assert!(
-                !result.is_error,
-                "replay of {pid} nonce {nonce} failed where it once succeeded: evaluation is not deterministic"
+                at.nonce <= target.nonce,
+                "rollback of {pid} went past its target: the evaluation order is not deterministic"
             );
+            let tick_first = at
+                .next
+                .filter(|tick| at.nonce >= process.entries.len() || tick.time < process.entries[at.nonce].timestamp.0);
+            if let Some(tick) = tick_first {
+                let cron = process.cron.as_ref().expect("ticks belong to processes with crons");
+                if !cron.failed.contains(&tick) {
+                    let msg = Self::tick_json(process, pid, tick);
+                    let result = Self::run_handle(&mut instance, &msg, &env);
+                    assert!(
+                        !result.is_error,
+                        "replay of {pid} tick {tick:?} failed where it once succeeded: evaluation is not deterministic"
+                    );
+                }
+                at.next = cron.schedule.next_after(Some(tick));
+                continue;
+            }
+            let nonce = at.nonce;
+            let succeeded = process.entries[nonce].result.as_ref().is_some_and(|r| !r.is_error);
+            if succeeded {
+                let lsn = process.entries[nonce].lsn;
+                let (item, exclude) = self.read_input(lsn)?;
+                let placement = Self::placement(pid, nonce, &self.processes[&pid].entries[nonce]);
+                let msg = self.input_json(&item, &placement, &exclude);
+                let result = Self::run_handle(&mut instance, &msg, &env);
+                assert!(
+                    !result.is_error,
+                    "replay of {pid} nonce {nonce} failed where it once succeeded: evaluation is not deterministic"
+                );
+            }
+            at.nonce += 1;
         }
         let snapshot = instance.snapshot();
         let process = self.processes.get_mut(&pid).expect("exists");
-        process.snapshot = Some((failed, snapshot));
+        process.snapshot = Some((target, snapshot));
+        if let Some(cron) = process.cron.as_mut() {
+            cron.failed = failed_tick.into_iter().collect();
+        }
         process.instance = Some(instance);
         Ok(())
+    }
+
+    /// Lets the cron ticks of `pid` up to `now` be evaluated (each once the messages before it
+    /// are) and queues the process if one is due; a message assigned to it afterwards gets a
+    /// later timestamp. Nothing happens for a process without crons.
+    pub fn advance_crons(&mut self, pid: ProcessId, now: Timestamp) -> Result<(), ShardError> {
+        let process = self
+            .processes
+            .get_mut(&pid)
+            .ok_or_else(|| ShardError::NotFound(format!("process {pid} is not on this node")))?;
+        let Some(cron) = process.cron.as_mut() else {
+            return Ok(());
+        };
+        cron.through = cron.through.max(now.0);
+        if !process.queued && Self::due_tick(process).is_some() {
+            process.queued = true;
+            self.ready.push_back(pid);
+        }
+        Ok(())
+    }
+
+    /// Whether `pid` has evaluated every message assigned to it and every cron tick up to `now`.
+    pub fn crons_settled(&self, pid: ProcessId, now: Timestamp) -> bool {
+        self.processes.get(&pid).is_none_or(|process| {
+            process.evaluated == process.entries.len()
+                && process
+                    .cron
+                    .as_ref()
+                    .is_none_or(|cron| cron.next.is_none_or(|tick| tick.time > now.0))
+        })
+    }
+
+    /// [`Shard::advance_crons`] for every monitored process: their ticks are evaluated as time
+    /// passes, not only when a message or a `/cron` read comes.
+    pub fn drive_crons(&mut self, now: Timestamp) {
+        let monitored: Vec<ProcessId> = self.monitored.iter().copied().collect();
+        for pid in monitored {
+            let _ = self.advance_crons(pid, now);
+        }
+    }
+
+    /// Starts (`on`) or stops monitoring `pid` (AO's MU `/monitor`).
+    pub fn set_monitored(&mut self, pid: ProcessId, on: bool) -> Result<(), ShardError> {
+        if !self.processes.contains_key(&pid) {
+            return Err(ShardError::NotFound(format!("process {pid} is not on this node")));
+        }
+        if on {
+            self.monitored.insert(pid);
+        } else {
+            self.monitored.remove(&pid);
+        }
+        Ok(())
+    }
+
+    /// The monitored processes, sorted.
+    pub fn monitored(&self) -> Vec<ProcessId> {
+        let mut pids: Vec<ProcessId> = self.monitored.iter().copied().collect();
+        pids.sort();
+        pids
+    }
+
+    /// The cron results of `pid` after tick `from` with times up to `to`, in tick order, at most
+    /// `limit`, served only once the message before each tick is durable; and whether more
+    /// follow. Only the latest [`CRON_RESULTS_MAX`] are kept.
+    pub fn cron_results(
+        &self,
+        pid: ProcessId,
+        from: Option<Tick>,
+        to: Option<u64>,
+        limit: usize,
+    ) -> Result<(CronPage, bool), ShardError> {
+        let process = self
+            .processes
+            .get(&pid)
+            .ok_or_else(|| ShardError::NotFound(format!("process {pid} is not on this node")))?;
+        let Some(cron) = process.cron.as_ref() else {
+            return Ok((Vec::new(), false));
+        };
+        let durable = self.log.borrow().durable_lsn();
+        let mut page: CronPage = cron
+            .results
+            .iter()
+            .filter(|r| from.is_none_or(|f| r.tick > f) && to.is_none_or(|t| r.tick.time <= t))
+            .take_while(|r| r.after < durable)
+            .take(limit.saturating_add(1))
+            .map(|r| (r.tick, Rc::clone(&r.result)))
+            .collect();
+        let more = page.len() > limit;
+        page.truncate(limit);
+        Ok((page, more))
     }
 
     /// The result of `message`, or `None` while it waits for evaluation.
@@ -1643,6 +1928,116 @@ mod tests {
         send_tagged(&mut f, a, tags, b"y", 2);
         f.settle();
         assert_eq!(f.shard.counters().undeliverable, 1);
+    }
+
+    const T0: u64 = 1_700_000_000_000;
+
+    fn spawn_cron(f: &mut Fixture, module: ModuleId, crons: &[(&str, &str)]) -> ProcessId {
+        let mut extra = vec![
+            Tag::new("Module", module.to_string()),
+            Tag::new("Scheduler", f.shard.address().to_string()),
+        ];
+        for (interval, action) in crons {
+            extra.push(Tag::new("Cron-Interval", *interval));
+            extra.push(Tag::new("Cron-Tag-Action", *action));
+        }
+        let item = f.client.sign(None, None, ao("Process", extra), Vec::new());
+        let bytes = item.to_bytes();
+        f.shard.admit_process(item, &bytes, Timestamp(T0)).unwrap().0
+    }
+
+    fn send_at(f: &mut Fixture, pid: ProcessId, action: &str, anchor: u8, at: u64) -> MessageId {
+        let item = f.client.sign(
+            Some(pid.0),
+            Some([anchor; 32]),
+            ao("Message", vec![Tag::new("Action", action)]),
+            Vec::new(),
+        );
+        let bytes = item.to_bytes();
+        f.shard.admit_message(item, &bytes, Timestamp(at)).unwrap().0
+    }
+
+    fn count(f: &mut Fixture, pid: ProcessId) -> String {
+        let item = f.client.sign(
+            Some(pid.0),
+            None,
+            ao("Message", vec![Tag::new("Action", "Get")]),
+            Vec::new(),
+        );
+        let result = f.shard.dry_run(pid, &item, Timestamp(T0), None, None).unwrap();
+        result.json["Output"].as_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn cron_ticks_run_between_messages_and_up_to_the_horizon() {
+        let mut f = fixture(8);
+        let counter = f.module("counter");
+        let pid = spawn_cron(&mut f, counter, &[("1-second", "Increment")]);
+        // Ticks at +1 s, +2 s, +3 s come before a message at +3.5 s.
+        let read = send_at(&mut f, pid, "Get", 1, T0 + 3_500);
+        f.settle();
+        assert_eq!(output(&f, pid, read), "3");
+        assert_eq!(f.shard.counters().cron_ticks, 3);
+        // With no message waiting, ticks run only up to the horizon the shell sets.
+        assert!(!f.shard.crons_settled(pid, Timestamp(T0 + 5_000)));
+        f.shard.advance_crons(pid, Timestamp(T0 + 5_000)).unwrap();
+        f.settle();
+        assert!(f.shard.crons_settled(pid, Timestamp(T0 + 5_000)));
+        assert_eq!(count(&mut f, pid), "5");
+        // A message assigned now (even "earlier" by the clock) comes after every tick evaluated.
+        send_at(&mut f, pid, "Get", 2, T0 + 4_200);
+        let (page, _) = f.shard.timeline(pid, Some(1), None, None, None, 10).unwrap();
+        assert_eq!(page[0].timestamp, Timestamp(T0 + 5_001));
+        f.settle();
+        assert_eq!(count(&mut f, pid), "5");
+        // Every tick's result is kept (served by /cron once durable).
+        let process = &f.shard.processes[&pid];
+        let kept: Vec<u64> = process
+            .cron
+            .as_ref()
+            .unwrap()
+            .results
+            .iter()
+            .map(|r| r.tick.time - T0)
+            .collect();
+        assert_eq!(kept, [1_000, 2_000, 3_000, 4_000, 5_000]);
+    }
+
+    #[test]
+    fn failing_ticks_and_messages_roll_back_around_the_ticks() {
+        let mut f = fixture(8);
+        let counter = f.module("counter");
+        // Every second +1; every two seconds a tick that fails (adds 1000, then Error).
+        let pid = spawn_cron(&mut f, counter, &[("1-second", "Increment"), ("2-seconds", "Fail")]);
+        f.shard.advance_crons(pid, Timestamp(T0 + 6_000)).unwrap();
+        f.settle();
+        assert_eq!(count(&mut f, pid), "6", "the failing ticks are rolled back");
+        let failed = send_at(&mut f, pid, "Fail", 1, T0 + 6_500);
+        let after = send_at(&mut f, pid, "Increment", 2, T0 + 9_500);
+        f.settle();
+        assert!(f.shard.result(pid, failed).unwrap().unwrap().is_error);
+        // Ticks at 7, 8, 9 s (+3) and the message (+1): the failed message and the failing
+        // ticks at 8 s are rolled back each time, replaying the successful ticks in between.
+        assert_eq!(output(&f, pid, after), "10");
+        assert_eq!(f.shard.counters().rollbacks, 5);
+    }
+
+    #[test]
+    fn a_process_with_a_bad_cron_is_refused_at_spawn() {
+        let mut f = fixture(8);
+        let counter = f.module("counter");
+        let extra = vec![
+            Tag::new("Module", counter.to_string()),
+            Tag::new("Scheduler", f.shard.address().to_string()),
+            Tag::new("Cron-Interval", "5-fortnights"),
+        ];
+        let item = f.client.sign(None, None, ao("Process", extra), Vec::new());
+        let bytes = item.to_bytes();
+        let error = f.shard.admit_process(item, &bytes, Timestamp(T0)).unwrap_err();
+        assert!(
+            matches!(error, ShardError::BadRequest(_)) && error.to_string().contains("Cron-Interval"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -265,28 +265,32 @@ pub fn read_cursor(dir: &Path) -> Lsn {
     }
 }
 
-/// Saves the cursor: a new file, fdatasync, rename over the old one, sync of the directory.
-async fn save_cursor(dir: &Path, lsn: Lsn) -> Result<(), String> {
-    let temporary = dir.join("cursor.new");
-    let file = glommio::io::BufferedFile::create(&temporary)
+/// Replaces `dir/name` with `bytes` durably: a new file, fdatasync, rename over the old one,
+/// sync of the directory. A crash leaves the old file or the new one, never a mix.
+pub async fn replace_file(dir: &Path, name: &str, bytes: Vec<u8>) -> Result<(), String> {
+    let temporary = dir.join(format!("{name}.new"));
+    let mut file = glommio::io::BufferedFile::create(&temporary)
         .await
         .map_err(|e| format!("{}: {e}", temporary.display()))?;
-    let mut file = file;
     let written = async {
-        file.write_at(encode_cursor(lsn), 0).await?;
+        file.write_at(bytes, 0).await?;
         file.fdatasync().await?;
-        file.rename(dir.join("cursor")).await?;
+        file.rename(dir.join(name)).await?;
         Ok::<(), glommio::GlommioError<()>>(())
     }
     .await;
     let _ = file.close().await;
-    written.map_err(|e| format!("saving the upload cursor in {}: {e}", dir.display()))?;
+    written.map_err(|e| format!("writing {name} in {}: {e}", dir.display()))?;
     let directory = glommio::io::Directory::open(dir)
         .await
         .map_err(|e| format!("{}: {e}", dir.display()))?;
     directory.sync().await.map_err(|e| format!("{}: {e}", dir.display()))?;
     let _ = directory.close().await;
     Ok(())
+}
+
+async fn save_cursor(dir: &Path, lsn: Lsn) -> Result<(), String> {
+    replace_file(dir, "cursor", encode_cursor(lsn)).await
 }
 
 /// Uploads the log to the bundler at `endpoint`, from the cursor saved in `dir` onwards, for as

@@ -56,6 +56,9 @@ pub struct Origin {
     pub nonce: Nonce,
     /// The user message that started the chain (becomes `Pushed-For`).
     pub pushed_for: MessageId,
+    /// For the outbox of a cron message: the tick (its time in ms and its cron's position in
+    /// the process's schedule) that produced it, which then identifies it instead of `nonce`.
+    pub cron: Option<(u64, u32)>,
 }
 
 /// What kind of item an anchor is derived for; part of the identity so that a spawn and a
@@ -71,9 +74,19 @@ enum DerivedKind {
 /// The deterministic 32-byte anchor of the `index`-th outbox entry of `origin`.
 fn derive_anchor(origin: &Origin, kind: DerivedKind, index: u32) -> [u8; 32] {
     let mut hasher = Sha256::new();
-    hasher.update(b"hewitt-outbox-v1");
-    hasher.update(origin.process.as_bytes());
-    hasher.update(origin.nonce.0.to_le_bytes());
+    match origin.cron {
+        None => {
+            hasher.update(b"hewitt-outbox-v1");
+            hasher.update(origin.process.as_bytes());
+            hasher.update(origin.nonce.0.to_le_bytes());
+        }
+        Some((time, cron)) => {
+            hasher.update(b"hewitt-cron-outbox-v1");
+            hasher.update(origin.process.as_bytes());
+            hasher.update(time.to_le_bytes());
+            hasher.update(cron.to_le_bytes());
+        }
+    }
     hasher.update([kind as u8]);
     hasher.update(index.to_le_bytes());
     hasher.finalize().into()
@@ -176,6 +189,7 @@ mod tests {
             module: ModuleId([2; 32]),
             nonce: Nonce(7),
             pushed_for: MessageId([3; 32]),
+            cron: None,
         }
     }
 
@@ -210,6 +224,18 @@ mod tests {
         let c = push_message(&signer, &later, 0, &outbox("Ball"));
         assert_ne!(a.id(), b.id());
         assert_ne!(a.id(), c.id());
+        // A cron tick's outbox is identified by the tick, whatever the nonce.
+        let tick = |time, cron| Origin {
+            cron: Some((time, cron)),
+            ..origin()
+        };
+        let d = push_message(&signer, &tick(1_000, 0), 0, &outbox("Ball"));
+        assert_ne!(a.id(), d.id());
+        assert_ne!(d.id(), push_message(&signer, &tick(2_000, 0), 0, &outbox("Ball")).id());
+        assert_ne!(d.id(), push_message(&signer, &tick(1_000, 1), 0, &outbox("Ball")).id());
+        let mut other_nonce = tick(1_000, 0);
+        other_nonce.nonce = Nonce(99);
+        assert_eq!(d.id(), push_message(&signer, &other_nonce, 0, &outbox("Ball")).id());
     }
 
     #[test]

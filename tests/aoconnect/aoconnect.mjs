@@ -1,6 +1,6 @@
 // Drives a Hewitt node with the stock @permaweb/aoconnect client, as its users would: an RSA
-// JWK made offline by the arweave package, then spawn, message, result, dryrun, results and
-// assign, checking every answer's shape against AO.md. Run by tests/tests/aoconnect.rs:
+// JWK made offline by the arweave package, then spawn, message, result, dryrun, results,
+// assign and monitor (a cron process), checking every answer's shape against AO.md. Run by tests/tests/aoconnect.rs:
 //
 //   node aoconnect.mjs <node url> <counter module id> <echo module id>
 //
@@ -109,7 +109,27 @@ async function main() {
   );
   await assert.rejects(ao.assign({ process: echo, message: fourth }), /409/, "assigning twice is refused");
 
-  console.log(`aoconnect: spawn, message, result, dryrun, results, assign all matched (process ${pid})`);
+  // monitor: a counter whose cron increments it every second counts on its own once monitored;
+  // /cron pages the tick results (the counts 1, 2, 3, ...).
+  const cronTags = [
+    { name: "Cron-Interval", value: "1-second" },
+    { name: "Cron-Tag-Action", value: "Increment" },
+  ];
+  const ticking = await ao.spawn({ module, scheduler, signer, tags: cronTags });
+  await ao.monitor({ process: ticking, signer });
+  await new Promise((resolve) => setTimeout(resolve, 2500));
+  const counted = await ao.dryrun({ process: ticking, tags: [{ name: "Action", value: "Get" }] });
+  assert.ok(Number(counted.Output) >= 2, `the cron counted while monitored: ${counted.Output}`);
+  await ao.unmonitor({ process: ticking, signer });
+  const cron = await (await fetch(`${url}/cron/${ticking}?limit=100`)).json();
+  assert.equal(cron.pageInfo.hasNextPage, false, "one page");
+  assert.ok(cron.edges.length >= 2, `cron results: ${JSON.stringify(cron)}`);
+  cron.edges.forEach((edge, index) => {
+    checkResult(edge.node, String(index + 1), `cron result ${index}`);
+    assert.match(edge.cursor, /^\d+,0$/, "cron cursor");
+  });
+
+  console.log(`aoconnect: spawn, message, result, dryrun, results, assign, monitor all matched (process ${pid})`);
 }
 
 main().catch((error) => {

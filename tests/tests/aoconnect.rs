@@ -1,6 +1,7 @@
 //! A real node driven by the stock npm `@permaweb/aoconnect` (pinned in
 //! tests/aoconnect/package.json) with an RSA JWK made offline: spawn, message, result, dryrun,
-//! results and assign, every shape checked against AO.md (tests/aoconnect/aoconnect.mjs).
+//! results, assign and monitor with a cron process, every shape checked against AO.md
+//! (tests/aoconnect/aoconnect.mjs).
 //!
 //! Needs Node.js and the packages: `npm ci --prefix tests/aoconnect` (`.ci/run` does it).
 
