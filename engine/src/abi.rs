@@ -158,9 +158,20 @@ pub fn cron_msg_json(
 
 /// The `env` document of a process: its own and its module's id, owner and tags.
 pub fn env_json(process: &DataItem, module: &DataItem) -> Vec<u8> {
+    env_json_parts(
+        process,
+        &module.id().to_string(),
+        &module.owner_address().to_string(),
+        &module.tags,
+    )
+}
+
+/// [`env_json`] from the module's id, owner address and tags (a module fetched from a gateway
+/// has no signed item).
+pub fn env_json_parts(process: &DataItem, module_id: &str, module_owner: &str, module_tags: &[Tag]) -> Vec<u8> {
     let env = json!({
         "Process": {"Id": process.id().to_string(), "Owner": process.owner_address().to_string(), "Tags": process.tags},
-        "Module": {"Id": module.id().to_string(), "Owner": module.owner_address().to_string(), "Tags": module.tags},
+        "Module": {"Id": module_id, "Owner": module_owner, "Tags": module_tags},
     });
     serde_json::to_vec(&env).expect("env JSON serialises")
 }

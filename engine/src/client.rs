@@ -198,6 +198,16 @@ impl Client {
         self.get(&format!("/result/{message}?process-id={process}"))
     }
 
+    /// `POST {path}` with a JSON body, answered as JSON.
+    pub fn post_json(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        let request = self.agent.post(&format!("{}{path}", self.base));
+        Self::json(Self::read(
+            request
+                .set("Content-Type", "application/json")
+                .send_string(&body.to_string()),
+        )?)
+    }
+
     /// The `assign` flow: puts `message` (held by the node) into `process`'s timeline too,
     /// without the fields named in `exclude`; returns the node's answer (`id` is the assignment's).
     pub fn assign(&self, process: ProcessId, message: MessageId, exclude: &[&str]) -> Result<Value, ClientError> {

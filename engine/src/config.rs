@@ -418,6 +418,19 @@ const FIELDS: &[Field] = &[
         },
     },
     Field {
+        key: "arweave.gateway_url",
+        env: "HEWITT_ARWEAVE_GATEWAY_URL",
+        unit: "URL",
+        doc: "Gateway a module is fetched from (GraphQL for its owner and tags, /raw/{id} for its bytes) when a process names one this node does not hold; it is then kept in the log. Empty fetches nothing.",
+        kind: Kind::Url,
+        get: |s| Value::Url(s.node.ao.gateway_url.clone()),
+        set: |s, v| {
+            if let Value::Url(u) = v {
+                s.node.ao.gateway_url = u
+            }
+        },
+    },
+    Field {
         key: "arweave.upload_connections",
         env: "HEWITT_ARWEAVE_UPLOAD_CONNECTIONS",
         unit: "connections",

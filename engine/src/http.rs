@@ -365,6 +365,9 @@ async fn post_item(state: &Rc<NodeState>, body: Incoming, params: &[(String, Str
             "data item has no Type tag (Module, Process or Message)",
         )
     })?;
+    if kind == "Process" {
+        fetch_module_if_needed(state, &item).await?;
+    }
     let id = item.id().to_string();
     let target = item.target.map(ProcessId);
     // The answer's timestamp is the assignment's (as AO's SU answers); a module has none.
@@ -395,6 +398,46 @@ async fn post_item(state: &Rc<NodeState>, body: Incoming, params: &[(String, Str
         StatusCode::ACCEPTED,
         &json!({"message": "Processing DataItem", "id": id, "timestamp": timestamp.0}),
     ))
+}
+
+/// Loads the module a process item names from the configured gateway when this node does not
+/// hold it (see `crate::gateway`). Nothing happens without a gateway or for a held module; the
+/// shard's own checks then answer for a missing or bad `Module` tag.
+async fn fetch_module_if_needed(state: &Rc<NodeState>, item: &DataItem) -> Result<(), Answer> {
+    let Some(url) = &state.ao.gateway_url else {
+        return Ok(());
+    };
+    let Some(module) = item.tag("Module").and_then(|m| m.parse::<scheduler::ModuleId>().ok()) else {
+        return Ok(());
+    };
+    if state.shard.borrow().has_module(module) {
+        return Ok(());
+    }
+    let endpoint = crate::outbound::Endpoint::parse(url).map_err(|e| fail(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let fetched = crate::gateway::fetch_module(&endpoint, module)
+        .await
+        .map_err(|error| match error {
+            crate::gateway::FetchError::NotFound(reason) => fail(StatusCode::NOT_FOUND, reason),
+            crate::gateway::FetchError::Failed(reason) => fail(StatusCode::BAD_GATEWAY, reason),
+        })?;
+    let mut shard = state.shard.borrow_mut();
+    if shard.has_module(module) {
+        return Ok(()); // another request fetched it meanwhile
+    }
+    // Its record precedes the process's in the log: the process's acknowledgement covers both.
+    shard
+        .admit_gateway_module(
+            module,
+            fetched.owner_address,
+            fetched.owner_key,
+            fetched.tags,
+            &fetched.wasm,
+            url,
+        )
+        .map(|_| ())
+        .map_err(shard_fail)?;
+    tracing::info!(%module, gateway = %url, bytes = fetched.wasm.len(), "module fetched from the gateway");
+    Ok(())
 }
 
 /// `POST /?process-id=P&assign=M[&exclude=Data,Anchor]` (no body): the `assign` flow. The
@@ -696,8 +739,17 @@ async fn graphql(state: &NodeState, body: Incoming) -> Result<Answer, Answer> {
             })
         };
         if let Ok(module) = id.parse::<scheduler::ModuleId>() {
-            if let Some(item) = shard.module_item(module) {
-                edges.push(json!({"cursor": id, "node": node_of(item, Value::Null)}));
+            if let Some(meta) = shard.module_meta(module) {
+                let node = json!({
+                    "id": meta.id.to_string(),
+                    "anchor": meta.anchor,
+                    "recipient": "",
+                    "owner": {"address": meta.owner_address, "key": meta.owner_key},
+                    "tags": meta.tags,
+                    "data": {"size": meta.data_len.to_string(), "type": meta.tag("Content-Type")},
+                    "block": Value::Null,
+                });
+                edges.push(json!({"cursor": id, "node": node}));
                 continue;
             }
         }

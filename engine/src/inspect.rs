@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use scheduler::chain::{genesis_hash_chain, next_hash_chain};
 use scheduler::log::inspect::{self, Progress, ScanOptions, Visitor};
 use scheduler::log::{LogError, Lsn, Record, Report};
-use scheduler::record::{AssignmentRecord, KIND_ASSIGNED, KIND_ASSIGNMENT, KIND_MODULE};
+use scheduler::record::{
+    AssignmentRecord, GatewayModuleRecord, KIND_ASSIGNED, KIND_ASSIGNMENT, KIND_GATEWAY_MODULE, KIND_MODULE,
+};
 use scheduler::{AssignmentId, DataItem, HashChain, MessageId, ModuleId, ProcessId};
 
 use crate::node::NodeConfig;
@@ -99,6 +101,7 @@ impl Checker {
         self.counts.records += 1;
         let result = match record.kind {
             KIND_MODULE => self.check_module(record.payload),
+            KIND_GATEWAY_MODULE => self.check_gateway_module(record.payload),
             KIND_ASSIGNMENT | KIND_ASSIGNED => self.check_assignment(record.kind, record.payload),
             other => Err(format!("unknown record kind {other}")),
         };
@@ -116,6 +119,21 @@ impl Checker {
         self.counts.modules += 1;
         if !self.modules.insert(id) {
             return Err(format!("module {id} logged twice"));
+        }
+        Ok(())
+    }
+
+    fn check_gateway_module(&mut self, payload: &[u8]) -> Result<(), String> {
+        let module =
+            GatewayModuleRecord::decode(payload).map_err(|e| format!("gateway module does not decode: {e}"))?;
+        let header: serde_json::Value = serde_json::from_slice(module.header)
+            .map_err(|e| format!("gateway module {}: header is not JSON: {e}", module.id))?;
+        if !header["owner"]["address"].is_string() || !header["tags"].is_array() {
+            return Err(format!("gateway module {}: header lacks owner or tags", module.id));
+        }
+        self.counts.modules += 1;
+        if !self.modules.insert(module.id) {
+            return Err(format!("module {} logged twice", module.id));
         }
         Ok(())
     }

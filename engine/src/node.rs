@@ -52,6 +52,8 @@ pub struct AoSettings {
     pub bundler_url: Option<String>,
     /// Uploads in flight at once.
     pub upload_connections: usize,
+    /// The gateway modules are fetched from (`/raw/{id}`, GraphQL); `None` fetches nothing.
+    pub gateway_url: Option<String>,
 }
 
 impl Default for AoSettings {
@@ -62,6 +64,7 @@ impl Default for AoSettings {
             scheduler_location_ttl_ms: 86_400_000,
             bundler_url: None,
             upload_connections: 16,
+            gateway_url: None,
         }
     }
 }
@@ -655,7 +658,7 @@ fn start_uploads(state: &Rc<NodeState>) -> Result<(), StartError> {
         }
         return Ok(());
     };
-    let endpoint = crate::upload::Endpoint::parse(bundler).map_err(StartError::Compute)?;
+    let endpoint = crate::outbound::Endpoint::parse(bundler).map_err(StartError::Compute)?;
     let queue =
         glommio::executor().create_task_queue(glommio::Shares::Static(100), glommio::Latency::NotImportant, "upload");
     glommio::spawn_local_into(

@@ -29,8 +29,11 @@ use messenger::Origin;
 use scheduler::chain::{self, AssignmentFields};
 use scheduler::data_item::DataItem;
 use scheduler::log::{Log, LogError, Lsn};
-use scheduler::record::{Assigned, AssignmentRecord, KIND_ASSIGNED, KIND_ASSIGNMENT, KIND_MODULE};
+use scheduler::record::{
+    Assigned, AssignmentRecord, GatewayModuleRecord, KIND_ASSIGNED, KIND_ASSIGNMENT, KIND_GATEWAY_MODULE, KIND_MODULE,
+};
 use scheduler::signer::Signer;
+use scheduler::tags::{tag_value, Tag};
 use scheduler::{Address, AssignmentId, BlockHeight, HashChain, MessageId, ModuleId, Nonce, ProcessId, Timestamp};
 
 use crate::abi::{self, Placement, ProcessResult};
@@ -99,8 +102,54 @@ pub enum ShardError {
     Corrupt { lsn: Lsn, reason: String },
 }
 
+/// What the node knows of a module besides its code: what `env`, the limits and GraphQL need.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModuleMeta {
+    pub id: ModuleId,
+    pub owner_address: String,
+    /// The owner's public key, base64url.
+    pub owner_key: String,
+    pub tags: Vec<Tag>,
+    pub anchor: Option<String>,
+    pub data_len: usize,
+    /// The gateway it was fetched from; `None` for a signed item posted to this node.
+    pub gateway: Option<String>,
+}
+
+impl ModuleMeta {
+    fn of_item(item: &DataItem) -> ModuleMeta {
+        ModuleMeta {
+            id: ModuleId::from(item.id()),
+            owner_address: item.owner_address().to_string(),
+            owner_key: scheduler::id::b64url(&item.owner),
+            tags: item.tags.clone(),
+            anchor: item.anchor.as_ref().map(abi::anchor_text),
+            data_len: item.data.len(),
+            gateway: None,
+        }
+    }
+
+    pub fn tag(&self, name: &str) -> Option<&str> {
+        tag_value(&self.tags, name)
+    }
+}
+
+/// The JSON header of a `KIND_GATEWAY_MODULE` record (`scheduler::record`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct GatewayHeader {
+    owner: GatewayOwner,
+    tags: Vec<Tag>,
+    gateway: String,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct GatewayOwner {
+    address: String,
+    key: String,
+}
+
 struct ModuleEntry {
-    item: DataItem,
+    meta: ModuleMeta,
     compiled: CompiledModule,
 }
 
@@ -363,6 +412,12 @@ impl Shard {
                     let item = DataItem::parse(record.payload).map_err(|e| corrupt(e.to_string()))?;
                     self.register_module(item).map_err(|e| corrupt(e.to_string()))?;
                 }
+                KIND_GATEWAY_MODULE => {
+                    let module = GatewayModuleRecord::decode(record.payload).map_err(|e| corrupt(e.to_string()))?;
+                    let meta = Self::gateway_meta(&module).map_err(corrupt)?;
+                    self.register_meta(meta, module.data)
+                        .map_err(|e| corrupt(e.to_string()))?;
+                }
                 KIND_ASSIGNMENT | KIND_ASSIGNED => {
                     let assignment =
                         AssignmentRecord::decode(record.kind, record.payload).map_err(|e| corrupt(e.to_string()))?;
@@ -443,22 +498,83 @@ impl Shard {
     }
 
     fn register_module(&mut self, item: DataItem) -> Result<ModuleId, ShardError> {
-        let id = ModuleId::from(item.id());
+        self.register_meta(ModuleMeta::of_item(&item), &item.data)
+    }
+
+    /// Compiles and registers a module described by `meta` with code `wasm`.
+    fn register_meta(&mut self, meta: ModuleMeta, wasm: &[u8]) -> Result<ModuleId, ShardError> {
+        let id = meta.id;
         if self.modules.contains_key(&id) {
             return Err(ShardError::Duplicate(format!("module {id} is already loaded")));
         }
-        let format = item
+        let format = meta
             .tag("Module-Format")
-            .ok_or_else(|| ShardError::BadRequest("module has no Module-Format tag".into()))?;
+            .ok_or_else(|| ShardError::BadRequest(format!("module {id} has no Module-Format tag")))?;
         let compiled = self
             .runtime
-            .compile(&item.data, format)
+            .compile(wasm, format)
             .map_err(|e| ShardError::BadRequest(format!("module {id}: {e}")))?;
-        self.modules.insert(id, ModuleEntry { item, compiled });
+        self.modules.insert(id, ModuleEntry { meta, compiled });
         Ok(id)
     }
 
-    fn limits_for(&self, process: &DataItem, module: &DataItem) -> Result<ProcessLimits, ShardError> {
+    fn gateway_meta(record: &GatewayModuleRecord<'_>) -> Result<ModuleMeta, String> {
+        let header: GatewayHeader = serde_json::from_slice(record.header)
+            .map_err(|e| format!("gateway module {}: header is not valid: {e}", record.id))?;
+        Ok(ModuleMeta {
+            id: record.id,
+            owner_address: header.owner.address,
+            owner_key: header.owner.key,
+            tags: header.tags,
+            anchor: None,
+            data_len: record.data.len(),
+            gateway: Some(header.gateway),
+        })
+    }
+
+    /// Whether the module `id` is loaded.
+    pub fn has_module(&self, id: ModuleId) -> bool {
+        self.modules.contains_key(&id)
+    }
+
+    /// Loads a module fetched from `gateway`: its owner (address and base64url key), tags and
+    /// bytes as the gateway gave them. It is compiled first (a module that cannot run is never
+    /// logged), then logged as a `KIND_GATEWAY_MODULE` record. Returns the position to await.
+    pub fn admit_gateway_module(
+        &mut self,
+        id: ModuleId,
+        owner_address: String,
+        owner_key: String,
+        tags: Vec<Tag>,
+        wasm: &[u8],
+        gateway: &str,
+    ) -> Result<Lsn, ShardError> {
+        let header = GatewayHeader {
+            owner: GatewayOwner {
+                address: owner_address,
+                key: owner_key,
+            },
+            tags,
+            gateway: gateway.to_owned(),
+        };
+        let header = serde_json::to_vec(&header).expect("the header serialises");
+        let record = GatewayModuleRecord {
+            id,
+            header: &header,
+            data: wasm,
+        };
+        let meta = Self::gateway_meta(&record).map_err(ShardError::BadRequest)?;
+        self.register_meta(meta, wasm)?;
+        match self.log.borrow_mut().append(KIND_GATEWAY_MODULE, &record.encode()) {
+            Ok(lsn) => Ok(lsn),
+            Err(error) => {
+                self.modules.remove(&id);
+                Err(error.into())
+            }
+        }
+    }
+
+    fn limits_for(&self, process: &DataItem, module: &ModuleMeta) -> Result<ProcessLimits, ShardError> {
         let tag = |name: &str| process.tag(name).or_else(|| module.tag(name));
         let memory_bytes_max = match tag("Memory-Limit") {
             None => self.limits.memory_limit_default,
@@ -529,8 +645,14 @@ impl Shard {
                 .modules
                 .get(&module_id)
                 .ok_or_else(|| corrupt(format!("process {pid}: module {module_id} unknown")))?;
-            let limits = self.limits_for(&item, &module.item)?;
-            let env: Rc<[u8]> = abi::env_json(&item, &module.item).into();
+            let limits = self.limits_for(&item, &module.meta)?;
+            let env: Rc<[u8]> = abi::env_json_parts(
+                &item,
+                &module.meta.id.to_string(),
+                &module.meta.owner_address,
+                &module.meta.tags,
+            )
+            .into();
             let crons = crate::cron::parse_crons(&item.tags).map_err(|e| corrupt(format!("process {pid}: {e}")))?;
             let cron = Schedule::new(crons, assignment.timestamp).map(|schedule| {
                 Box::new(CronState {
@@ -715,7 +837,7 @@ impl Shard {
             .modules
             .get(&module_id)
             .ok_or_else(|| ShardError::NotFound(format!("module {module_id} is not loaded on this node")))?;
-        let limits = self.limits_for(item, &module.item)?;
+        let limits = self.limits_for(item, &module.meta)?;
         module.compiled.instantiate(limits).map_err(ShardError::Compute)
     }
 
@@ -734,7 +856,7 @@ impl Shard {
             .modules
             .get(&module_id)
             .ok_or_else(|| ShardError::NotFound(format!("module {module_id} is not loaded on this node")))?;
-        self.limits_for(item, &module.item)?;
+        self.limits_for(item, &module.meta)?;
         crate::cron::parse_crons(&item.tags).map_err(ShardError::BadRequest)?;
         Ok(())
     }
@@ -1606,6 +1728,8 @@ impl Shard {
             };
             match record.kind {
                 KIND_MODULE => items.push(DataItem::parse(record.payload).map_err(|e| corrupt(e.to_string()))?),
+                // Fetched from Arweave: nothing to upload.
+                KIND_GATEWAY_MODULE => {}
                 KIND_ASSIGNMENT | KIND_ASSIGNED => {
                     let assignment =
                         AssignmentRecord::decode(record.kind, record.payload).map_err(|e| corrupt(e.to_string()))?;
@@ -1676,9 +1800,9 @@ impl Shard {
         ids
     }
 
-    /// The module item, for the GraphQL subset and `/processes`.
-    pub fn module_item(&self, id: ModuleId) -> Option<&DataItem> {
-        self.modules.get(&id).map(|m| &m.item)
+    /// What the node knows of module `id`, for the GraphQL subset.
+    pub fn module_meta(&self, id: ModuleId) -> Option<&ModuleMeta> {
+        self.modules.get(&id).map(|m| &m.meta)
     }
 }
 

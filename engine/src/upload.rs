@@ -22,27 +22,23 @@
 //! itself: it is logged as an error with the bundler's answer, counted, and passed over, so that
 //! one refused item cannot stop every later upload.
 //!
-//! The client speaks plain HTTP/1.1 (hyper over glommio sockets); a bundler behind HTTPS is
-//! reached through a local TLS proxy.
+//! The client (`crate::outbound`) speaks plain HTTP/1.1; a bundler behind HTTPS is reached
+//! through a local TLS proxy.
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use scheduler::data_item::DataItem;
 use scheduler::log::Lsn;
 use scheduler::tags::Tag;
 
-use crate::http::GlommioIo;
 use crate::node::NodeState;
+use crate::outbound::{call, Endpoint, Sender};
 
 /// Records read from the log per batch.
 const BATCH_RECORDS: usize = 256;
-/// Longest one request (connect, send, answer) may take before it counts as failed.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// First wait before a retry; doubled at each failure of the same item, up to `BACKOFF_MAX`.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -50,119 +46,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const SAVE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long an idle uploader waits before it looks at the log again.
 const IDLE_POLL: Duration = Duration::from_millis(20);
-
-/// A service URL split for the client: where to connect, the `Host` header, the path prefix.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Endpoint {
-    /// `host:port` (port 80 when the URL names none).
-    pub authority: String,
-    pub host: String,
-    /// The URL's path without a trailing slash (empty for the root).
-    pub base_path: String,
-}
-
-impl Endpoint {
-    /// Splits an `http://host[:port][/path]` URL (already checked by the configuration).
-    pub fn parse(url: &str) -> Result<Endpoint, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("{url:?} is not an http:// URL"))?;
-        let (host, path) = match rest.find('/') {
-            Some(at) => (&rest[..at], &rest[at..]),
-            None => (rest, ""),
-        };
-        if host.is_empty() {
-            return Err(format!("{url:?} has no host"));
-        }
-        let authority = if host
-            .rsplit_once(':')
-            .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
-        {
-            host.to_owned()
-        } else {
-            format!("{host}:80")
-        };
-        Ok(Endpoint {
-            authority,
-            host: host.to_owned(),
-            base_path: path.trim_end_matches('/').to_owned(),
-        })
-    }
-}
-
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
-/// Spawns `future` in the task queue of the caller (the uploader's low-share queue), where
-/// `glommio::spawn_local` would use the default one.
-fn spawn_here<T: 'static>(future: impl std::future::Future<Output = T> + 'static) -> glommio::Task<T> {
-    glommio::spawn_local_into(future, glommio::executor().current_task_queue()).expect("the current task queue exists")
-}
-
-async fn connect(endpoint: &Endpoint) -> Result<Sender, String> {
-    let stream = glommio::net::TcpStream::connect(endpoint.authority.as_str())
-        .await
-        .map_err(|e| format!("connect to {}: {e}", endpoint.authority))?;
-    let _ = stream.set_nodelay(true);
-    let (sender, connection) = hyper::client::conn::http1::handshake(GlommioIo(stream))
-        .await
-        .map_err(|e| format!("HTTP handshake with {}: {e}", endpoint.authority))?;
-    spawn_here(async move {
-        let _ = connection.await;
-    })
-    .detach();
-    Ok(sender)
-}
-
-/// One POST on the connection in `slot` (opened if needed; dropped after a failure).
-async fn post(
-    slot: &mut Option<Sender>,
-    endpoint: &Endpoint,
-    path: &str,
-    body: Bytes,
-) -> Result<(StatusCode, String), String> {
-    let attempt = async {
-        if slot.as_ref().is_none_or(|sender| sender.is_closed()) {
-            *slot = Some(connect(endpoint).await?);
-        }
-        let sender = slot.as_mut().expect("connected above");
-        sender
-            .ready()
-            .await
-            .map_err(|e| format!("connection to {}: {e}", endpoint.authority))?;
-        let request = Request::post(format!("{}{path}", endpoint.base_path))
-            .header(http::header::HOST, endpoint.host.as_str())
-            .header(http::header::CONTENT_TYPE, "application/octet-stream")
-            .body(Full::new(body))
-            .map_err(|e| format!("request: {e}"))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("POST {path} to {}: {e}", endpoint.authority))?;
-        let status = response.status();
-        let answer = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("reading the answer to POST {path}: {e}"))?
-            .to_bytes();
-        Ok((
-            status,
-            String::from_utf8_lossy(&answer[..answer.len().min(512)]).into_owned(),
-        ))
-    };
-    let timed = futures_lite::future::or(attempt, async {
-        glommio::timer::sleep(REQUEST_TIMEOUT).await;
-        Err(format!(
-            "POST {path} to {}: no answer within {REQUEST_TIMEOUT:?}",
-            endpoint.authority
-        ))
-    })
-    .await;
-    if timed.is_err() {
-        *slot = None;
-    }
-    timed
-}
 
 /// How an upload ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,7 +60,21 @@ async fn upload(state: &NodeState, slot: &mut Option<Sender>, endpoint: &Endpoin
     let mut backoff = BACKOFF_MIN;
     let mut failures = 0u32;
     loop {
-        let failure = match post(slot, endpoint, "/tx/arweave", body.clone()).await {
+        let sent = call(
+            slot,
+            endpoint,
+            http::Method::POST,
+            "/tx/arweave",
+            Some(("application/octet-stream", body.clone())),
+            64 << 10,
+        )
+        .await;
+        let failure = match sent.map(|(status, answer)| {
+            (
+                status,
+                String::from_utf8_lossy(&answer[..answer.len().min(512)]).into_owned(),
+            )
+        }) {
             Ok((status, _)) if status.is_success() => {
                 if failures > 0 {
                     tracing::info!(%id, failures, "upload accepted after retries");
@@ -221,7 +118,7 @@ async fn upload_all(state: &Rc<NodeState>, slots: &mut [Option<Sender>], endpoin
         let mut taken = slot.take();
         let state = Rc::clone(state);
         let endpoint = endpoint.clone();
-        let task = spawn_here(async move {
+        let task = crate::outbound::spawn_here(async move {
             for item in lane {
                 let id = item.id().to_string();
                 upload(&state, &mut taken, &endpoint, &id, Bytes::from(item.to_bytes())).await;
@@ -370,22 +267,6 @@ pub async fn publish_location(state: Rc<NodeState>, endpoint: Endpoint, url: Str
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn endpoints_split_host_port_and_path() {
-        let e = Endpoint::parse("http://127.0.0.1:4000").unwrap();
-        assert_eq!(
-            (e.authority.as_str(), e.host.as_str(), e.base_path.as_str()),
-            ("127.0.0.1:4000", "127.0.0.1:4000", "")
-        );
-        let e = Endpoint::parse("http://bundler.local/api/").unwrap();
-        assert_eq!(
-            (e.authority.as_str(), e.base_path.as_str()),
-            ("bundler.local:80", "/api")
-        );
-        assert!(Endpoint::parse("https://x").is_err());
-        assert!(Endpoint::parse("http:///x").is_err());
-    }
 
     #[test]
     fn cursors_round_trip_and_damage_is_detected() {

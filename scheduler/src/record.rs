@@ -1,7 +1,7 @@
 //! The payloads Hewitt writes into the log: what one log record means.
 //!
 //! The log (`log`) frames and checksums opaque payloads tagged with a kind byte; this module gives
-//! those kinds their meaning. Three kinds exist:
+//! those kinds their meaning. Four kinds exist:
 //!
 //! - `KIND_MODULE` (1): the payload is the module's ANS-104 data item, byte for byte.
 //! - `KIND_ASSIGNMENT` (2): one assignment of a message (or of the process itself, nonce 0) to a
@@ -34,6 +34,19 @@
 //!   The message is copied rather than referenced so that every record can be evaluated, checked
 //!   and repaired on its own.
 //!
+//! - `KIND_GATEWAY_MODULE` (4): a module fetched from an Arweave gateway (`/raw/{id}` for the
+//!   bytes, GraphQL for the owner and tags) because a process named it. There is no signed item
+//!   to keep, so the record holds what the gateway said, and the node trusts its configured
+//!   gateway for it, as AO's compute units do:
+//!
+//! ```text
+//! offset  size  field
+//! 0       32    module id (raw)
+//! 32      4     header length H (u32)
+//! 36      H     header: UTF-8 JSON {"owner":{"address","key"},"tags":[{"name","value"}],"gateway"}
+//! 36+H    ..    the module's bytes (the rest of the payload)
+//! ```
+//!
 //! The assignment data item itself is not stored: its tags follow from the fields above
 //! (`chain::assignment_tags`), its owner is the node key, and its id is SHA-256 of the stored
 //! signature. The message item is stored whole because it is the input evaluation needs.
@@ -48,6 +61,52 @@ pub const KIND_MODULE: u8 = 1;
 pub const KIND_ASSIGNMENT: u8 = 2;
 /// Record kind of an assignment of a message already logged for another process.
 pub const KIND_ASSIGNED: u8 = 3;
+/// Record kind of a module fetched from an Arweave gateway.
+pub const KIND_GATEWAY_MODULE: u8 = 4;
+
+/// A decoded `KIND_GATEWAY_MODULE` payload, borrowing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayModuleRecord<'a> {
+    pub id: crate::ModuleId,
+    /// The JSON header (owner, tags, gateway), as written.
+    pub header: &'a [u8],
+    pub data: &'a [u8],
+}
+
+impl GatewayModuleRecord<'_> {
+    pub fn encode(&self) -> Vec<u8> {
+        let header_len = u32::try_from(self.header.len()).expect("a module header is far below 4 GiB");
+        let mut out = Vec::with_capacity(36 + self.header.len() + self.data.len());
+        out.extend_from_slice(self.id.as_bytes());
+        out.extend_from_slice(&header_len.to_le_bytes());
+        out.extend_from_slice(self.header);
+        out.extend_from_slice(self.data);
+        out
+    }
+
+    pub fn decode(payload: &[u8]) -> Result<GatewayModuleRecord<'_>, RecordError> {
+        if payload.len() < 36 {
+            return Err(RecordError::Truncated {
+                len: payload.len(),
+                need: 36,
+            });
+        }
+        let id = crate::ModuleId(payload[..32].try_into().expect("32 bytes"));
+        let header_len = u32::from_le_bytes(payload[32..36].try_into().expect("4 bytes")) as usize;
+        let end = 36usize.saturating_add(header_len);
+        if payload.len() < end {
+            return Err(RecordError::Truncated {
+                len: payload.len(),
+                need: end,
+            });
+        }
+        Ok(GatewayModuleRecord {
+            id,
+            header: &payload[36..end],
+            data: &payload[end..],
+        })
+    }
+}
 
 const HEADER_BYTES: usize = 122;
 
@@ -239,5 +298,19 @@ mod tests {
             );
         }
         assert!(AssignmentRecord::decode(KIND_ASSIGNED, &assigned).is_ok());
+    }
+
+    #[test]
+    fn gateway_module_records_round_trip_and_refuse_truncation() {
+        let record = GatewayModuleRecord {
+            id: crate::ModuleId([6; 32]),
+            header: br#"{"tags":[]}"#,
+            data: b"\0asm",
+        };
+        let bytes = record.encode();
+        assert_eq!(GatewayModuleRecord::decode(&bytes).unwrap(), record);
+        for len in 0..36 + record.header.len() {
+            assert!(GatewayModuleRecord::decode(&bytes[..len]).is_err(), "len {len}");
+        }
     }
 }
