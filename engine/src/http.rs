@@ -114,6 +114,7 @@ fn shard_fail(error: ShardError) -> Answer {
         ShardError::Duplicate(_) => StatusCode::CONFLICT,
         ShardError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         ShardError::Log(scheduler::log::LogError::Backpressure { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+        ShardError::Log(scheduler::log::LogError::Full(_)) => StatusCode::SERVICE_UNAVAILABLE,
         // The node is stopping: the log no longer takes appends.
         ShardError::Log(scheduler::log::LogError::Closed) => StatusCode::SERVICE_UNAVAILABLE,
         ShardError::Compute(crate::compute::ComputeError::PoolExhausted { .. }) => StatusCode::SERVICE_UNAVAILABLE,
@@ -273,6 +274,7 @@ fn metrics(state: &NodeState) -> Answer {
             log_unsynced_bytes: state.committer.unsynced_bytes(),
             open_connections: state.open_connections.get(),
             accepting: state.failure().is_none(),
+            disk_full: shard.log_full().is_some(),
             ready: state.not_ready().is_none(),
             recovery_pending: state.shard.borrow().recovery_pending(),
         }
@@ -316,6 +318,12 @@ fn health(state: &NodeState) -> Result<Answer, Answer> {
         return Err(fail(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("node stopped accepting writes: {reason}"),
+        ));
+    }
+    if let Some(reason) = state.shard.borrow().log_full() {
+        return Err(fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("disk full, writes refused until space is freed: {reason}"),
         ));
     }
     let shard = state.shard.borrow();

@@ -73,6 +73,8 @@ pub struct Snapshot {
     pub log_unsynced_bytes: usize,
     pub open_connections: usize,
     pub accepting: bool,
+    /// The log refuses appends for want of disk space.
+    pub disk_full: bool,
     pub ready: bool,
     pub recovery_pending: usize,
 }
@@ -149,6 +151,11 @@ impl Metrics {
             "accepting_writes",
             "1 while the node accepts writes; 0 once its log failed",
             ConstGauge::new(i64::from(now.accepting)),
+        );
+        root.register(
+            "log_disk_full",
+            "1 while the log refuses writes because the disk is full (they resume once space is freed)",
+            ConstGauge::new(i64::from(now.disk_full)),
         );
         root.register(
             "ready",

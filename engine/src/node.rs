@@ -201,6 +201,9 @@ impl NodeState {
         if let Some(reason) = self.failure() {
             return Some(format!("not accepting writes: {reason}"));
         }
+        if let Some(reason) = self.shard.borrow().log_full() {
+            return Some(format!("disk full, writes refused until space is freed: {reason}"));
+        }
         let pending = self.shard.borrow().recovery_pending();
         (pending > 0).then(|| format!("replaying: {pending} recovered messages still to evaluate"))
     }
@@ -309,6 +312,10 @@ async fn pump(state: Rc<NodeState>, mut wake: mpsc::Receiver<()>) {
         }
         match outcome {
             Ok(()) => {}
+            Err(ShardError::Log(LogError::Full(_))) => {
+                // Deliveries wait (queued, nothing lost) until the committer finds space.
+                glommio::timer::sleep(std::time::Duration::from_secs(1)).await;
+            }
             Err(ShardError::Log(LogError::Backpressure { .. })) => {
                 // The pending batch is full: wait for the committer to drain it, then go on.
                 // Wait for the last appended record (at end - 1: backpressure means there is one).

@@ -473,6 +473,11 @@ impl Shard {
         self.log.borrow().poisoned().map(str::to_owned)
     }
 
+    /// Why the log refuses appends for want of disk space, while it does.
+    pub fn log_full(&self) -> Option<String> {
+        self.log.borrow().full().map(str::to_owned)
+    }
+
     /// The log position after the last appended record.
     pub fn log_end(&self) -> Lsn {
         self.log.borrow().end_lsn()

@@ -69,6 +69,11 @@ impl Node {
         }
     }
 
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A client of this node with a fresh Ed25519 key.
     pub fn client(&self) -> Client {
         Client::new(&self.url, Signer::generate_ed25519())
@@ -116,10 +121,15 @@ pub fn spawn(client: &Client, node: &Node, module: ModuleId) -> ProcessId {
 
 /// Every edge of a process's timeline, following pages to the end.
 pub fn timeline(client: &Client, pid: ProcessId) -> Vec<Value> {
+    timeline_in_pages(client, pid, 1000)
+}
+
+/// [`timeline`] in pages of `limit` edges (smaller pages for large messages).
+pub fn timeline_in_pages(client: &Client, pid: ProcessId, limit: usize) -> Vec<Value> {
     let mut edges = Vec::new();
     let mut from_nonce: Option<u64> = None;
     loop {
-        let mut path = format!("/{pid}?process-id={pid}&limit=1000");
+        let mut path = format!("/{pid}?process-id={pid}&limit={limit}");
         if let Some(from) = from_nonce {
             path.push_str(&format!("&from-nonce={from}"));
         }

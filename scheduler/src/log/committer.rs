@@ -15,6 +15,9 @@ use futures_channel::oneshot;
 use glommio::io::{BufferedFile, Directory, OpenOptions};
 
 use super::store::Batch;
+
+/// How often a committer blocked by a full disk tries to allocate the next segment again.
+const FULL_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 use super::{Log, LogError, Lsn};
 
 /// Counters of the group commits done so far, for metrics.
@@ -113,11 +116,25 @@ impl Committer {
             self.wait_for_work().await;
             let batch = self.log.borrow_mut().take_batch();
             let Some(batch) = batch else {
-                let log = self.log.borrow();
-                if let Some(reason) = log.poisoned() {
-                    tracing::error!(dir = %self.dir.display(), %reason, "log poisoned");
+                let full = {
+                    let log = self.log.borrow();
+                    if let Some(reason) = log.poisoned() {
+                        tracing::error!(dir = %self.dir.display(), %reason, "log poisoned");
+                        break;
+                    }
+                    log.full().is_some()
+                };
+                if full && self.stopping.get() {
+                    // Stopping: what is pending was never acknowledged and cannot be written.
+                    tracing::warn!(dir = %self.dir.display(), "stopping with a full disk: unacknowledged records dropped");
                     break;
                 }
+                if full {
+                    // The pending batch waits for space; look again in a while.
+                    glommio::timer::sleep(FULL_RETRY).await;
+                    continue;
+                }
+                let log = self.log.borrow();
                 if self.stopping.get() && !log.has_pending() {
                     break;
                 }

@@ -47,6 +47,10 @@ pub enum LogError {
         /// [`super::LogConfig::pending_bytes_max`].
         pending_bytes_max: usize,
     },
+    /// The file system is full: the next segment could not be allocated. Nothing was written
+    /// and nothing is lost; appends are refused until the committer's retry finds space again.
+    #[error("disk full: {0}; writes resume once space is freed")]
+    Full(String),
     /// A write or `fdatasync` failed earlier; the log accepts and acknowledges nothing more.
     #[error("log poisoned: {0}")]
     Poisoned(String),

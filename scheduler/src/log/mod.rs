@@ -125,10 +125,21 @@
 //!
 //! ## Poison
 //!
-//! After a failed write or `fdatasync` (or a failed segment creation) the log is poisoned: the
-//! page cache may have dropped the data, so a retry could acknowledge what is not on the device.
-//! Every later append and every waiter gets [`LogError::Poisoned`]; records already durable stay
-//! readable, as do records accepted but never made durable (they are not acknowledged).
+//! After a failed write or `fdatasync` (or a segment creation that failed for another reason
+//! than space) the log is poisoned: the page cache may have dropped the data, so a retry could
+//! acknowledge what is not on the device. Every later append and every waiter gets
+//! [`LogError::Poisoned`]; records already durable stay readable, as do records accepted but
+//! never made durable (they are not acknowledged).
+//!
+//! ## Disk full
+//!
+//! Segments are preallocated whole when created, so the only write that can meet a full disk is
+//! the allocation of the next segment, before any byte of it is written. ENOSPC (or EDQUOT)
+//! there does not poison: the half-made file is removed, appends are refused with
+//! [`LogError::Full`], the pending batch waits in memory (unacknowledged) and the committer
+//! tries the allocation again every second; when it succeeds the log goes on where it was.
+//! (A file system without `fallocate` support would surface ENOSPC on a write instead, which
+//! poisons.)
 
 mod committer;
 mod config;

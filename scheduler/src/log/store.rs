@@ -88,6 +88,8 @@ pub struct Log {
     /// A cleared buffer from a completed batch, reused by the next chunk.
     spare: Vec<u8>,
     poisoned: Option<String>,
+    /// Why the last segment creation failed for want of space, while it does (see [`Log::full`]).
+    full: Option<String>,
     closed: bool,
     /// Woken when a record is appended or shutdown is asked, so the committer sleeps while idle.
     committer_waker: Option<Waker>,
@@ -118,6 +120,7 @@ impl Log {
             pending: VecDeque::new(),
             spare: Vec::new(),
             poisoned: None,
+            full: None,
             closed: false,
             committer_waker: None,
         };
@@ -139,6 +142,9 @@ impl Log {
         assert_ne!(kind, 0, "record kind 0 is reserved for the end of data");
         if let Some(reason) = &self.poisoned {
             return Err(LogError::Poisoned(reason.clone()));
+        }
+        if let Some(reason) = &self.full {
+            return Err(LogError::Full(reason.clone()));
         }
         if self.closed {
             return Err(LogError::Closed);
@@ -247,6 +253,15 @@ impl Log {
         Lsn(self.durable_lsn)
     }
 
+    /// Why appends are refused for want of disk space, while they are: the next segment could
+    /// not be preallocated. Records appended before stay pending (not acknowledged, nothing
+    /// written) and the committer retries the allocation every second; once it succeeds this
+    /// clears and the log goes on where it was. Every write into a segment lands in space that
+    /// was preallocated, so a full disk never tears or loses a record.
+    pub fn full(&self) -> Option<&str> {
+        self.full.as_deref()
+    }
+
     /// The reason the log was poisoned, if it was.
     pub fn poisoned(&self) -> Option<&str> {
         self.poisoned.as_deref()
@@ -320,11 +335,27 @@ impl Log {
         let segment_created = slot == self.segments.len();
         if segment_created {
             match Segment::create(&self.dir, index, segment_bytes) {
-                Ok(segment) => self.segments.push(segment),
+                Ok(segment) => {
+                    if let Some(reason) = self.full.take() {
+                        tracing::info!(dir = %self.dir.display(), %reason, "disk space is back: the log goes on");
+                    }
+                    self.segments.push(segment);
+                }
                 Err(error) => {
                     let path = recovery::segment_path(&self.dir, chunk.start - offset);
                     self.pending.push_front(chunk);
-                    self.poison(format!("creating segment {}: {error}", path.display()));
+                    let reason = format!("creating segment {}: {error}", path.display());
+                    // ENOSPC, EDQUOT: nothing was written; the half-made file goes and the
+                    // creation is retried. Anything else poisons the log.
+                    if matches!(error.raw_os_error(), Some(28 | 122)) {
+                        let _ = std::fs::remove_file(&path);
+                        if self.full.is_none() {
+                            tracing::error!(dir = %self.dir.display(), %reason, "disk full: appends refused until space is freed");
+                        }
+                        self.full = Some(reason);
+                    } else {
+                        self.poison(reason);
+                    }
                     return None;
                 }
             }
