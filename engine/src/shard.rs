@@ -159,7 +159,6 @@ struct Entry {
     timestamp: Timestamp,
     block_height: BlockHeight,
     hash_chain: HashChain,
-    assignment: AssignmentId,
     result: Option<Rc<ProcessResult>>,
 }
 
@@ -209,6 +208,10 @@ struct Process {
     cron: Option<Box<CronState>>,
     /// Entries read back from the log at recovery (see [`Shard::recovery_pending`]).
     recovered: usize,
+    /// The id of the last entry's assignment, which the next link of the chain needs; `None`
+    /// after recovery until then (it is the SHA-256 of a signature: computed once, when needed,
+    /// rather than for every record read back).
+    last_assignment: Option<AssignmentId>,
 }
 
 /// An item waiting in the messenger's queue.
@@ -295,12 +298,12 @@ pub struct Shard {
     runtime: Runtime,
     log: Rc<RefCell<Log>>,
     limits: ShardLimits,
-    modules: HashMap<ModuleId, ModuleEntry>,
-    processes: HashMap<ProcessId, Process>,
-    messages: HashMap<MessageId, (ProcessId, Nonce)>,
+    modules: IdMap<ModuleId, ModuleEntry>,
+    processes: IdMap<ProcessId, Process>,
+    messages: IdMap<MessageId, (ProcessId, Nonce)>,
     /// Messages assigned (by `assign` or a result's `Assignments`) to processes other than the
     /// one they were sent to: where each sits in that other timeline.
-    assigned: HashMap<(ProcessId, MessageId), Nonce>,
+    assigned: IdMap<(ProcessId, MessageId), Nonce>,
     ready: VecDeque<ProcessId>,
     unevaluated: usize,
     outbox: VecDeque<Delivery>,
@@ -310,8 +313,13 @@ pub struct Shard {
     /// Nodes whose items may carry the messenger's tags (see [`Shard::set_trusted_nodes`]).
     trusted: HashSet<Address>,
     /// Processes whose crons are driven to the present (see [`Shard::drive_crons`]).
-    monitored: HashSet<ProcessId>,
+    monitored: HashSet<ProcessId, foldhash::fast::RandomState>,
 }
+
+/// The maps keyed by ids. Ids are SHA-256 outputs, but a client chooses its signatures, so the
+/// hash is still keyed per process (foldhash's random state), just far cheaper than SipHash:
+/// reading a log back is mostly map inserts.
+type IdMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 fn no_instance(pid: ProcessId) -> ShardError {
     ShardError::Busy(format!(
@@ -374,17 +382,17 @@ impl Shard {
             runtime,
             log,
             limits,
-            modules: HashMap::new(),
-            processes: HashMap::new(),
-            messages: HashMap::new(),
-            assigned: HashMap::new(),
+            modules: IdMap::default(),
+            processes: IdMap::default(),
+            messages: IdMap::default(),
+            assigned: IdMap::default(),
             ready: VecDeque::new(),
             unevaluated: 0,
             outbox: VecDeque::new(),
             counters: ShardCounters::default(),
             recovery_pending: 0,
             trusted: HashSet::new(),
-            monitored: HashSet::new(),
+            monitored: HashSet::default(),
         }
     }
 
@@ -427,7 +435,15 @@ impl Shard {
                 other => return Err(corrupt(format!("unknown record kind {other}"))),
             }
         }
-        Ok(Some(records.next_lsn()))
+        let next = records.next_lsn();
+        if from == Lsn(0) && next.0 > 0 {
+            // Size the message index once for the whole log, from the records read so far,
+            // rather than growing it (and rehashing every entry) a dozen times.
+            let per_record = next.0 / self.messages.len().max(1) as u64;
+            let expected = (log.end_lsn().0 / per_record.max(1)) as usize;
+            self.messages.reserve(expected.saturating_sub(self.messages.len()));
+        }
+        Ok(Some(next))
     }
 
     /// Ends recovery: from now on [`Shard::recovery_pending`] counts the recovered messages
@@ -611,11 +627,15 @@ impl Shard {
         })
     }
 
-    /// Registers a recovered or freshly appended assignment. Checks what the log must guarantee:
-    /// dense nonces and an unbroken hash chain.
-    /// Registers an assignment; for nonce 0, `instance` is the process's instance if the caller
-    /// already took one from the pool (a spawn takes it before appending, so that a full pool
-    /// refuses the spawn instead of leaving a process without an instance in the log).
+    /// Registers a recovered or freshly appended assignment; for nonce 0, `instance` is the
+    /// process's instance if the caller already took one from the pool (a spawn takes it before
+    /// appending, so that a full pool refuses the spawn instead of leaving a process without an
+    /// instance in the log). Checks what the log must guarantee of the records' meaning: dense
+    /// nonces, messages assigned once, processes spawned once from a known module. Hash-chain
+    /// links are taken as read: every frame is checksummed, so a link read back is the link
+    /// that was written, and it was derived from the previous assignment when it was written;
+    /// recomputing two SHA-256 per record would double the time to read a log back.
+    /// `hewitt log verify` recomputes every link.
     fn register_assignment(
         &mut self,
         assignment: &AssignmentRecord<'_>,
@@ -628,7 +648,6 @@ impl Shard {
             timestamp: assignment.timestamp,
             block_height: assignment.block_height,
             hash_chain: assignment.hash_chain,
-            assignment: assignment.assignment_id(),
             result: None,
         };
         if assignment.nonce == Nonce(0) {
@@ -687,6 +706,7 @@ impl Shard {
                     snapshot: None,
                     cron,
                     recovered: 0,
+                    last_assignment: None,
                 },
             );
         } else {
@@ -694,7 +714,6 @@ impl Shard {
                 .processes
                 .get_mut(&assignment.process)
                 .ok_or_else(|| corrupt(format!("assignment to unknown process {}", assignment.process)))?;
-            let last = process.entries.last().expect("a process always has its nonce 0 entry");
             if assignment.nonce.0 != process.entries.len() as u64 {
                 return Err(corrupt(format!(
                     "process {}: nonce {} follows nonce {}",
@@ -703,12 +722,7 @@ impl Shard {
                     process.entries.len() - 1
                 )));
             }
-            if chain::next_hash_chain(&last.assignment, &last.hash_chain) != assignment.hash_chain {
-                return Err(corrupt(format!(
-                    "process {}: hash chain breaks at nonce {}",
-                    assignment.process, assignment.nonce.0
-                )));
-            }
+            process.last_assignment = None;
             if assignment.assigned.is_some() {
                 match self.messages.get(&assignment.message) {
                     None => {
@@ -782,6 +796,10 @@ impl Shard {
     ) -> Result<(Nonce, Lsn), ShardError> {
         let message = MessageId::from(item.id());
         let mut instance = None;
+        let last_assignment = match self.processes.contains_key(&process) {
+            true => Some(self.last_assignment(process)?),
+            false => None,
+        };
         let fields = match self.processes.get(&process) {
             None => {
                 // Nonce 0: the process itself. Its instance is taken before anything is logged.
@@ -806,7 +824,10 @@ impl Shard {
                     process,
                     epoch: 0,
                     nonce: Nonce(state.entries.len() as u64),
-                    hash_chain: chain::next_hash_chain(&last.assignment, &last.hash_chain),
+                    hash_chain: chain::next_hash_chain(
+                        &last_assignment.expect("computed above for an existing process"),
+                        &last.hash_chain,
+                    ),
                     block_height: block_height_at(timestamp),
                     timestamp,
                     message: Some(message),
@@ -828,8 +849,31 @@ impl Shard {
         };
         let lsn = self.log.borrow_mut().append(assignment.kind(), &assignment.encode())?;
         self.register_assignment(&assignment, lsn, instance)?;
+        self.processes.get_mut(&process).expect("registered").last_assignment = Some(assignment.assignment_id());
         self.counters.assigned += 1;
         Ok((fields.nonce, lsn))
+    }
+
+    /// The id of `pid`'s last assignment, read back from its record the first time after a
+    /// recovery.
+    fn last_assignment(&mut self, pid: ProcessId) -> Result<AssignmentId, ShardError> {
+        let process = self.processes.get(&pid).expect("the caller checked");
+        if let Some(id) = process.last_assignment {
+            return Ok(id);
+        }
+        let lsn = process.entries.last().expect("nonce 0 exists").lsn;
+        let id = {
+            let log = self.log.borrow();
+            let record = log.read(lsn)?;
+            AssignmentRecord::decode(record.kind, record.payload)
+                .map_err(|e| ShardError::Corrupt {
+                    lsn,
+                    reason: e.to_string(),
+                })?
+                .assignment_id()
+        };
+        self.processes.get_mut(&pid).expect("exists").last_assignment = Some(id);
+        Ok(id)
     }
 
     /// A fresh instance for the process `item` would spawn (checked by `check_spawn` first).
@@ -998,7 +1042,9 @@ impl Shard {
             reason: e.to_string(),
         })?;
         let (nonce, lsn) = self.assign(process, &item, &bytes, now, Some(exclude))?;
-        let id = self.processes[&process].entries[nonce.0 as usize].assignment;
+        let id = self.processes[&process]
+            .last_assignment
+            .expect("set by the assignment just appended");
         Ok((id, nonce, lsn))
     }
 

@@ -8,6 +8,7 @@
 //! intended send time). It writes `report.json`, `report.md` and SVG plots into `--out`.
 //! perf/README.md describes each part.
 
+mod big_restart;
 mod engine_run;
 mod http_run;
 mod limits;
@@ -44,6 +45,8 @@ enum Part {
     Http,
     /// A restart: a log written by the `many` scenario, opened, read back and replayed.
     Restart,
+    /// A restart with a large log (`--big-restart-records`, 10 M by default) up to serving.
+    BigRestart,
 }
 
 #[derive(Subcommand)]
@@ -57,7 +60,12 @@ enum Command {
         #[arg(long, default_value = "target/perf")]
         work_dir: PathBuf,
         /// Parts to run.
-        #[arg(long, value_enum, value_delimiter = ',', default_value = "log,engine,restart,http")]
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "log,engine,restart,big-restart,http"
+        )]
         parts: Vec<Part>,
         /// Scenarios to run (engine and HTTP parts).
         #[arg(
@@ -95,6 +103,9 @@ enum Command {
         /// Client messages written before the restart part restarts.
         #[arg(long, default_value_t = 100_000)]
         restart_messages: usize,
+        /// Records of the large restart (the `big-restart` part; 10 M is the target size).
+        #[arg(long, default_value_t = 10_000_000)]
+        big_restart_records: u64,
         /// MiB appended per record size in the log part.
         #[arg(long, default_value_t = 256)]
         log_mib: usize,
@@ -150,6 +161,7 @@ fn run(command: Command) -> Result<(), String> {
             engine_messages,
             batch,
             restart_messages,
+            big_restart_records,
             log_mib,
             smoke,
         } => {
@@ -226,6 +238,25 @@ fn run(command: Command) -> Result<(), String> {
                     run.records, run.open_ms, run.index_ms, run.replay_ms
                 );
                 report.restart = Some(run);
+            }
+            if parts.contains(&Part::BigRestart) {
+                let dir = work_dir.join("big-restart");
+                let records = if smoke {
+                    big_restart_records.min(2000)
+                } else {
+                    big_restart_records
+                };
+                let run = big_restart::run(&dir, 1000.min(records as usize).max(1), records)?;
+                eprintln!(
+                    "big restart: {} records ({:.1} GiB), open {:.0} ms, index {:.0} ms: serving after {:.2} s (each: {:?} ms)",
+                    run.records,
+                    run.log_bytes as f64 / f64::from(1 << 30),
+                    run.open_ms,
+                    run.index_ms,
+                    run.serving_ms / 1e3,
+                    run.serving_ms_each.iter().map(|ms| ms.round()).collect::<Vec<_>>()
+                );
+                report.big_restart = Some(run);
             }
             if parts.contains(&Part::Http) {
                 for &scenario in &scenarios {

@@ -80,8 +80,14 @@ fn report_smoke_runs_every_part_and_scenario() {
         "{restart}"
     );
 
+    // The large restart, at smoke size: every record written is read back.
+    let big = &report["big_restart"];
+    assert_eq!(big["records"].as_u64(), Some(2000 + 1000), "{big}");
+    assert_eq!(big["serving_ms_each"].as_array().map(Vec::len), Some(3), "{big}");
+
     let md = std::fs::read_to_string(out.join("report.md")).expect("report.md");
     assert!(md.contains("## Limits, measured in this run"), "{md}");
+    assert!(md.contains("## Restart with a large log"), "{md}");
     for plot in [
         "latency-vs-load.svg",
         "throughput-vs-load.svg",

@@ -47,7 +47,7 @@ pub enum SignatureType {
     Arweave = 1,
     /// Ed25519 over the 48-byte deep hash.
     Ed25519 = 2,
-    /// Ethereum secp256k1 (EIP-191); parsed, not yet verified.
+    /// Ethereum secp256k1 (EIP-191 prefixed keccak-256).
     Ethereum = 3,
 }
 
