@@ -275,6 +275,8 @@ fn metrics(state: &NodeState) -> Answer {
             open_connections: state.open_connections.get(),
             accepting: state.failure().is_none(),
             disk_full: shard.log_full().is_some(),
+            modules_compiled: shard.compile_counts().0,
+            modules_loaded: shard.compile_counts().1,
             ready: state.not_ready().is_none(),
             recovery_pending: state.shard.borrow().recovery_pending(),
         }

@@ -75,6 +75,9 @@ pub struct Snapshot {
     pub accepting: bool,
     /// The log refuses appends for want of disk space.
     pub disk_full: bool,
+    /// Modules compiled from wasm, and loaded back from the artifact cache, since start.
+    pub modules_compiled: u64,
+    pub modules_loaded: u64,
     pub ready: bool,
     pub recovery_pending: usize,
 }
@@ -151,6 +154,16 @@ impl Metrics {
             "accepting_writes",
             "1 while the node accepts writes; 0 once its log failed",
             ConstGauge::new(i64::from(now.accepting)),
+        );
+        root.register(
+            "modules_compiled",
+            "Modules compiled from wasm since start",
+            ConstCounter::new(now.modules_compiled),
+        );
+        root.register(
+            "modules_loaded",
+            "Modules mapped back from the compiled-artifact cache since start (no compilation)",
+            ConstCounter::new(now.modules_loaded),
         );
         root.register(
             "log_disk_full",

@@ -484,6 +484,7 @@ async fn open(config: NodeConfig) -> Result<(Rc<NodeState>, glommio::net::TcpLis
     let log_bytes = log.borrow().end_lsn().0;
     let mut shard = Shard::new(signer, runtime, log, config.limits.clone());
     shard.set_trusted_nodes(config.ao.trusted_nodes.iter().copied());
+    shard.set_artifact_dir(config.data_dir.join("modules"));
     let (wake_tx, wake_rx) = mpsc::channel(1);
     let state = Rc::new(NodeState {
         shard: RefCell::new(shard),

@@ -312,6 +312,8 @@ pub struct Shard {
     recovery_pending: usize,
     /// Nodes whose items may carry the messenger's tags (see [`Shard::set_trusted_nodes`]).
     trusted: HashSet<Address>,
+    /// Where compiled modules are kept between restarts (see [`Shard::set_artifact_dir`]).
+    artifact_dir: Option<std::path::PathBuf>,
     /// Processes whose crons are driven to the present (see [`Shard::drive_crons`]).
     monitored: HashSet<ProcessId, foldhash::fast::RandomState>,
 }
@@ -392,6 +394,7 @@ impl Shard {
             counters: ShardCounters::default(),
             recovery_pending: 0,
             trusted: HashSet::new(),
+            artifact_dir: None,
             monitored: HashSet::default(),
         }
     }
@@ -465,6 +468,17 @@ impl Shard {
         self.address
     }
 
+    /// Modules compiled, and loaded from the artifact cache, since start.
+    pub fn compile_counts(&self) -> (u64, u64) {
+        self.runtime.compile_counts()
+    }
+
+    /// Keeps compiled modules in `dir` (`<module id>.cwasm`), so that a restart maps them back
+    /// instead of compiling (`Runtime::compile_cached`). Call before recovery.
+    pub fn set_artifact_dir(&mut self, dir: std::path::PathBuf) {
+        self.artifact_dir = Some(dir);
+    }
+
     /// Trusts `nodes` (their signing addresses) to push messages on behalf of their processes:
     /// their items may carry `From-Process`, `From-Module`, `Pushed-For` and `Forwarded-By`,
     /// which this node refuses from anyone else.
@@ -531,10 +545,13 @@ impl Shard {
         let format = meta
             .tag("Module-Format")
             .ok_or_else(|| ShardError::BadRequest(format!("module {id} has no Module-Format tag")))?;
-        let compiled = self
-            .runtime
-            .compile(wasm, format)
-            .map_err(|e| ShardError::BadRequest(format!("module {id}: {e}")))?;
+        let compiled = match &self.artifact_dir {
+            Some(dir) => self
+                .runtime
+                .compile_cached(wasm, format, &dir.join(format!("{id}.cwasm"))),
+            None => self.runtime.compile(wasm, format),
+        }
+        .map_err(|e| ShardError::BadRequest(format!("module {id}: {e}")))?;
         self.modules.insert(id, ModuleEntry { meta, compiled });
         Ok(id)
     }

@@ -388,3 +388,30 @@ fn sigterm_under_load_loses_nothing_and_needs_no_repair() {
     }
     assert_eq!(tests::counter_value(&client, pid), logged.len() as u64);
 }
+
+/// A restart maps compiled modules back from `data_dir/modules` instead of compiling them.
+#[test]
+fn a_restart_does_not_recompile_modules() {
+    let data = tempfile::tempdir().expect("temporary directory");
+    let node = Node::start(BINARY, data.path());
+    let client = node.client();
+    let counter = tests::load_sample(&client, "counter", &[]);
+    let exchange = tests::load_sample(&client, "exchange", &[]);
+    let pid = tests::spawn(&client, &node, counter);
+    tests::spawn(&client, &node, exchange);
+    let page = scrape(&node);
+    assert_eq!(value(&page, "hewitt_modules_compiled_total", &[]), Some(2.0));
+    assert_eq!(value(&page, "hewitt_modules_loaded_total", &[]), Some(0.0));
+    assert!(data.path().join(format!("modules/{counter}.cwasm")).exists());
+    node.kill();
+
+    let node = Node::start(BINARY, data.path());
+    let page = scrape(&node);
+    assert_eq!(value(&page, "hewitt_modules_compiled_total", &[]), Some(0.0));
+    assert_eq!(value(&page, "hewitt_modules_loaded_total", &[]), Some(2.0));
+    let client = node.client();
+    let id = client
+        .send(pid, &[scheduler::tags::Tag::new("Action", "Increment")], b"")
+        .expect("send");
+    assert_eq!(client.result(pid, id).expect("result")["Output"], "1");
+}

@@ -3,10 +3,25 @@
 //! Everything that can be known about a module before it runs is checked here, once, so that a
 //! bad module is refused with a clear reason when it is loaded rather than when a message
 //! arrives: its format, its imports (the format decides which it may have), and the exports
-//! AO's C-level ABI needs. This file does not cache modules (the caller keys its cache by
-//! module id) and does not yet persist precompiled artifacts.
+//! AO's C-level ABI needs. It keeps no in-memory cache (the caller keys one by module id), but
+//! [`Runtime::compile_cached`] keeps the machine code on disk between restarts.
+//!
+//! ## The artifact cache
+//!
+//! Compiling costs milliseconds for a small module and seconds for an aos one. With an artifact
+//! path, the compiled module is written there (`<path>`, wasmtime's serialized form) beside a
+//! sum file (`<path>.sum`: SHA-256 of the module's wasm bytes, then SHA-256 of the artifact),
+//! and a later start loads it back by mapping the file instead of compiling. The artifact is
+//! used only when both sums match (it was made from these very bytes and is whole) and wasmtime
+//! accepts it (same wasmtime version and engine settings); otherwise the module is compiled
+//! again and the files rewritten. Loading machine code is trusting it: the files live in the
+//! node's data dir, written by the node, and are checked as above before they are mapped.
 
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
 
 use wasmtime::{
     Config, Engine, ExternType, FuncType, InstanceAllocationStrategy, InstancePre, Linker, Module, Mutability,
@@ -31,6 +46,16 @@ pub const MODULE_FORMAT_WASM32: &str = "wasm32-unknown-unknown";
 pub struct Runtime {
     engine: Engine,
     config: Arc<ComputeConfig>,
+    counts: Arc<CompileCounts>,
+}
+
+/// How modules were obtained since the runtime started.
+#[derive(Debug, Default)]
+pub struct CompileCounts {
+    /// Compiled from wasm.
+    pub compiled: AtomicU64,
+    /// Loaded from the artifact cache.
+    pub loaded: AtomicU64,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -79,7 +104,69 @@ impl Runtime {
         Ok(Runtime {
             engine,
             config: Arc::new(config),
+            counts: Arc::default(),
         })
+    }
+
+    /// Modules compiled and loaded from the artifact cache since start.
+    pub fn compile_counts(&self) -> (u64, u64) {
+        (
+            self.counts.compiled.load(Ordering::Relaxed),
+            self.counts.loaded.load(Ordering::Relaxed),
+        )
+    }
+
+    /// [`Runtime::compile`], keeping the machine code in `artifact` (a file path) between
+    /// restarts: see "The artifact cache" above. A cache that cannot be read or written only
+    /// costs a compilation (with a warning); the module is checked the same way either way.
+    pub fn compile_cached(
+        &self,
+        wasm: &[u8],
+        module_format: &str,
+        artifact: &Path,
+    ) -> Result<CompiledModule, ComputeError> {
+        check_format(module_format)?;
+        let source_sum: [u8; 32] = Sha256::digest(wasm).into();
+        if let Some(module) = self.load_artifact(artifact, &source_sum) {
+            self.counts.loaded.fetch_add(1, Ordering::Relaxed);
+            return self.check(module, module_format);
+        }
+        let module = self.compile_wasm(wasm)?;
+        if let Err(error) = write_artifact(&module, artifact, &source_sum) {
+            tracing::warn!(path = %artifact.display(), %error, "compiled module not cached");
+        }
+        self.check(module, module_format)
+    }
+
+    /// The module at `artifact` if its sums match `source_sum` and its bytes, and wasmtime takes it.
+    fn load_artifact(&self, artifact: &Path, source_sum: &[u8; 32]) -> Option<Module> {
+        let sums = std::fs::read(sum_path(artifact)).ok()?;
+        if sums.len() != 64 || &sums[..32] != source_sum {
+            return None;
+        }
+        let bytes = std::fs::read(artifact).ok()?;
+        if Sha256::digest(&bytes).as_slice() != &sums[32..] {
+            tracing::warn!(path = %artifact.display(), "cached module is damaged; compiling again");
+            return None;
+        }
+        // SAFETY: the file is the node's own serialization of a module compiled from these very
+        // wasm bytes (its sums match), and wasmtime checks that it was made by this version with
+        // this engine's settings; nothing else writes into the data dir.
+        match unsafe { Module::deserialize_file(&self.engine, artifact) } {
+            Ok(module) => Some(module),
+            Err(error) => {
+                tracing::info!(path = %artifact.display(), error = %format!("{error:#}"), "cached module not usable here; compiling again");
+                None
+            }
+        }
+    }
+
+    fn compile_wasm(&self, wasm: &[u8]) -> Result<Module, ComputeError> {
+        let module = Module::new(&self.engine, wasm).map_err(|err| ComputeError::ModuleRefused {
+            reason: format!("the module is not valid wasm: {err:#}"),
+        })?;
+        self.counts.compiled.fetch_add(1, Ordering::Relaxed);
+        Ok(module)
     }
 
     /// The configuration the runtime was built with.
@@ -95,14 +182,14 @@ impl Runtime {
     /// `handle(i32, i32) -> i32`; its exported mutable globals must be numeric so that
     /// snapshots can hold them.
     pub fn compile(&self, wasm: &[u8], module_format: &str) -> Result<CompiledModule, ComputeError> {
+        check_format(module_format)?;
+        let module = self.compile_wasm(wasm)?;
+        self.check(module, module_format)
+    }
+
+    /// The checks of a compiled module's imports and exports, then its `InstancePre`.
+    fn check(&self, module: Module, module_format: &str) -> Result<CompiledModule, ComputeError> {
         let refuse = |reason: String| ComputeError::ModuleRefused { reason };
-        if module_format != MODULE_FORMAT_WASM32 {
-            return Err(refuse(format!(
-                "module format {module_format:?} is not supported; this node runs {MODULE_FORMAT_WASM32:?} (emscripten formats are not supported yet)"
-            )));
-        }
-        let module =
-            Module::new(&self.engine, wasm).map_err(|err| refuse(format!("the module is not valid wasm: {err:#}")))?;
         if let Some(import) = module.imports().next() {
             return Err(refuse(format!(
                 "module format {module_format:?} provides no imports, but the module imports `{}.{}` ({})",
@@ -170,6 +257,43 @@ impl CompiledModule {
     ) -> Result<ProcessInstance, ComputeError> {
         ProcessInstance::restore(&self.inner, limits, snapshot)
     }
+}
+
+fn check_format(module_format: &str) -> Result<(), ComputeError> {
+    if module_format != MODULE_FORMAT_WASM32 {
+        return Err(ComputeError::ModuleRefused {
+            reason: format!(
+                "module format {module_format:?} is not supported; this node runs {MODULE_FORMAT_WASM32:?} (emscripten formats are not supported yet)"
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn sum_path(artifact: &Path) -> std::path::PathBuf {
+    let mut name = artifact.as_os_str().to_owned();
+    name.push(".sum");
+    name.into()
+}
+
+/// Writes the artifact and its sums, each through a temporary file and a rename.
+fn write_artifact(module: &Module, artifact: &Path, source_sum: &[u8; 32]) -> std::io::Result<()> {
+    let bytes = module.serialize().map_err(std::io::Error::other)?;
+    if let Some(dir) = artifact.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let replace = |path: &Path, contents: &[u8]| -> std::io::Result<()> {
+        let mut temporary = path.as_os_str().to_owned();
+        temporary.push(".new");
+        std::fs::write(&temporary, contents)?;
+        std::fs::rename(&temporary, path)
+    };
+    // The sums go last: until they are written, a half-written artifact is never trusted.
+    let _ = std::fs::remove_file(sum_path(artifact));
+    replace(artifact, &bytes)?;
+    let mut sums = source_sum.to_vec();
+    sums.extend_from_slice(&Sha256::digest(&bytes));
+    replace(&sum_path(artifact), &sums)
 }
 
 /// A word for an import or export's kind, for error messages.

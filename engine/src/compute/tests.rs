@@ -617,3 +617,39 @@ fn handles_can_move_between_threads() {
     send::<super::ProcessInstance>();
     send_sync::<super::Snapshot>();
 }
+
+#[test]
+fn compiled_modules_are_cached_on_disk_and_checked_before_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = dir.path().join("modules").join("counter.cwasm");
+    let wasm = samples::wasm("counter").unwrap();
+    let run = |runtime: &Runtime| {
+        let module = runtime.compile_cached(&wasm, MODULE_FORMAT_WASM32, &artifact).unwrap();
+        let mut instance = module.instantiate(LIMITS).unwrap();
+        output(&instance.handle(&msg(&[("Action", "Increment")]), &env()))
+    };
+    // First start: compiled and written; a second runtime (a restart) maps it back.
+    let first = runtime(4);
+    assert_eq!(run(&first), "1");
+    assert_eq!(first.compile_counts(), (1, 0));
+    assert!(artifact.exists());
+    let second = runtime(4);
+    assert_eq!(run(&second), "1");
+    assert_eq!(second.compile_counts(), (0, 1), "no recompilation after a restart");
+    // A damaged artifact is never mapped: compiled again, and the cache repaired.
+    let mut bytes = std::fs::read(&artifact).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xFF;
+    std::fs::write(&artifact, &bytes).unwrap();
+    let third = runtime(4);
+    assert_eq!(run(&third), "1");
+    assert_eq!(third.compile_counts(), (1, 0));
+    let fourth = runtime(4);
+    assert_eq!(run(&fourth), "1");
+    assert_eq!(fourth.compile_counts(), (0, 1), "repaired");
+    // Other wasm bytes under the same path are not taken for the cached module.
+    let trap = samples::wasm("trap").unwrap();
+    let fifth = runtime(4);
+    fifth.compile_cached(&trap, MODULE_FORMAT_WASM32, &artifact).unwrap();
+    assert_eq!(fifth.compile_counts(), (1, 0));
+}
