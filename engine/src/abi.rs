@@ -366,6 +366,13 @@ fn try_decode(output: &[u8], gas_used: u64) -> Result<ProcessResult, String> {
         };
         decoded_assignments.push((processes, message));
     }
+    // Each (process, message) pair is a log record with a copy of the message: bound them all.
+    let pairs: usize = decoded_assignments.iter().map(|(processes, _)| processes.len()).sum();
+    if pairs > OUTBOX_ENTRIES_MAX {
+        return Err(format!(
+            "assignments name {pairs} processes in all, at most {OUTBOX_ENTRIES_MAX}"
+        ));
+    }
     let mut json = Map::new();
     json.insert("Messages".into(), Value::Array(raw_messages));
     json.insert("Spawns".into(), Value::Array(raw_spawns));

@@ -65,7 +65,7 @@ enum Command {
         #[arg(long, required_unless_present = "sample", conflicts_with = "sample")]
         wasm: Option<PathBuf>,
         /// One of Hewitt's sample processes instead of a file: counter, pingpong, spawner, trap,
-        /// loop, memhog, exchange.
+        /// loop, memhog, exchange, echo.
         #[arg(long)]
         sample: Option<String>,
         #[arg(long, default_value = "wasm32-unknown-unknown")]

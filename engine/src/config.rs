@@ -408,7 +408,7 @@ const FIELDS: &[Field] = &[
         key: "arweave.bundler_url",
         env: "HEWITT_ARWEAVE_BUNDLER_URL",
         unit: "URL",
-        doc: "Bundler that every logged module, process, message and assignment is uploaded to (POST {url}/tx/arweave), in log order, retried until accepted; empty uploads nothing.",
+        doc: "Bundler that every logged module, process, message and assignment is uploaded to (POST {url}/tx/arweave), a batch of the log at a time, retried until accepted; empty uploads nothing.",
         kind: Kind::Url,
         get: |s| Value::Url(s.node.ao.bundler_url.clone()),
         set: |s, v| {

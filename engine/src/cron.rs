@@ -65,7 +65,9 @@ pub fn parse_interval(text: &str) -> Result<Interval, String> {
         return Err(format!("Cron-Interval {text:?} must be at least 1"));
     }
     let seconds_per: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "block" | "blocks" => return Ok(Interval::Blocks(number)),
+        // A block is two minutes on the node's clock: bound blocks like seconds.
+        "block" | "blocks" if number.checked_mul(BLOCK_MS).is_some() => return Ok(Interval::Blocks(number)),
+        "block" | "blocks" => return Err(format!("Cron-Interval {text:?} is too long")),
         "second" | "seconds" | "sec" | "secs" | "s" => 1,
         "minute" | "minutes" | "min" | "mins" | "m" => 60,
         "hour" | "hours" | "hr" | "hrs" | "h" => 3_600,
@@ -146,16 +148,19 @@ impl Schedule {
         let mut best: Option<Tick> = None;
         for (index, &(base, step)) in self.grid.iter().enumerate() {
             let cron = index as u32;
-            let mut k = match after {
+            let k = match after {
                 None => 1,
                 Some(after) if after.time <= base => 1,
                 Some(after) => (after.time - base).div_ceil(step).max(1),
             };
-            let mut time = base.checked_add(k.checked_mul(step)?)?;
+            let at = |k: u64| k.checked_mul(step).and_then(|offset| base.checked_add(offset));
+            // A cron whose next tick is past the end of the clock has no more ticks; the
+            // others go on.
+            let Some(mut time) = at(k) else { continue };
             if let Some(after) = after {
                 if time < after.time || (time == after.time && cron <= after.cron) {
-                    k += 1;
-                    time = base.checked_add(k.checked_mul(step)?)?;
+                    let Some(later) = at(k + 1) else { continue };
+                    time = later;
                 }
             }
             let tick = Tick { time, cron };
@@ -199,6 +204,7 @@ mod tests {
             "5-months",
             "5-fortnights",
             "99999999999999999-years",
+            "200000000000000-blocks",
         ] {
             assert!(parse_interval(bad).is_err(), "{bad:?}");
         }
@@ -222,6 +228,27 @@ mod tests {
         assert!(parse_crons(&tags(&[("Cron-Tag-Action", "Tick")])).is_err());
         assert!(parse_crons(&tags(&[("Cron-Interval", "soon")])).is_err());
         assert_eq!(parse_crons(&tags(&[("Name", "x")])).unwrap(), Vec::new());
+    }
+
+    #[test]
+    fn a_cron_past_the_end_of_the_clock_does_not_stop_the_others() {
+        let crons = parse_crons(&tags(&[
+            ("Cron-Interval", "580000000-years"),
+            ("Cron-Interval", "1-minute"),
+        ]))
+        .unwrap();
+        let schedule = Schedule::new(crons, Timestamp(1_700_000_000_000)).unwrap();
+        let first = schedule.next_after(None).unwrap();
+        assert_eq!(first.time, 1_700_000_060_000);
+        // Past the long cron's first tick its second is beyond u64 ms: the minute cron goes on.
+        let step = 580_000_000u64 * 31_557_600 * 1000;
+        let past = Tick {
+            time: 1_700_000_000_000 + step + 1,
+            cron: 1,
+        };
+        let next = schedule.next_after(Some(past)).unwrap();
+        assert_eq!(next.cron, 0);
+        assert!(next.time > past.time && next.time - past.time <= 60_000);
     }
 
     /// All ticks in `(from, to]`, by stepping `next_after`.

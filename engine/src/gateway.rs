@@ -13,8 +13,6 @@ use serde_json::{json, Value};
 
 use crate::outbound::{call, Endpoint};
 
-/// Largest module the node fetches (aos modules are a few MiB).
-pub const MODULE_BYTES_MAX: usize = 64 << 20;
 /// Largest GraphQL answer read.
 const GRAPHQL_ANSWER_BYTES_MAX: usize = 1 << 20;
 
@@ -37,10 +35,14 @@ pub enum FetchError {
     /// The gateway could not be reached or answered something unusable.
     #[error("{0}")]
     Failed(String),
+    /// What the gateway has under that id is not a module this node can take.
+    #[error("{0}")]
+    Refused(String),
 }
 
-/// Fetches module `id`'s owner, tags and bytes from the gateway at `endpoint`.
-pub async fn fetch_module(endpoint: &Endpoint, id: ModuleId) -> Result<Fetched, FetchError> {
+/// Fetches module `id`'s owner, tags and bytes (at most `bytes_max`) from the gateway at
+/// `endpoint`. The transaction must be tagged `Type: Module`.
+pub async fn fetch_module(endpoint: &Endpoint, id: ModuleId, bytes_max: usize) -> Result<Fetched, FetchError> {
     let gateway = &endpoint.authority;
     let mut slot = None;
     let query = json!({
@@ -82,16 +84,18 @@ pub async fn fetch_module(endpoint: &Endpoint, id: ModuleId) -> Result<Fetched, 
     let owner_key = text(&node["owner"]["key"], "owner key")?;
     let tags: Vec<Tag> = serde_json::from_value(node["tags"].clone())
         .map_err(|e| FetchError::Failed(format!("gateway {gateway}: module {id} tags: {e}")))?;
-    let (status, wasm) = call(
-        &mut slot,
-        endpoint,
-        Method::GET,
-        &format!("/raw/{id}"),
-        None,
-        MODULE_BYTES_MAX,
-    )
-    .await
-    .map_err(|e| FetchError::Failed(format!("gateway {gateway}: {e}")))?;
+    if scheduler::tags::tag_value(&tags, "Type") != Some("Module") {
+        return Err(FetchError::Refused(format!(
+            "transaction {id} on gateway {gateway} is not tagged Type: Module"
+        )));
+    }
+    let (status, wasm) = call(&mut slot, endpoint, Method::GET, &format!("/raw/{id}"), None, bytes_max)
+        .await
+        .map_err(|e| {
+            FetchError::Failed(format!(
+                "gateway {gateway}: {e} (this node takes modules of at most {bytes_max} bytes)"
+            ))
+        })?;
     match status {
         StatusCode::OK => Ok(Fetched {
             owner_address,

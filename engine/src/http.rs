@@ -115,6 +115,7 @@ fn shard_fail(error: ShardError) -> Answer {
         ShardError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         ShardError::Log(scheduler::log::LogError::Backpressure { .. }) => StatusCode::SERVICE_UNAVAILABLE,
         ShardError::Log(scheduler::log::LogError::Full(_)) => StatusCode::SERVICE_UNAVAILABLE,
+        ShardError::Log(scheduler::log::LogError::RecordTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
         // The node is stopping: the log no longer takes appends.
         ShardError::Log(scheduler::log::LogError::Closed) => StatusCode::SERVICE_UNAVAILABLE,
         ShardError::Compute(crate::compute::ComputeError::PoolExhausted { .. }) => StatusCode::SERVICE_UNAVAILABLE,
@@ -420,15 +421,22 @@ async fn fetch_module_if_needed(state: &Rc<NodeState>, item: &DataItem) -> Resul
     let Some(module) = item.tag("Module").and_then(|m| m.parse::<scheduler::ModuleId>().ok()) else {
         return Ok(());
     };
-    if state.shard.borrow().has_module(module) {
-        return Ok(());
-    }
+    let bytes_max = {
+        let shard = state.shard.borrow();
+        if shard.has_module(module) {
+            return Ok(());
+        }
+        // Everything that would refuse the spawn anyway is checked before fetching anything.
+        shard.check_process_item(item).map_err(shard_fail)?;
+        shard.gateway_module_bytes_max()
+    };
     let endpoint = crate::outbound::Endpoint::parse(url).map_err(|e| fail(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    let fetched = crate::gateway::fetch_module(&endpoint, module)
+    let fetched = crate::gateway::fetch_module(&endpoint, module, bytes_max)
         .await
         .map_err(|error| match error {
             crate::gateway::FetchError::NotFound(reason) => fail(StatusCode::NOT_FOUND, reason),
             crate::gateway::FetchError::Failed(reason) => fail(StatusCode::BAD_GATEWAY, reason),
+            crate::gateway::FetchError::Refused(reason) => fail(StatusCode::UNPROCESSABLE_ENTITY, reason),
         })?;
     let mut shard = state.shard.borrow_mut();
     if shard.has_module(module) {

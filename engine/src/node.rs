@@ -160,6 +160,10 @@ pub struct NodeState {
     pub http: HttpLimits,
     /// Trusted peers and the Arweave services the node calls.
     pub ao: AoSettings,
+    /// Held while the monitored set is saved.
+    monitors_saving: glommio::sync::Semaphore,
+    /// Held while the cron lease is saved.
+    lease_saving: glommio::sync::Semaphore,
     data_dir: PathBuf,
     pub metrics: crate::metrics::Metrics,
     pub open_connections: std::cell::Cell<usize>,
@@ -485,6 +489,9 @@ async fn open(config: NodeConfig) -> Result<(Rc<NodeState>, glommio::net::TcpLis
     let mut shard = Shard::new(signer, runtime, log, config.limits.clone());
     shard.set_trusted_nodes(config.ao.trusted_nodes.iter().copied());
     shard.set_artifact_dir(config.data_dir.join("modules"));
+    shard.set_cron_floor(read_lease(&config.data_dir)?);
+    // No tick is evaluated before a lease is saved (NodeState::ensure_cron_lease).
+    shard.extend_cron_lease(0);
     let (wake_tx, wake_rx) = mpsc::channel(1);
     let state = Rc::new(NodeState {
         shard: RefCell::new(shard),
@@ -495,6 +502,8 @@ async fn open(config: NodeConfig) -> Result<(Rc<NodeState>, glommio::net::TcpLis
         failure: RefCell::new(None),
         http: config.http.clone(),
         ao: config.ao.clone(),
+        monitors_saving: glommio::sync::Semaphore::new(1),
+        lease_saving: glommio::sync::Semaphore::new(1),
         data_dir: config.data_dir.clone(),
         metrics: metrics.clone(),
         open_connections: std::cell::Cell::new(0),
@@ -571,6 +580,46 @@ const CRON_DRIVE_INTERVAL: std::time::Duration = std::time::Duration::from_milli
 /// The file listing the monitored processes, one id per line, in the data dir.
 const MONITORS_FILE: &str = "monitors";
 
+/// The file holding the cron lease (ms, then its CRC-32C), in the data dir.
+const CRON_LEASE_FILE: &str = "cron-lease";
+
+/// How far ahead of the clock the cron lease is saved, and how close the clock may come to it
+/// before it is saved again: one small durable write every few seconds while ticks are driven,
+/// and after a restart new messages to cron processes are stamped at most this far ahead.
+const CRON_LEASE_AHEAD_MS: u64 = 5_000;
+const CRON_LEASE_MARGIN_MS: u64 = 2_000;
+
+fn encode_lease(lease: u64) -> Vec<u8> {
+    let mut bytes = lease.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&crc32c::crc32c(&lease.to_le_bytes()).to_le_bytes());
+    bytes
+}
+
+/// The lease saved by the previous run; 0 without one. A damaged file fails the start: the
+/// stamps it protects cannot be bounded without it.
+fn read_lease(data_dir: &Path) -> Result<u64, StartError> {
+    let path = data_dir.join(CRON_LEASE_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) if bytes.len() == 12 => {
+            let lease: [u8; 8] = bytes[..8].try_into().expect("8 bytes");
+            let crc: [u8; 4] = bytes[8..].try_into().expect("4 bytes");
+            if crc32c::crc32c(&lease) == u32::from_le_bytes(crc) {
+                return Ok(u64::from_le_bytes(lease));
+            }
+            Err(StartError::DataDir {
+                path,
+                source: std::io::Error::other("the cron lease is damaged (checksum mismatch); remove it only if the clock has not been set back since the node last ran"),
+            })
+        }
+        Ok(_) => Err(StartError::DataDir {
+            path,
+            source: std::io::Error::other("the cron lease is not 12 bytes"),
+        }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(source) => Err(StartError::DataDir { path, source }),
+    }
+}
+
 /// Restores the monitored processes and starts driving their crons.
 fn start_crons(state: &Rc<NodeState>) -> Result<(), StartError> {
     let path = state.data_dir.join(MONITORS_FILE);
@@ -594,6 +643,12 @@ fn start_crons(state: &Rc<NodeState>) -> Result<(), StartError> {
     glommio::spawn_local(tracing::Instrument::in_current_span(async move {
         loop {
             glommio::timer::sleep(CRON_DRIVE_INTERVAL).await;
+            if driver.shard.borrow().monitored().is_empty() {
+                continue;
+            }
+            if let Err(error) = driver.ensure_cron_lease(now()).await {
+                tracing::warn!(%error, "cron lease not saved: ticks wait");
+            }
             let work = {
                 let mut shard = driver.shard.borrow_mut();
                 shard.drive_crons(now());
@@ -609,8 +664,27 @@ fn start_crons(state: &Rc<NodeState>) -> Result<(), StartError> {
 }
 
 impl NodeState {
+    /// Makes sure cron ticks may be evaluated up to `now`: saves a lease a little ahead of it
+    /// (durably, before the shard may use it) when the current one is about to run out.
+    pub async fn ensure_cron_lease(&self, now: Timestamp) -> Result<(), String> {
+        if now.0.saturating_add(CRON_LEASE_MARGIN_MS) <= self.shard.borrow().cron_lease() {
+            return Ok(());
+        }
+        let _saving = self.lease_saving.acquire_permit(1).await;
+        if now.0.saturating_add(CRON_LEASE_MARGIN_MS) <= self.shard.borrow().cron_lease() {
+            return Ok(()); // saved meanwhile
+        }
+        let lease = now.0.saturating_add(CRON_LEASE_AHEAD_MS);
+        crate::upload::replace_file(&self.data_dir, CRON_LEASE_FILE, encode_lease(lease)).await?;
+        self.shard.borrow_mut().extend_cron_lease(lease);
+        Ok(())
+    }
+
     /// Starts or stops monitoring `pid` and saves the monitored set (it survives restarts).
     pub async fn set_monitored(&self, pid: ProcessId, on: bool) -> Result<(), ShardError> {
+        // One save at a time: each writes the whole set, through the same temporary file.
+        let _saving = self.monitors_saving.acquire_permit(1).await;
+        let was = self.shard.borrow().monitored().contains(&pid);
         let list = {
             let mut shard = self.shard.borrow_mut();
             shard.set_monitored(pid, on)?;
@@ -620,9 +694,11 @@ impl NodeState {
                 .map(|pid| format!("{pid}\n"))
                 .collect::<String>()
         };
-        crate::upload::replace_file(&self.data_dir, MONITORS_FILE, list.into_bytes())
-            .await
-            .map_err(|e| ShardError::Busy(format!("monitor not saved: {e}")))?;
+        if let Err(error) = crate::upload::replace_file(&self.data_dir, MONITORS_FILE, list.into_bytes()).await {
+            // Not saved: the set in memory goes back to what the file says.
+            let _ = self.shard.borrow_mut().set_monitored(pid, was);
+            return Err(ShardError::Busy(format!("monitor not saved: {error}")));
+        }
         if on {
             self.shard.borrow_mut().advance_crons(pid, now())?;
             self.wake_pump();
@@ -638,6 +714,9 @@ impl NodeState {
         now: Timestamp,
         patience: std::time::Duration,
     ) -> Result<(), ShardError> {
+        self.ensure_cron_lease(now)
+            .await
+            .map_err(|e| ShardError::Busy(format!("cron lease not saved: {e}")))?;
         self.shard.borrow_mut().advance_crons(pid, now)?;
         self.wake_pump();
         let began = Instant::now();

@@ -64,7 +64,16 @@ pub fn spawn_here<T: 'static>(future: impl std::future::Future<Output = T> + 'st
 }
 
 async fn connect(endpoint: &Endpoint) -> Result<Sender, String> {
-    let stream = glommio::net::TcpStream::connect(endpoint.authority.as_str())
+    // Name resolution blocks: it runs on glommio's blocking thread, not on the shard's.
+    let authority = endpoint.authority.clone();
+    let addresses = glommio::executor()
+        .spawn_blocking(move || std::net::ToSocketAddrs::to_socket_addrs(&authority).map(Vec::from_iter))
+        .await
+        .map_err(|e| format!("resolve {}: {e}", endpoint.authority))?;
+    let address = addresses
+        .first()
+        .ok_or_else(|| format!("resolve {}: no address", endpoint.authority))?;
+    let stream = glommio::net::TcpStream::connect(address)
         .await
         .map_err(|e| format!("connect to {}: {e}", endpoint.authority))?;
     let _ = stream.set_nodelay(true);

@@ -151,6 +151,9 @@ struct GatewayOwner {
 struct ModuleEntry {
     meta: ModuleMeta,
     compiled: CompiledModule,
+    /// Where the module's record is in the log (set once appended): a process's spawn is
+    /// delivered only if its module was logged before the spawn's cause, a rule of the log alone.
+    lsn: Lsn,
 }
 
 /// One slot of a process's timeline.
@@ -245,6 +248,7 @@ pub fn check_exclude(exclude: &str) -> Result<(), ShardError> {
     if exclude.is_empty() {
         return Ok(());
     }
+    let mut seen = Vec::new();
     for name in exclude.split(',') {
         if !EXCLUDABLE_FIELDS.contains(&name) {
             return Err(ShardError::BadRequest(format!(
@@ -252,6 +256,10 @@ pub fn check_exclude(exclude: &str) -> Result<(), ShardError> {
                 EXCLUDABLE_FIELDS.join(", ")
             )));
         }
+        if seen.contains(&name) {
+            return Err(ShardError::BadRequest(format!("exclude names {name:?} twice")));
+        }
+        seen.push(name);
     }
     Ok(())
 }
@@ -312,6 +320,13 @@ pub struct Shard {
     recovery_pending: usize,
     /// Nodes whose items may carry the messenger's tags (see [`Shard::set_trusted_nodes`]).
     trusted: HashSet<Address>,
+    /// Messages to processes with crons are stamped after this time (ms): the cron lease of the
+    /// node's previous run, so that a clock set back across a restart cannot put a new message
+    /// before ticks already evaluated (see [`Shard::set_cron_floor`]).
+    cron_floor: u64,
+    /// Cron ticks may be evaluated up to this time (ms): the lease the shell saved durably
+    /// (see [`Shard::extend_cron_lease`]).
+    cron_lease: u64,
     /// Where compiled modules are kept between restarts (see [`Shard::set_artifact_dir`]).
     artifact_dir: Option<std::path::PathBuf>,
     /// Processes whose crons are driven to the present (see [`Shard::drive_crons`]).
@@ -395,6 +410,8 @@ impl Shard {
             recovery_pending: 0,
             trusted: HashSet::new(),
             artifact_dir: None,
+            cron_floor: 0,
+            cron_lease: u64::MAX,
             monitored: HashSet::default(),
         }
     }
@@ -421,13 +438,16 @@ impl Shard {
             match record.kind {
                 KIND_MODULE => {
                     let item = DataItem::parse(record.payload).map_err(|e| corrupt(e.to_string()))?;
-                    self.register_module(item).map_err(|e| corrupt(e.to_string()))?;
+                    let id = self.register_module(item).map_err(|e| corrupt(e.to_string()))?;
+                    self.set_module_lsn(id, record.lsn);
                 }
                 KIND_GATEWAY_MODULE => {
                     let module = GatewayModuleRecord::decode(record.payload).map_err(|e| corrupt(e.to_string()))?;
                     let meta = Self::gateway_meta(&module).map_err(corrupt)?;
-                    self.register_meta(meta, module.data)
+                    let id = self
+                        .register_meta(meta, module.data)
                         .map_err(|e| corrupt(e.to_string()))?;
+                    self.set_module_lsn(id, record.lsn);
                 }
                 KIND_ASSIGNMENT | KIND_ASSIGNED => {
                     let assignment =
@@ -466,6 +486,24 @@ impl Shard {
 
     pub fn address(&self) -> Address {
         self.address
+    }
+
+    /// Stamps every later message to a process with crons after `floor` (ms): the cron lease of
+    /// the previous run, read back at start. Until [`Shard::extend_cron_lease`] is called, ticks
+    /// are evaluated without bound (as in tests, which pass the time in).
+    pub fn set_cron_floor(&mut self, floor: u64) {
+        self.cron_floor = floor;
+    }
+
+    /// Lets cron ticks be evaluated up to `lease` (ms), a time the shell has saved durably first:
+    /// no tick past the saved lease is ever evaluated, and the next run stamps after it.
+    pub fn extend_cron_lease(&mut self, lease: u64) {
+        self.cron_lease = lease;
+    }
+
+    /// How far cron ticks may be evaluated (ms).
+    pub fn cron_lease(&self) -> u64 {
+        self.cron_lease
     }
 
     /// Modules compiled, and loaded from the artifact cache, since start.
@@ -552,7 +590,14 @@ impl Shard {
             None => self.runtime.compile(wasm, format),
         }
         .map_err(|e| ShardError::BadRequest(format!("module {id}: {e}")))?;
-        self.modules.insert(id, ModuleEntry { meta, compiled });
+        self.modules.insert(
+            id,
+            ModuleEntry {
+                meta,
+                compiled,
+                lsn: Lsn(u64::MAX),
+            },
+        );
         Ok(id)
     }
 
@@ -568,6 +613,10 @@ impl Shard {
             data_len: record.data.len(),
             gateway: Some(header.gateway),
         })
+    }
+
+    fn set_module_lsn(&mut self, id: ModuleId, lsn: Lsn) {
+        self.modules.get_mut(&id).expect("registered just before").lsn = lsn;
     }
 
     /// Whether the module `id` is loaded.
@@ -603,8 +652,12 @@ impl Shard {
         };
         let meta = Self::gateway_meta(&record).map_err(ShardError::BadRequest)?;
         self.register_meta(meta, wasm)?;
-        match self.log.borrow_mut().append(KIND_GATEWAY_MODULE, &record.encode()) {
-            Ok(lsn) => Ok(lsn),
+        let appended = self.log.borrow_mut().append(KIND_GATEWAY_MODULE, &record.encode());
+        match appended {
+            Ok(lsn) => {
+                self.set_module_lsn(id, lsn);
+                Ok(lsn)
+            }
             Err(error) => {
                 self.modules.remove(&id);
                 Err(error.into())
@@ -792,8 +845,12 @@ impl Shard {
         }
         // Compile before appending: a module that cannot run is refused, never logged.
         self.register_module(item)?;
-        match self.log.borrow_mut().append(KIND_MODULE, bytes) {
-            Ok(lsn) => Ok((id, lsn)),
+        let appended = self.log.borrow_mut().append(KIND_MODULE, bytes);
+        match appended {
+            Ok(lsn) => {
+                self.set_module_lsn(id, lsn);
+                Ok((id, lsn))
+            }
             Err(error) => {
                 self.modules.remove(&id);
                 Err(error.into())
@@ -835,7 +892,10 @@ impl Shard {
             Some(state) => {
                 let last = state.entries.last().expect("a process always has its nonce 0 entry");
                 // Later than the message before it and than every cron tick already evaluated.
-                let ticked = state.cron.as_ref().map_or(0, |c| c.through.saturating_add(1));
+                let ticked = state
+                    .cron
+                    .as_ref()
+                    .map_or(0, |c| c.through.max(self.cron_floor).saturating_add(1));
                 let timestamp = Timestamp(now.0.max(last.timestamp.0).max(ticked));
                 AssignmentFields {
                     process,
@@ -927,6 +987,40 @@ impl Shard {
         Ok(())
     }
 
+    /// What a client's process item must pass before anything is done for it (a module fetched,
+    /// a record appended): this node as its scheduler, no messenger tags, room in the queue, a
+    /// process id not taken, a `Module` tag that is a module id.
+    pub fn check_process_item(&self, item: &DataItem) -> Result<(), ShardError> {
+        let scheduler = item
+            .tag("Scheduler")
+            .ok_or_else(|| ShardError::BadRequest("process has no Scheduler tag".into()))?;
+        if scheduler != self.address.to_string() {
+            return Err(ShardError::BadRequest(format!(
+                "process names scheduler {scheduler}, this node is {}",
+                self.address
+            )));
+        }
+        self.refuse_forged_tags(item)?;
+        self.check_ingress_room()?;
+        let pid = ProcessId::from(item.id());
+        if self.processes.contains_key(&pid) {
+            return Err(ShardError::Duplicate(format!("process {pid} already exists")));
+        }
+        let module = item
+            .tag("Module")
+            .ok_or_else(|| ShardError::BadRequest("process has no Module tag".into()))?;
+        module
+            .parse::<ModuleId>()
+            .map_err(|_| ShardError::BadRequest(format!("Module tag {module:?} is not a module id")))?;
+        Ok(())
+    }
+
+    /// The largest module a gateway may hand this node: what one log record can hold, less room
+    /// for its header.
+    pub fn gateway_module_bytes_max(&self) -> usize {
+        self.log.borrow().config().payload_bytes_max().saturating_sub(64 << 10)
+    }
+
     /// Refuses the messenger's tags on an item from a client: only this node's messenger and
     /// the trusted nodes set them.
     fn refuse_forged_tags(&self, item: &DataItem) -> Result<(), ShardError> {
@@ -947,17 +1041,7 @@ impl Shard {
         bytes: &[u8],
         now: Timestamp,
     ) -> Result<(ProcessId, Lsn), ShardError> {
-        let scheduler = item
-            .tag("Scheduler")
-            .ok_or_else(|| ShardError::BadRequest("process has no Scheduler tag".into()))?;
-        if scheduler != self.address.to_string() {
-            return Err(ShardError::BadRequest(format!(
-                "process names scheduler {scheduler}, this node is {}",
-                self.address
-            )));
-        }
-        self.refuse_forged_tags(&item)?;
-        self.check_ingress_room()?;
+        self.check_process_item(&item)?;
         self.check_spawn(&item)?;
         let pid = ProcessId::from(item.id());
         let (_, lsn) = self.assign(pid, &item, bytes, now, None)?;
@@ -1132,7 +1216,16 @@ impl Shard {
             Delivery::Spawn { process, notice, cause } => {
                 let pid = ProcessId::from(process.id());
                 if !self.processes.contains_key(&pid) {
-                    if let Err(error) = self.check_spawn(process) {
+                    let refused = self.check_spawn(process).err().or_else(|| {
+                        // The module must be in the log before the spawn's cause: whether it is
+                        // loaded now depends on what happened since (a later gateway fetch).
+                        let module = process.tag("Module").and_then(|m| m.parse::<ModuleId>().ok());
+                        let logged = module
+                            .and_then(|m| self.modules.get(&m))
+                            .is_some_and(|m| m.lsn < *cause);
+                        (!logged).then(|| ShardError::NotFound("its module was not logged before the spawn".into()))
+                    });
+                    if let Some(error) = refused {
                         self.counters.undeliverable += 1;
                         tracing::warn!(%pid, %error, "spawn refused");
                         return Ok(None);
@@ -1168,9 +1261,16 @@ impl Shard {
                         continue;
                     }
                     // A failure here leaves the delivery queued; the targets assigned so far are
-                    // duplicates when it is retried.
-                    self.assign_held(*target, *message, "", now)?;
-                    self.counters.delivered += 1;
+                    // duplicates when it is retried. A record the log can never take is the
+                    // sending process's outcome, not the node's failure.
+                    match self.assign_held(*target, *message, "", now) {
+                        Ok(_) => self.counters.delivered += 1,
+                        Err(ShardError::Log(error @ LogError::RecordTooLarge { .. })) => {
+                            self.counters.undeliverable += 1;
+                            tracing::warn!(%message, %target, %error, "assignment refused");
+                        }
+                        Err(error) => return Err(error),
+                    }
                 }
                 Ok(None)
             }
@@ -1505,7 +1605,7 @@ impl Shard {
         let Some(cron) = process.cron.as_mut() else {
             return Ok(());
         };
-        cron.through = cron.through.max(now.0);
+        cron.through = cron.through.max(now.0.min(self.cron_lease));
         if !process.queued && Self::due_tick(process).is_some() {
             process.queued = true;
             self.ready.push_back(pid);
@@ -2193,6 +2293,22 @@ mod tests {
             .map(|r| r.tick.time - T0)
             .collect();
         assert_eq!(kept, [1_000, 2_000, 3_000, 4_000, 5_000]);
+    }
+
+    #[test]
+    fn ticks_stop_at_the_lease_and_messages_are_stamped_after_the_floor() {
+        let mut f = fixture(8);
+        let counter = f.module("counter");
+        let pid = spawn_cron(&mut f, counter, &[("1-second", "Increment")]);
+        f.shard.extend_cron_lease(T0 + 2_500);
+        f.shard.advance_crons(pid, Timestamp(T0 + 5_000)).unwrap();
+        f.settle();
+        assert_eq!(count(&mut f, pid), "2", "no tick past the saved lease");
+        // The previous run's lease: a message is stamped after it, whatever the clock says.
+        f.shard.set_cron_floor(T0 + 60_000);
+        send_at(&mut f, pid, "Get", 1, T0 + 3_000);
+        let (page, _) = f.shard.timeline(pid, Some(0), None, None, None, 10).unwrap();
+        assert_eq!(page[0].timestamp, Timestamp(T0 + 60_001));
     }
 
     #[test]

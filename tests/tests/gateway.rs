@@ -41,7 +41,15 @@ fn gateway(modules: HashMap<String, Vec<u8>>, served: Arc<AtomicUsize>) -> StubS
                     .flatten()
                     .filter_map(Value::as_str)
                     .filter(|id| modules.contains_key(*id))
-                    .map(|id| json!({"node": {"id": id, "owner": {"address": OWNER, "key": "AQAB"}, "tags": module_tags()}}))
+                    .map(|id| {
+                        // One transaction the gateway holds is not a module.
+                        let tags = if id == ModuleId([4; 32]).to_string() {
+                            json!([{"name": "Type", "value": "Message"}])
+                        } else {
+                            module_tags()
+                        };
+                        json!({"node": {"id": id, "owner": {"address": OWNER, "key": "AQAB"}, "tags": tags}})
+                    })
                     .collect();
                 let answer = json!({"data": {"transactions": {"edges": edges}}});
                 StubAnswer::Respond(200, answer.to_string().into_bytes())
@@ -73,6 +81,7 @@ fn modules_are_fetched_from_the_gateway_once_and_kept_in_the_log() {
             engine::compute::samples::wasm("counter").expect("sample"),
         ),
         (broken.to_string(), b"\0asm but not really".to_vec()),
+        (ModuleId([4; 32]).to_string(), b"some message data".to_vec()),
     ]);
     let served = Arc::new(AtomicUsize::new(0));
     let stub = gateway(modules, Arc::clone(&served));
@@ -114,6 +123,18 @@ fn modules_are_fetched_from_the_gateway_once_and_kept_in_the_log() {
         .spawn(broken, node.address, &[], b"")
         .expect_err("a module that does not compile");
     assert_eq!(bad.status(), Some(400), "{bad}");
+    let message = client
+        .spawn(ModuleId([4; 32]), node.address, &[], b"")
+        .expect_err("not a module");
+    assert_eq!(message.status(), Some(422), "{message}");
+    // Nothing is fetched for a spawn the node would refuse anyway.
+    let before = served.load(Ordering::SeqCst);
+    let elsewhere = scheduler::signer::Signer::generate_ed25519().address();
+    let refused = client
+        .spawn(absent, elsewhere, &[], b"")
+        .expect_err("another scheduler");
+    assert_eq!(refused.status(), Some(400), "{refused}");
+    assert_eq!(served.load(Ordering::SeqCst), before, "no fetch for a refused spawn");
     node.kill();
 
     // After a restart the module comes from the log: no gateway is needed.
