@@ -517,6 +517,25 @@ fn missing_segment_fails_open() {
 }
 
 #[test]
+fn truncated_sealed_segment_fails_open_with_file_and_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = small_config();
+    populate(dir.path(), config, 60, 900);
+    let files = segment_files(dir.path());
+    assert!(files.len() >= 3);
+    // A sealed segment cut short (a copy that stopped half way, a file system that lost its end).
+    let half = config.segment_bytes / 2;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&files[1])
+        .expect("open")
+        .set_len(half)
+        .expect("truncate");
+    let message = expect_corrupt(Log::open(dir.path(), config), &files[1], half);
+    assert!(message.contains(&half.to_string()), "{message}");
+}
+
+#[test]
 fn short_last_segment_is_preallocated_again() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = small_config();
