@@ -107,3 +107,132 @@ async fn append_loop(dir: &Path, record_bytes: usize, total_bytes: usize) -> Res
         records_per_batch: (stats.record_count - stats_before.record_count) as f64 / batches.max(1) as f64,
     })
 }
+
+/// Acknowledgement latency of the log alone under an open-loop load.
+#[derive(Clone, Debug, Serialize)]
+pub struct AckRun {
+    pub record_bytes: usize,
+    /// Records per second offered (a fraction of the measured peak).
+    pub offered_per_s: f64,
+    pub load_fraction: f64,
+    pub achieved_per_s: f64,
+    pub records_per_batch: f64,
+    /// From each record's intended append time to the moment its fdatasync was seen done.
+    pub latency: crate::report::Latency,
+}
+
+/// Appends records of `record_bytes` at `rate` per second for `seconds` (open loop: each
+/// record is due at start + i/rate and its latency counts from then, so a stall is charged to
+/// every record it delays), and measures how long until each is durable.
+pub fn ack_latency(
+    dir: &Path,
+    record_bytes: usize,
+    rate: f64,
+    load_fraction: f64,
+    seconds: f64,
+) -> Result<AckRun, String> {
+    let owned = dir.to_owned();
+    let handle = glommio::LocalExecutorBuilder::default()
+        .name("hewitt-perf-log-ack")
+        .spawn(move || async move { ack_loop(&owned, record_bytes, rate, load_fraction, seconds).await })
+        .map_err(|e| e.to_string())?;
+    let run = handle.join().map_err(|e| e.to_string())?;
+    std::fs::remove_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    run
+}
+
+async fn ack_loop(
+    dir: &Path,
+    record_bytes: usize,
+    rate: f64,
+    load_fraction: f64,
+    seconds: f64,
+) -> Result<AckRun, String> {
+    let config = NodeConfig::new(dir, "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?).log;
+    let log = Rc::new(RefCell::new(Log::open(dir, config).map_err(|e| e.to_string())?));
+    let committer = Committer::new(Rc::clone(&log));
+    let task = glommio::spawn_local(Rc::clone(&committer).run());
+    let record: Vec<u8> = (0..record_bytes).map(|i| (i % 251) as u8).collect();
+    let first = log.borrow_mut().append(KIND, &record).map_err(|e| e.to_string())?;
+    committer.wait_durable(first).await.map_err(|e| e.to_string())?;
+
+    // (lsn, intended time) of every record not yet seen durable, in append order.
+    let pending: Rc<RefCell<VecDeque<(Lsn, Instant)>>> = Rc::default();
+    let histogram = Rc::new(RefCell::new(
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?,
+    ));
+    let done = Rc::new(std::cell::Cell::new(false));
+    // The observer: waits for the oldest pending record, then takes every record the sync covered.
+    let observer = {
+        let (pending, histogram, committer, log, done) = (
+            Rc::clone(&pending),
+            Rc::clone(&histogram),
+            Rc::clone(&committer),
+            Rc::clone(&log),
+            Rc::clone(&done),
+        );
+        glommio::spawn_local(async move {
+            loop {
+                let head = pending.borrow().front().map(|(lsn, _)| *lsn);
+                let Some(head) = head else {
+                    if done.get() {
+                        return Ok::<(), String>(());
+                    }
+                    // Nothing appended yet: sleep (a busy yield would keep the executor from
+                    // polling its reactor, and so the producer's timer, for a whole time slice).
+                    glommio::timer::sleep(std::time::Duration::from_micros(50)).await;
+                    continue;
+                };
+                committer.wait_durable(head).await.map_err(|e| e.to_string())?;
+                let durable = log.borrow().durable_lsn();
+                let now = Instant::now();
+                let mut pending = pending.borrow_mut();
+                let mut histogram = histogram.borrow_mut();
+                while pending.front().is_some_and(|(lsn, _)| *lsn < durable) {
+                    let (_, due) = pending.pop_front().expect("non-empty");
+                    let us = now.saturating_duration_since(due).as_micros().max(1) as u64;
+                    histogram.record(us.min(60_000_000)).map_err(|e| e.to_string())?;
+                }
+            }
+        })
+    };
+    let stats_before = committer.stats();
+    let total = (rate * seconds) as u64;
+    let started = Instant::now();
+    let mut appended = 0u64;
+    while appended < total {
+        let due_count = ((started.elapsed().as_secs_f64() * rate) as u64).min(total);
+        while appended < due_count {
+            let due = started + std::time::Duration::from_secs_f64(appended as f64 / rate);
+            let result = log.borrow_mut().append(KIND, &record);
+            match result {
+                Ok(lsn) => {
+                    pending.borrow_mut().push_back((lsn, due));
+                    appended += 1;
+                }
+                Err(LogError::Backpressure { .. }) => {
+                    // Over capacity: wait for the log (the delay counts in the latency).
+                    glommio::timer::sleep(std::time::Duration::from_micros(100)).await;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        glommio::timer::sleep(std::time::Duration::from_micros(100)).await;
+    }
+    done.set(true);
+    observer.await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let stats = committer.stats();
+    committer.shutdown().await.map_err(|e| e.to_string())?;
+    task.await;
+    let batches = stats.batch_count - stats_before.batch_count;
+    let latency = crate::report::Latency::of(&histogram.borrow());
+    Ok(AckRun {
+        record_bytes,
+        offered_per_s: rate,
+        load_fraction,
+        achieved_per_s: total as f64 / elapsed,
+        records_per_batch: (stats.record_count - stats_before.record_count) as f64 / batches.max(1) as f64,
+        latency,
+    })
+}

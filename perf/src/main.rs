@@ -213,6 +213,26 @@ fn run(command: Command) -> Result<(), String> {
                     );
                     report.log.push(run);
                 }
+                // Acknowledgement latency at 10 % and 50 % of the 1 KiB peak, open loop.
+                let peak = report
+                    .log
+                    .iter()
+                    .find(|r| r.record_bytes == 1024)
+                    .map_or(1000.0, |r| r.records_per_s);
+                for fraction in [0.1, 0.5] {
+                    let dir = work_dir.join(format!("log-ack-{}", (fraction * 100.0) as u32));
+                    let seconds = if smoke { 0.3 } else { 3.0 };
+                    let run = log_run::ack_latency(&dir, 1024, peak * fraction, fraction, seconds)?;
+                    eprintln!(
+                        "log ack at {:.0} % ({:.0} records/s): p50 {} µs, p99 {} µs, {:.0} records per fdatasync",
+                        fraction * 100.0,
+                        run.offered_per_s,
+                        run.latency.p50_us,
+                        run.latency.p99_us,
+                        run.records_per_batch
+                    );
+                    report.log_ack.push(run);
+                }
             }
             if parts.contains(&Part::Engine) {
                 for &scenario in &scenarios {

@@ -80,6 +80,14 @@ fn report_smoke_runs_every_part_and_scenario() {
         "{restart}"
     );
 
+    // Acknowledgement latency of the log alone at 10 % and 50 % of its 1 KiB peak.
+    let acks = report["log_ack"].as_array().expect("log_ack");
+    assert_eq!(acks.len(), 2, "{acks:?}");
+    assert!(
+        acks.iter().all(|a| a["latency"]["count"].as_u64().unwrap_or(0) > 0),
+        "{acks:?}"
+    );
+
     // The large restart, at smoke size: every record written is read back.
     let big = &report["big_restart"];
     assert_eq!(big["records"].as_u64(), Some(2000 + 1000), "{big}");
