@@ -399,16 +399,12 @@ async fn post_item(state: &Rc<NodeState>, body: Incoming, params: &[(String, Str
         }
     };
     let (lsn, timestamp) = admitted.map_err(shard_fail)?;
-    state.wake_pump();
-    state
-        .committer
-        .wait_durable(lsn)
-        .await
-        .map_err(|e| fail(StatusCode::SERVICE_UNAVAILABLE, format!("not acknowledged: {e}")))?;
-    Ok(respond(
-        StatusCode::ACCEPTED,
-        &json!({"message": "Processing DataItem", "id": id, "timestamp": timestamp.0}),
-    ))
+    acknowledge(
+        state,
+        lsn,
+        json!({"message": "Processing DataItem", "id": id, "timestamp": timestamp.0}),
+    )
+    .await
 }
 
 /// Loads the module a process item names from the configured gateway when this node does not
@@ -491,16 +487,20 @@ async fn post_assign(state: &Rc<NodeState>, params: &[(String, String)]) -> Resu
             .map_err(shard_fail)?;
         (id, shard.assignment_time(pid, nonce), lsn)
     };
+    let body = json!({"message": "Processing Assignment", "id": id.to_string(), "timestamp": timestamp.0});
+    acknowledge(state, lsn, body).await
+}
+
+/// Wakes the pump for what was just appended at `lsn`, waits until it is durable, then answers
+/// 202 with `body` (AO's MU answer): nothing is acknowledged before its fdatasync.
+async fn acknowledge(state: &NodeState, lsn: Lsn, body: Value) -> Result<Answer, Answer> {
     state.wake_pump();
     state
         .committer
         .wait_durable(lsn)
         .await
         .map_err(|e| fail(StatusCode::SERVICE_UNAVAILABLE, format!("not acknowledged: {e}")))?;
-    Ok(respond(
-        StatusCode::ACCEPTED,
-        &json!({"message": "Processing Assignment", "id": id.to_string(), "timestamp": timestamp.0}),
-    ))
+    Ok(respond(StatusCode::ACCEPTED, &body))
 }
 
 fn get_process(state: &NodeState, pid: &str) -> Result<Answer, Answer> {

@@ -967,7 +967,8 @@ impl Shard {
         module.compiled.instantiate(limits).map_err(ShardError::Compute)
     }
 
-    fn check_spawn(&self, item: &DataItem) -> Result<(), ShardError> {
+    /// The module a process item names, once its process id is known to be free.
+    fn spawn_module(&self, item: &DataItem) -> Result<ModuleId, ShardError> {
         let pid = ProcessId::from(item.id());
         if self.processes.contains_key(&pid) {
             return Err(ShardError::Duplicate(format!("process {pid} already exists")));
@@ -975,9 +976,13 @@ impl Shard {
         let module_text = item
             .tag("Module")
             .ok_or_else(|| ShardError::BadRequest("process has no Module tag".into()))?;
-        let module_id: ModuleId = module_text
+        module_text
             .parse()
-            .map_err(|_| ShardError::BadRequest(format!("Module tag {module_text:?} is not a module id")))?;
+            .map_err(|_| ShardError::BadRequest(format!("Module tag {module_text:?} is not a module id")))
+    }
+
+    fn check_spawn(&self, item: &DataItem) -> Result<(), ShardError> {
+        let module_id = self.spawn_module(item)?;
         let module = self
             .modules
             .get(&module_id)
@@ -1002,17 +1007,7 @@ impl Shard {
         }
         self.refuse_forged_tags(item)?;
         self.check_ingress_room()?;
-        let pid = ProcessId::from(item.id());
-        if self.processes.contains_key(&pid) {
-            return Err(ShardError::Duplicate(format!("process {pid} already exists")));
-        }
-        let module = item
-            .tag("Module")
-            .ok_or_else(|| ShardError::BadRequest("process has no Module tag".into()))?;
-        module
-            .parse::<ModuleId>()
-            .map_err(|_| ShardError::BadRequest(format!("Module tag {module:?} is not a module id")))?;
-        Ok(())
+        self.spawn_module(item).map(drop)
     }
 
     /// The largest module a gateway may hand this node: what one log record can hold, less room

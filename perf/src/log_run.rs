@@ -49,15 +49,45 @@ pub fn run(dir: &Path, record_bytes: usize, total_bytes: usize) -> Result<Append
     run
 }
 
-async fn append_loop(dir: &Path, record_bytes: usize, total_bytes: usize) -> Result<AppendRun, String> {
+/// A fresh log in `dir` with the node's configuration and its committer running, one record of
+/// `record_bytes` already durable (it creates and preallocates the first segment: kept out of
+/// the measurement), and that record's bytes.
+struct Probe {
+    log: Rc<RefCell<Log>>,
+    committer: Rc<Committer>,
+    task: glommio::Task<()>,
+    record: Vec<u8>,
+    first: Lsn,
+    config: scheduler::log::LogConfig,
+}
+
+async fn start_probe(dir: &Path, record_bytes: usize) -> Result<Probe, String> {
     let config = NodeConfig::new(dir, "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?).log;
     let log = Rc::new(RefCell::new(Log::open(dir, config).map_err(|e| e.to_string())?));
     let committer = Committer::new(Rc::clone(&log));
     let task = glommio::spawn_local(Rc::clone(&committer).run());
     let record: Vec<u8> = (0..record_bytes).map(|i| (i % 251) as u8).collect();
-    // The first record creates and preallocates the segment: keep it out of the measurement.
     let first = log.borrow_mut().append(KIND, &record).map_err(|e| e.to_string())?;
     committer.wait_durable(first).await.map_err(|e| e.to_string())?;
+    Ok(Probe {
+        log,
+        committer,
+        task,
+        record,
+        first,
+        config,
+    })
+}
+
+async fn append_loop(dir: &Path, record_bytes: usize, total_bytes: usize) -> Result<AppendRun, String> {
+    let Probe {
+        log,
+        committer,
+        task,
+        record,
+        first,
+        config,
+    } = start_probe(dir, record_bytes).await?;
 
     let records = (total_bytes / record_bytes.max(1)).max(1) as u64;
     let window_bytes = config.batch_bytes_max / 2;
@@ -148,13 +178,13 @@ async fn ack_loop(
     load_fraction: f64,
     seconds: f64,
 ) -> Result<AckRun, String> {
-    let config = NodeConfig::new(dir, "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?).log;
-    let log = Rc::new(RefCell::new(Log::open(dir, config).map_err(|e| e.to_string())?));
-    let committer = Committer::new(Rc::clone(&log));
-    let task = glommio::spawn_local(Rc::clone(&committer).run());
-    let record: Vec<u8> = (0..record_bytes).map(|i| (i % 251) as u8).collect();
-    let first = log.borrow_mut().append(KIND, &record).map_err(|e| e.to_string())?;
-    committer.wait_durable(first).await.map_err(|e| e.to_string())?;
+    let Probe {
+        log,
+        committer,
+        task,
+        record,
+        ..
+    } = start_probe(dir, record_bytes).await?;
 
     // (lsn, intended time) of every record not yet seen durable, in append order.
     let pending: Rc<RefCell<VecDeque<(Lsn, Instant)>>> = Rc::default();

@@ -187,6 +187,23 @@ pub fn counter_value(client: &Client, pid: ProcessId) -> u64 {
         .unwrap_or_else(|| panic!("count in {answer}"))
 }
 
+/// Runs `hewitt log verify` on a stopped node's data dir and fails the test unless every frame,
+/// record, nonce and hash chain checks out.
+pub fn assert_log_verifies(binary: &str, data_dir: &Path) {
+    let verify = Command::new(binary)
+        .args(["log", "verify", "--data-dir"])
+        .arg(data_dir)
+        .env("HEWITT_LOG", "warn")
+        .output()
+        .expect("hewitt log verify runs");
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
+
 /// Polls `done` (bounded: two minutes) until it holds; for waiting on the node's own work, such
 /// as a rally that is still being delivered.
 pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {

@@ -450,18 +450,7 @@ fn assigned_messages_survive_a_restart() {
     assert_eq!(tag_of(&edges[2]["node"]["assignment"], "Message"), second.to_string());
     node.terminate();
 
-    let verify = std::process::Command::new(BINARY)
-        .args(["log", "verify", "--data-dir"])
-        .arg(data.path())
-        .env("HEWITT_LOG", "warn")
-        .output()
-        .expect("hewitt log verify runs");
-    assert!(
-        verify.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    tests::assert_log_verifies(BINARY, data.path());
 }
 
 /// Only this node's messenger and the configured trusted nodes may push on behalf of a process:

@@ -151,16 +151,5 @@ fn modules_are_fetched_from_the_gateway_once_and_kept_in_the_log() {
     assert_eq!(down.status(), Some(502), "{down}");
     node.terminate();
 
-    let verify = Command::new(BINARY)
-        .args(["log", "verify", "--data-dir"])
-        .arg(data.path())
-        .env("HEWITT_LOG", "warn")
-        .output()
-        .expect("hewitt log verify runs");
-    assert!(
-        verify.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    tests::assert_log_verifies(BINARY, data.path());
 }
