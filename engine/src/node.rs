@@ -1,9 +1,9 @@
 //! The glommio shell around one shard: opens the data dir, recovers, runs the group committer,
-//! the evaluation pump and the HTTP listener on one pinned executor thread.
+//! the evaluation pump, the cron driver, the uploads and the HTTP listener on one pinned
+//! executor thread.
 //!
 //! This is where I/O and time happen; decisions live in `shard`. Deliberately absent: more than
-//! one shard per node (the shard type assumes nothing about its count, the shell starts one),
-//! graceful drain on SIGTERM, metrics.
+//! one shard per node (the shard type assumes nothing about its count; the shell starts one).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
