@@ -69,9 +69,10 @@ pub fn run(data_dir: &Path, options: &DemoOptions, out: &mut impl Write) -> Resu
     let trap = load("trap", &[])?;
     let looping = load("loop", &[tag("Compute-Limit", "50000000")])?;
     let memhog = load("memhog", &[tag("Memory-Limit", "16-mb")])?;
+    let echo = load("echo", &[])?;
     writeln!(
         out,
-        "loaded 6 sample modules (counter, pingpong, spawner, trap, loop, memhog)"
+        "loaded 7 sample modules (counter, pingpong, spawner, trap, loop, memhog, echo)"
     )?;
 
     let spawn = |module: ModuleId, name: &str| client.spawn(module, scheduler, &[tag("Name", name)], b"");
@@ -84,7 +85,15 @@ pub fn run(data_dir: &Path, options: &DemoOptions, out: &mut impl Write) -> Resu
     let trapper = spawn(trap, "trap")?;
     let looper = spawn(looping, "loop")?;
     let hog = spawn(memhog, "memhog")?;
-    writeln!(out, "spawned 10 processes")?;
+    let echoer = spawn(echo, "echo")?;
+    let cron_tags = [
+        tag("Name", "ticker"),
+        tag("Cron-Interval", "1-second"),
+        tag("Cron-Tag-Action", "Increment"),
+    ];
+    let ticker = client.spawn(counter, scheduler, &cron_tags, b"")?;
+    writeln!(out, "spawned 12 processes (one a counter with a 1-second cron)")?;
+    client.monitor(ticker, true)?;
 
     let send = |pid: ProcessId, action: &str, extra: &[Tag]| -> Result<Value, ClientError> {
         let mut tags = vec![tag("Action", action)];
@@ -142,6 +151,31 @@ pub fn run(data_dir: &Path, options: &DemoOptions, out: &mut impl Write) -> Resu
         out,
         "counter still answers: {}",
         output(&send(counters[1], "Increment", &[])?)
+    )?;
+
+    // assign: a message sent to one process joins another's timeline, without its Data.
+    let note = client.send(counters[2], &[tag("Action", "Note")], b"a payload")?;
+    let assigned = client.assign(echoer, note, &["Data"])?;
+    let seen = client.result(echoer, note)?;
+    writeln!(
+        out,
+        "assign (exclude Data): assignment {}; the echo process saw Nonce {}, Data {}",
+        assigned["id"].as_str().unwrap_or("?"),
+        seen["Output"]["Nonce"],
+        seen["Output"]
+            .get("Data")
+            .map_or("left out".to_owned(), |d| d.to_string())
+    )?;
+
+    // cron: the monitored ticker counted on its own meanwhile.
+    std::thread::sleep(Duration::from_millis(1500));
+    client.monitor(ticker, false)?;
+    let ticks = client.get(&format!("/cron/{ticker}?limit=1000"))?;
+    let ticks = ticks["edges"].as_array().map_or(0, Vec::len);
+    writeln!(
+        out,
+        "cron: {ticks} ticks evaluated while monitored; the ticker's count is {}",
+        client.dry_run(ticker, &[tag("Action", "Get")], "")?["Output"]
     )?;
 
     // Throughput: closed loop, `clients` threads, each message acknowledged only once durable.

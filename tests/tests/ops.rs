@@ -415,3 +415,34 @@ fn a_restart_does_not_recompile_modules() {
         .expect("send");
     assert_eq!(client.result(pid, id).expect("result")["Output"], "1");
 }
+
+/// README's first command, `hewitt demo`, at a small size: it runs every sample, assign and a
+/// cron process over HTTP, measures, stops the node and exits 0.
+#[test]
+fn the_demo_runs_end_to_end() {
+    let data = tempfile::tempdir().expect("temporary directory");
+    let output = std::process::Command::new(BINARY)
+        .args(["demo", "--messages", "40", "--clients", "2", "--data-dir"])
+        .arg(data.path().join("demo"))
+        .env("HEWITT_LOG", "warn")
+        .output()
+        .expect("hewitt demo runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for expected in [
+        "counter after the rollback: Output \"3\"",
+        "ping-pong rally of 21 hops",
+        "trap: Error",
+        "assign (exclude Data): assignment ",
+        "Data left out",
+        "ticks evaluated while monitored",
+        "durable messages from 2 clients",
+        "node stopped; demo finished",
+    ] {
+        assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");
+    }
+}
