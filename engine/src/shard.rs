@@ -211,6 +211,8 @@ struct Process {
     cron: Option<Box<CronState>>,
     /// Entries read back from the log at recovery (see [`Shard::recovery_pending`]).
     recovered: usize,
+    /// Its position in the shard's `process_ids`.
+    slot: u32,
     /// The id of the last entry's assignment, which the next link of the chain needs; `None`
     /// after recovery until then (it is the SHA-256 of a signature: computed once, when needed,
     /// rather than for every record read back).
@@ -308,7 +310,11 @@ pub struct Shard {
     limits: ShardLimits,
     modules: IdMap<ModuleId, ModuleEntry>,
     processes: IdMap<ProcessId, Process>,
-    messages: IdMap<MessageId, (ProcessId, Nonce)>,
+    /// Every message id assigned, process ids (their nonce 0) included: the process (its slot
+    /// in `process_ids`, to keep this, the largest map, small) and the nonce.
+    messages: IdMap<MessageId, (u32, Nonce)>,
+    /// The processes in spawn order; a process's slot indexes this.
+    process_ids: Vec<ProcessId>,
     /// Messages assigned (by `assign` or a result's `Assignments`) to processes other than the
     /// one they were sent to: where each sits in that other timeline.
     assigned: IdMap<(ProcessId, MessageId), Nonce>,
@@ -402,6 +408,7 @@ impl Shard {
             modules: IdMap::default(),
             processes: IdMap::default(),
             messages: IdMap::default(),
+            process_ids: Vec::new(),
             assigned: IdMap::default(),
             ready: VecDeque::new(),
             unevaluated: 0,
@@ -619,6 +626,13 @@ impl Shard {
         self.modules.get_mut(&id).expect("registered just before").lsn = lsn;
     }
 
+    /// The process a message was sent to and its nonce there.
+    fn owner_of(&self, message: MessageId) -> Option<(ProcessId, Nonce)> {
+        self.messages
+            .get(&message)
+            .map(|(slot, nonce)| (self.process_ids[*slot as usize], *nonce))
+    }
+
     /// Whether the module `id` is loaded.
     pub fn has_module(&self, id: ModuleId) -> bool {
         self.modules.contains_key(&id)
@@ -761,7 +775,10 @@ impl Shard {
                 Some(instance) => instance,
                 None => module.compiled.instantiate(limits).map_err(ShardError::Compute)?,
             };
-            self.messages.insert(MessageId::from(pid), (pid, Nonce(0)));
+            let slot = u32::try_from(self.process_ids.len())
+                .map_err(|_| corrupt("more than 4 billion processes on one shard".to_owned()))?;
+            self.process_ids.push(pid);
+            self.messages.insert(MessageId::from(pid), (slot, Nonce(0)));
             self.processes.insert(
                 pid,
                 Process {
@@ -776,6 +793,7 @@ impl Shard {
                     snapshot: None,
                     cron,
                     recovered: 0,
+                    slot,
                     last_assignment: None,
                 },
             );
@@ -794,14 +812,19 @@ impl Shard {
             }
             process.last_assignment = None;
             if assignment.assigned.is_some() {
-                match self.messages.get(&assignment.message) {
+                // Field by field: `process` borrows `self.processes`.
+                let owner = self
+                    .messages
+                    .get(&assignment.message)
+                    .map(|(slot, _)| self.process_ids[*slot as usize]);
+                match owner {
                     None => {
                         return Err(corrupt(format!(
                             "assignment of message {}, which no earlier record holds",
                             assignment.message
                         )))
                     }
-                    Some((owner, _)) if *owner == assignment.process => {
+                    Some(owner) if owner == assignment.process => {
                         return Err(corrupt(format!(
                             "message {} assigned twice to {owner}",
                             assignment.message
@@ -821,7 +844,7 @@ impl Shard {
                 }
             } else if self
                 .messages
-                .insert(assignment.message, (assignment.process, assignment.nonce))
+                .insert(assignment.message, (process.slot, assignment.nonce))
                 .is_some()
             {
                 return Err(corrupt(format!("message {} assigned twice", assignment.message)));
@@ -1069,7 +1092,7 @@ impl Shard {
             return Err(ShardError::NotFound(format!("process {target} is not on this node")));
         }
         let id = MessageId::from(item.id());
-        if let Some((process, nonce)) = self.messages.get(&id) {
+        if let Some((process, nonce)) = self.owner_of(id) {
             return Err(ShardError::Duplicate(format!(
                 "message {id} is already assigned to {process} at nonce {}",
                 nonce.0
@@ -1101,17 +1124,17 @@ impl Shard {
 
     /// Refuses an assignment of `message` to `process` that this node cannot or must not make.
     fn check_assignable(&self, process: ProcessId, message: MessageId) -> Result<Lsn, ShardError> {
-        let Some((owner, nonce)) = self.messages.get(&message) else {
+        let Some((owner, nonce)) = self.owner_of(message) else {
             return Err(ShardError::NotFound(format!(
                 "message {message} is not held by this node (it assigns only messages in its own log)"
             )));
         };
-        if *owner == process || self.assigned.contains_key(&(process, message)) {
+        if owner == process || self.assigned.contains_key(&(process, message)) {
             return Err(ShardError::Duplicate(format!(
                 "message {message} is already in the timeline of {process}"
             )));
         }
-        Ok(self.processes[owner].entries[nonce.0 as usize].lsn)
+        Ok(self.processes[&owner].entries[nonce.0 as usize].lsn)
     }
 
     /// Appends the assignment of a held message (checked by `check_assignable`).
@@ -1122,7 +1145,7 @@ impl Shard {
         exclude: &str,
         now: Timestamp,
     ) -> Result<(AssignmentId, Nonce, Lsn), ShardError> {
-        let (owner, owner_nonce) = self.messages[&message];
+        let (owner, owner_nonce) = self.owner_of(message).expect("checked by check_assignable");
         let source = self.processes[&owner].entries[owner_nonce.0 as usize].lsn;
         let bytes = {
             let log = self.log.borrow();
@@ -1729,8 +1752,8 @@ impl Shard {
         if let Some(nonce) = self.assigned.get(&(process, message)) {
             return Ok(*nonce);
         }
-        match self.messages.get(&message) {
-            Some((owner, nonce)) if *owner == process => Ok(*nonce),
+        match self.owner_of(message) {
+            Some((owner, nonce)) if owner == process => Ok(nonce),
             _ => Err(ShardError::NotFound(format!(
                 "message {message} is not in the timeline of {process}"
             ))),
