@@ -133,7 +133,7 @@ async fn upload_all(state: &Rc<NodeState>, slots: &mut [Option<Sender>], endpoin
 }
 
 /// The saved cursor: 8 bytes of log position and a CRC32C of them.
-fn encode_cursor(lsn: Lsn) -> Vec<u8> {
+pub fn encode_cursor(lsn: Lsn) -> Vec<u8> {
     let mut bytes = lsn.0.to_le_bytes().to_vec();
     bytes.extend_from_slice(&crc32c::crc32c(&lsn.0.to_le_bytes()).to_le_bytes());
     bytes
@@ -198,6 +198,17 @@ pub async fn run(state: Rc<NodeState>, endpoint: Endpoint, dir: PathBuf, connect
         return;
     }
     let mut cursor = read_cursor(&dir);
+    let end = state.shard.borrow().log_end();
+    if cursor > end {
+        // The log is shorter than what was uploaded (`hewitt log repair` cut it): upload it all
+        // again rather than skip what is appended from now on.
+        tracing::warn!(
+            cursor = cursor.0,
+            log_end = end.0,
+            "upload cursor is past the end of the log; uploading from its start"
+        );
+        cursor = Lsn(0);
+    }
     let mut saved = cursor;
     let mut last_save = Instant::now();
     let mut slots: Vec<Option<Sender>> = (0..connections.max(1)).map(|_| None).collect();

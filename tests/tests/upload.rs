@@ -134,4 +134,18 @@ fn every_logged_item_reaches_the_bundler_across_a_sigkill() {
     let metrics = client.get_bytes("/metrics").expect("metrics");
     let metrics = String::from_utf8_lossy(&metrics);
     assert!(metrics.contains("hewitt_uploads_total{"), "upload counters in /metrics");
+    assert!(node.terminate().success());
+
+    // A cursor past the end of the log (the log was cut by `hewitt log repair`) starts the
+    // uploads over rather than skipping what comes next.
+    let past_end = engine::upload::encode_cursor(scheduler::log::Lsn(1 << 40));
+    std::fs::write(&cursor, past_end).expect("write the cursor");
+    let node = start();
+    let client = node.client();
+    let id = client
+        .send(processes[0], &[Tag::new("Action", "Increment")], b"")
+        .expect("send");
+    wait_until("the new message uploaded", || {
+        received.lock().unwrap().contains_key(&id.to_string())
+    });
 }
