@@ -1,6 +1,7 @@
 //! Uploads to Arweave through a bundler: every record of the log (modules, processes, messages
 //! and the node's assignments) and the node's `Scheduler-Location` item (AO.md, "Arweave, where
-//! it appears").
+//! it appears"). Log items travel in ANS-104 bundles (up to 512 items or 1 MiB each) signed by
+//! the node, as AO's scheduler uploads them: one request carries many items.
 //!
 //! Durability stays local: a message is acknowledged once the log holds it, never after an
 //! upload. The log itself is the upload queue. A cursor (`upload/cursor` in the data dir: the
@@ -10,10 +11,8 @@
 //! answers the same id idempotently), none is skipped. The records are read from the log's
 //! mmaps, only up to what is durable, in batches; each batch is uploaded on
 //! `arweave.upload_connections` keep-alive connections at once and the cursor passes it once
-//! all of it is accepted. Throughput is therefore about the connections divided by the
-//! bundler's round trip (16 at 50 ms: 320 items/s, two per message): a node busier than that
-//! builds an upload backlog (`hewitt_upload_lag_bytes`) that it works off when load drops.
-//! Uploading ANS-104 bundles of many items per request would lift that bound; not done yet.
+//! all of it is accepted. A node busier than the bundler takes builds an upload backlog
+//! (`hewitt_upload_lag_bytes`) that it works off when load drops.
 //!
 //! Errors: a connection failure, a timeout, a 5xx, 408 or 429 is retried with exponential
 //! backoff (100 ms doubling to 30 s), forever, with a warning once an item failed three times
@@ -132,6 +131,45 @@ async fn upload_all(state: &Rc<NodeState>, slots: &mut [Option<Sender>], endpoin
     }
 }
 
+/// Most items in one bundle, and most bytes (the node signs each bundle on its own thread: the
+/// deep hash of its data costs about 2 ms a MiB).
+const BUNDLE_ITEMS_MAX: usize = 512;
+const BUNDLE_BYTES_MAX: usize = 1 << 20;
+
+/// Packs `items` into ANS-104 bundles (`scheduler::bundle`), each the data of a data item the
+/// node signs, as AO's scheduler uploads: one request carries many items. An item larger than
+/// a bundle's bound travels in a bundle of its own.
+fn bundle(state: &NodeState, items: Vec<DataItem>) -> Vec<DataItem> {
+    let mut bundles = Vec::new();
+    let mut entries: Vec<(Vec<u8>, [u8; 32])> = Vec::new();
+    let mut bytes = 0;
+    let seal = |entries: &mut Vec<(Vec<u8>, [u8; 32])>, bundles: &mut Vec<DataItem>| {
+        if entries.is_empty() {
+            return;
+        }
+        let data = scheduler::bundle::encode(entries);
+        entries.clear();
+        let anchor = crate::client::fresh_anchor();
+        let signed = state
+            .shard
+            .borrow()
+            .signer()
+            .sign(None, Some(anchor), scheduler::bundle::bundle_tags(), data);
+        bundles.push(signed);
+    };
+    for item in items {
+        let encoded = item.to_bytes();
+        if !entries.is_empty() && (entries.len() == BUNDLE_ITEMS_MAX || bytes + encoded.len() > BUNDLE_BYTES_MAX) {
+            seal(&mut entries, &mut bundles);
+            bytes = 0;
+        }
+        bytes += encoded.len();
+        entries.push((encoded, item.id().0));
+    }
+    seal(&mut entries, &mut bundles);
+    bundles
+}
+
 /// The saved cursor: 8 bytes of log position and a CRC32C of them.
 pub fn encode_cursor(lsn: Lsn) -> Vec<u8> {
     let mut bytes = lsn.0.to_le_bytes().to_vec();
@@ -236,7 +274,8 @@ pub async fn run(state: Rc<NodeState>, endpoint: Endpoint, dir: PathBuf, connect
             glommio::timer::sleep(IDLE_POLL).await;
             continue;
         }
-        upload_all(&state, &mut slots, &endpoint, items).await;
+        let bundles = bundle(&state, items);
+        upload_all(&state, &mut slots, &endpoint, bundles).await;
         cursor = next;
         if last_save.elapsed() >= SAVE_INTERVAL {
             match save_cursor(&dir, cursor).await {

@@ -8,6 +8,7 @@ pub mod log;
 pub mod record;
 
 pub use id::{Address, AssignmentId, BlockHeight, HashChain, ItemId, MessageId, ModuleId, Nonce, ProcessId, Timestamp};
+pub mod bundle;
 pub mod chain;
 pub mod data_item;
 pub mod deep_hash;

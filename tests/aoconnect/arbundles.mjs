@@ -6,10 +6,12 @@
 //                                      <dir>/<name>.bin and their ids into <dir>/<name>.id
 //   node arbundles.mjs verify <file>…  verifies items another implementation signed; prints
 //                                      "<file> <id> ok" per item, exits 1 if any fails
+//   node arbundles.mjs bundle <file>   reads an ANS-104 bundle another implementation wrote,
+//                                      verifies every item in it, prints "<id> ok" per item
 //
 // The items carry tags, a target, an anchor and data, so every optional field is exercised.
 
-import { createData, ArweaveSigner, SolanaSigner, EthereumSigner, DataItem } from "@dha-team/arbundles";
+import { createData, ArweaveSigner, SolanaSigner, EthereumSigner, DataItem, Bundle } from "@dha-team/arbundles";
 import crypto from "node:crypto";
 import Arweave from "arweave";
 import bs58 from "bs58";
@@ -71,9 +73,17 @@ async function verify(files) {
   process.exit(failed ? 1 : 0);
 }
 
+async function bundle(file) {
+  const read = new Bundle(fs.readFileSync(file));
+  const ok = await read.verify();
+  for (const id of read.getIds()) console.log(`${id} ${ok ? "ok" : "INVALID"}`);
+  process.exit(ok ? 0 : 1);
+}
+
 if (mode === "sign" && args.length === 1) await sign(args[0]);
+else if (mode === "bundle" && args.length === 1) await bundle(args[0]);
 else if (mode === "verify" && args.length > 0) await verify(args);
 else {
-  console.error("usage: node arbundles.mjs sign <dir> | verify <file>...");
+  console.error("usage: node arbundles.mjs sign <dir> | verify <file>... | bundle <file>");
   process.exit(2);
 }

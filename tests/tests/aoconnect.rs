@@ -105,6 +105,40 @@ fn hewitt_verifies_what_arbundles_signs() {
     assert_eq!(checked, 6);
 }
 
+/// A bundle Hewitt writes (as its uploader does): arbundles reads it, finds every item under
+/// the id the header gives and verifies every signature.
+#[test]
+fn arbundles_reads_the_bundles_hewitt_writes() {
+    use scheduler::signer::Signer;
+    use scheduler::tags::Tag;
+
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let signer = Signer::generate_ed25519();
+    let items: Vec<scheduler::DataItem> = (0..5u8)
+        .map(|n| {
+            signer.sign(
+                None,
+                Some([b'a' + n; 32]),
+                vec![Tag::new("N", n.to_string())],
+                vec![n; 100 * n as usize],
+            )
+        })
+        .collect();
+    let entries: Vec<(Vec<u8>, [u8; 32])> = items.iter().map(|i| (i.to_bytes(), i.id().0)).collect();
+    let path = dir.path().join("bundle.bin");
+    std::fs::write(&path, scheduler::bundle::encode(&entries)).expect("write bundle");
+    let output = arbundles(&["bundle".as_ref(), path.as_os_str()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "arbundles rejected a bundle Hewitt wrote:\n{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let ids: Vec<String> = items.iter().map(|i| format!("{} ok", i.id())).collect();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines, ids.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
 /// Items Hewitt signs (Ed25519, and RSA-PSS with an Arweave JWK): arbundles verifies them and
 /// computes the same ids.
 #[test]

@@ -1,6 +1,7 @@
 //! Uploads to a bundler (a stub on loopback that fails some requests): every module, process,
-//! message and assignment the log holds reaches it, across a SIGKILL while traffic and uploads
-//! flow; the node's Scheduler-Location is published, signed by the node.
+//! message and assignment the log holds reaches it, in ANS-104 bundles the stub unpacks, across
+//! a SIGKILL while traffic and uploads flow; the node's Scheduler-Location is published, signed
+//! by the node.
 
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
@@ -20,18 +21,21 @@ fn every_logged_item_reaches_the_bundler_across_a_sigkill() {
     let received: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let locations: Arc<Mutex<Vec<DataItem>>> = Arc::default();
     let requests = Arc::new(AtomicUsize::new(0));
+    let answered = Arc::new(AtomicUsize::new(0));
     let stub = {
         let (received, locations, requests) = (Arc::clone(&received), Arc::clone(&locations), Arc::clone(&requests));
+        let answered = Arc::clone(&answered);
         StubServer::start(move |request| {
             if request.method != "POST" || request.path != "/tx/arweave" {
                 return StubAnswer::Respond(404, b"{\"error\":\"no such route\"}".to_vec());
             }
-            // Faults: one request in 13 is answered 503, one in 29 is dropped unanswered.
+            // Faults: one request in 13 is answered 503, one in 29 is dropped unanswered (the
+            // second and third requests among them, so that even a short run meets both).
             let n = requests.fetch_add(1, Ordering::SeqCst);
-            if n % 13 == 3 {
+            if n % 13 == 1 {
                 return StubAnswer::Respond(503, b"{\"error\":\"busy\"}".to_vec());
             }
-            if n % 29 == 7 {
+            if n % 29 == 2 {
                 return StubAnswer::Hang;
             }
             let item = match DataItem::parse(&request.body) {
@@ -40,9 +44,23 @@ fn every_logged_item_reaches_the_bundler_across_a_sigkill() {
             };
             let id = item.id().to_string();
             if item.tag("Type") == Some("Scheduler-Location") {
-                locations.lock().unwrap().push(item);
+                locations.lock().unwrap().push(item.clone());
             }
-            *received.lock().unwrap().entry(id.clone()).or_default() += 1;
+            // A bundle (the node's log items): every item inside must parse, match its id in the
+            // header and verify.
+            let mut inner = Vec::new();
+            if item.tag("Bundle-Format") == Some("binary") {
+                match scheduler::bundle::decode(&item.data) {
+                    Ok(items) if items.iter().all(|i| i.verify().is_ok()) => inner = items,
+                    _ => return StubAnswer::Respond(400, b"{\"error\":\"invalid bundle\"}".to_vec()),
+                }
+            }
+            let mut received = received.lock().unwrap();
+            *received.entry(id.clone()).or_default() += 1;
+            for inner in inner {
+                *received.entry(inner.id().to_string()).or_default() += 1;
+            }
+            answered.fetch_add(1, Ordering::SeqCst);
             StubAnswer::Respond(200, format!("{{\"id\":\"{id}\"}}").into_bytes())
         })
     };
@@ -117,10 +135,16 @@ fn every_logged_item_reaches_the_bundler_across_a_sigkill() {
     wait_until("the upload cursor saved", || {
         std::fs::read(&cursor).is_ok_and(|bytes| bytes.len() == 12 && bytes[..8] != [0; 8])
     });
-    let faults = requests.load(Ordering::SeqCst);
+    let requests = requests.load(Ordering::SeqCst);
+    let answered = answered.load(Ordering::SeqCst);
     assert!(
-        faults > expected.len(),
-        "the stub failed some requests, so some were retried"
+        requests >= answered + 2,
+        "the stub failed requests ({requests} for {answered} accepted), so some were retried"
+    );
+    assert!(
+        answered * 10 < expected.len(),
+        "bundles: {answered} requests carried {} items",
+        expected.len()
     );
 
     let locations = locations.lock().unwrap();
