@@ -138,6 +138,9 @@ pub enum StartError {
     Recovery(#[from] ShardError),
     #[error("compute: {0}")]
     Compute(String),
+    /// A setting that passed its own check but cannot be used (an unusable service URL).
+    #[error("configuration: {0}")]
+    Config(String),
     #[error("listener {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("executor: {0}")]
@@ -745,7 +748,8 @@ fn start_uploads(state: &Rc<NodeState>) -> Result<(), StartError> {
         }
         return Ok(());
     };
-    let endpoint = crate::outbound::Endpoint::parse(bundler).map_err(StartError::Compute)?;
+    let endpoint = crate::outbound::Endpoint::parse(bundler)
+        .map_err(|e| StartError::Config(format!("arweave.bundler_url: {e}")))?;
     let queue =
         glommio::executor().create_task_queue(glommio::Shares::Static(100), glommio::Latency::NotImportant, "upload");
     glommio::spawn_local_into(
