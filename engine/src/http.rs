@@ -188,6 +188,20 @@ fn process_param(params: &[(String, String)]) -> Result<ProcessId, Answer> {
         .ok_or_else(|| fail(StatusCode::BAD_REQUEST, "query parameter process-id is required"))
 }
 
+/// A request body that must be one ANS-104 data item with a valid signature (bounded by
+/// `http.body_bytes_max`): its bytes and the item, or a 4xx naming what was wrong.
+async fn read_signed_item(state: &NodeState, body: Incoming) -> Result<(Bytes, DataItem), Answer> {
+    let bytes = read_body(body, state.http.body_bytes_max).await?;
+    let item = DataItem::parse(&bytes).map_err(|e| fail(StatusCode::BAD_REQUEST, format!("invalid data item: {e}")))?;
+    item.verify().map_err(|e| {
+        fail(
+            StatusCode::BAD_REQUEST,
+            format!("data item {} has an invalid signature: {e}", item.id()),
+        )
+    })?;
+    Ok((bytes, item))
+}
+
 async fn read_body(body: Incoming, bytes_max: usize) -> Result<Bytes, Answer> {
     match Limited::new(body, bytes_max).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
@@ -362,14 +376,7 @@ async fn post_item(state: &Rc<NodeState>, body: Incoming, params: &[(String, Str
             format!("node stopped accepting writes: {reason}"),
         ));
     }
-    let bytes = read_body(body, state.http.body_bytes_max).await?;
-    let item = DataItem::parse(&bytes).map_err(|e| fail(StatusCode::BAD_REQUEST, format!("invalid data item: {e}")))?;
-    item.verify().map_err(|e| {
-        fail(
-            StatusCode::BAD_REQUEST,
-            format!("data item {} has an invalid signature: {e}", item.id()),
-        )
-    })?;
+    let (bytes, item) = read_signed_item(state, body).await?;
     let kind = item.tag("Type").ok_or_else(|| {
         fail(
             StatusCode::BAD_REQUEST,
@@ -680,14 +687,7 @@ async fn monitor(state: &Rc<NodeState>, pid: &str, body: Incoming, on: bool) -> 
     let pid: ProcessId = pid
         .parse()
         .map_err(|_| fail(StatusCode::BAD_REQUEST, format!("{pid:?} is not a process id")))?;
-    let bytes = read_body(body, state.http.body_bytes_max).await?;
-    let item = DataItem::parse(&bytes).map_err(|e| fail(StatusCode::BAD_REQUEST, format!("invalid data item: {e}")))?;
-    item.verify().map_err(|e| {
-        fail(
-            StatusCode::BAD_REQUEST,
-            format!("data item {} has an invalid signature: {e}", item.id()),
-        )
-    })?;
+    let (_, item) = read_signed_item(state, body).await?;
     if item.target != Some(pid.0) {
         return Err(fail(
             StatusCode::BAD_REQUEST,
