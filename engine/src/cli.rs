@@ -386,8 +386,27 @@ impl ProgressLine {
 }
 
 fn log_verify(args: &LogArgs) -> Result<(), String> {
+    let log_dirs = crate::inspect::log_dirs(&args.data_dir)?;
+    let mut count = 0;
+    for log_dir in &log_dirs {
+        count += verify_one_log(args, log_dir, log_dirs.len())?;
+    }
+    if count == 0 {
+        println!("clean");
+        Ok(())
+    } else {
+        println!("{count} problems");
+        Err(format!(
+            "log verify found {count} problems in {}",
+            args.data_dir.display()
+        ))
+    }
+}
+
+/// Verifies one shard's log, prints what it found and returns the number of problems.
+fn verify_one_log(args: &LogArgs, log_dir: &std::path::Path, shards: usize) -> Result<usize, String> {
     let mut progress = ProgressLine::new();
-    let verification = crate::inspect::verify(&args.data_dir, &args.scan_options(), &mut |s| progress.show(s))
+    let verification = crate::inspect::verify(log_dir, shards, &args.scan_options(), &mut |s| progress.show(s))
         .map_err(|e| e.to_string())?;
     progress.finish();
     let Verification {
@@ -396,7 +415,6 @@ fn log_verify(args: &LogArgs) -> Result<(), String> {
         problems,
         elapsed,
     } = &verification;
-    let log_dir = crate::inspect::log_dir(&args.data_dir);
     let segment_bytes = log.segment_bytes.map_or("unknown".to_owned(), |b| b.to_string());
     let last_lsn = log.last_lsn.map_or("none".to_owned(), |l| l.0.to_string());
     println!(
@@ -422,18 +440,17 @@ fn log_verify(args: &LogArgs) -> Result<(), String> {
     for problem in problems {
         println!("problem: {problem}");
     }
-    let count = log.problems.len() + problems.len();
-    if count == 0 {
-        println!("clean");
-        Ok(())
-    } else {
-        println!("{count} problems");
-        Err(format!("log verify found {count} problems in {}", log_dir.display()))
-    }
+    Ok(log.problems.len() + problems.len())
 }
 
 fn log_repair(args: &LogArgs, yes: bool) -> Result<(), String> {
-    let log_dir = crate::inspect::log_dir(&args.data_dir);
+    for log_dir in crate::inspect::log_dirs(&args.data_dir)? {
+        repair_one_log(args, &log_dir, yes)?;
+    }
+    Ok(())
+}
+
+fn repair_one_log(args: &LogArgs, log_dir: &std::path::Path, yes: bool) -> Result<(), String> {
     let now_unix_s = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_err(|e| format!("system clock before 1970: {e}"))?
@@ -455,8 +472,8 @@ fn log_repair(args: &LogArgs, yes: bool) -> Result<(), String> {
         let mut answer = String::new();
         std::io::stdin().read_line(&mut answer).is_ok() && answer.trim() == "yes"
     };
-    let plan = inspect::repair(&log_dir, &args.scan_options(), now_unix_s, &mut (), &mut confirm)
-        .map_err(|e| e.to_string())?;
+    let plan =
+        inspect::repair(log_dir, &args.scan_options(), now_unix_s, &mut (), &mut confirm).map_err(|e| e.to_string())?;
     if plan.actions.is_empty() {
         println!("nothing to repair in {}", log_dir.display());
     } else {

@@ -36,6 +36,8 @@ pub struct Client {
     base: String,
     agent: ureq::Agent,
     signer: Signer,
+    /// With [`Client::with_seeded_anchors`]: the seed and the items signed so far.
+    seeded: std::sync::Mutex<Option<(u64, u64)>>,
 }
 
 /// A fresh 32-character anchor (ASCII, so it renders as text), making each signed item unique.
@@ -65,7 +67,27 @@ impl Client {
             base: base.trim_end_matches('/').to_owned(),
             agent,
             signer,
+            seeded: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Gives the items this client signs anchors drawn from `seed` and a counter instead of
+    /// random ones: the same key, seed and sequence of calls sign the same items (same ids), so
+    /// two runs of a workload can be compared item for item.
+    pub fn with_seeded_anchors(self, seed: u64) -> Client {
+        *self.seeded.lock().unwrap_or_else(|e| e.into_inner()) = Some((seed, 0));
+        self
+    }
+
+    fn anchor(&self) -> [u8; 32] {
+        let mut seeded = self.seeded.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((seed, count)) = *seeded else {
+            return fresh_anchor();
+        };
+        *seeded = Some((seed, count + 1));
+        let digest = <sha2::Sha256 as sha2::Digest>::digest([seed.to_le_bytes(), count.to_le_bytes()].concat());
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        hex.as_bytes().try_into().expect("32 hex digits")
     }
 
     pub fn signer(&self) -> &Signer {
@@ -156,7 +178,7 @@ impl Client {
             Tag::new("Content-Type", "application/wasm"),
         ]);
         tags.extend(extra.iter().cloned());
-        let item = self.signer.sign(None, Some(fresh_anchor()), tags, wasm);
+        let item = self.signer.sign(None, Some(self.anchor()), tags, wasm);
         self.post_item(&item)?;
         Ok(ModuleId::from(item.id()))
     }
@@ -173,7 +195,7 @@ impl Client {
         tags.push(Tag::new("Module", module.to_string()));
         tags.push(Tag::new("Scheduler", scheduler.to_string()));
         tags.extend(extra.iter().cloned());
-        let item = self.signer.sign(None, Some(fresh_anchor()), tags, data.to_vec());
+        let item = self.signer.sign(None, Some(self.anchor()), tags, data.to_vec());
         self.post_item(&item)?;
         Ok(ProcessId::from(item.id()))
     }
@@ -183,7 +205,7 @@ impl Client {
         let mut tags = ao_tags("Message", []);
         tags.extend(extra.iter().cloned());
         self.signer
-            .sign(Some(process.0), Some(fresh_anchor()), tags, data.to_vec())
+            .sign(Some(process.0), Some(self.anchor()), tags, data.to_vec())
     }
 
     /// Sends a message to `process`; returns its id once the node acknowledged it (durable).
@@ -228,7 +250,7 @@ impl Client {
     pub fn monitor(&self, process: ProcessId, on: bool) -> Result<Value, ClientError> {
         let item = self
             .signer
-            .sign(Some(process.0), Some(fresh_anchor()), Vec::new(), b" ".to_vec());
+            .sign(Some(process.0), Some(self.anchor()), Vec::new(), b" ".to_vec());
         let url = format!("{}/monitor/{process}", self.base);
         let request = if on {
             self.agent.post(&url)

@@ -210,7 +210,7 @@ const FIELDS: &[Field] = &[
         key: "cpu",
         env: "HEWITT_CPU",
         unit: "CPU index",
-        doc: "Pin the shard's thread to this CPU; \"none\" leaves placement to the kernel.",
+        doc: "Pin shard 0's thread to this CPU and shard i's to this + i; \"none\" leaves placement to the kernel.",
         kind: Kind::Cpu,
         get: |s| Value::Cpu(s.node.cpu.map(|c| c as u64)),
         set: |s, v| {
@@ -218,6 +218,33 @@ const FIELDS: &[Field] = &[
                 s.node.cpu = c.map(|c| c as usize)
             }
         },
+    },
+    Field {
+        key: "shards",
+        env: "HEWITT_SHARDS",
+        unit: "count",
+        doc: "Shards: executor threads, each with its own log and processes (placement by process id). Default: the cores available. Fixed for the life of a data dir.",
+        kind: Kind::Int { min: 1, max: 256 },
+        get: |s| Value::Int(s.node.shards as u64),
+        set: |s, v| s.node.shards = int(v) as usize,
+    },
+    Field {
+        key: "shards_spin_before_park_us",
+        env: "HEWITT_SHARDS_SPIN_BEFORE_PARK_US",
+        unit: "µs",
+        doc: "How long an idle shard spins before it parks: waking a parked shard costs tens of µs, spinning costs idle CPU. 0 parks at once.",
+        kind: Kind::Int { min: 0, max: 1_000_000 },
+        get: |s| Value::Int(s.node.spin_before_park_us),
+        set: |s, v| s.node.spin_before_park_us = int(v),
+    },
+    Field {
+        key: "fixed_clock_ms",
+        env: "HEWITT_FIXED_CLOCK_MS",
+        unit: "ms",
+        doc: "For reproducibility tests only: every timestamp the node gives is this (ms since the epoch) instead of the wall clock; 0 uses the wall clock.",
+        kind: Kind::Int { min: 0, max: u64::MAX / 2 },
+        get: |s| Value::Int(s.node.fixed_clock_ms.unwrap_or(0)),
+        set: |s, v| s.node.fixed_clock_ms = Some(int(v)).filter(|&ms| ms != 0),
     },
     Field {
         key: "log.segment_bytes",

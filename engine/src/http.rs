@@ -17,13 +17,14 @@ use std::task::{Context, Poll};
 use futures_lite::{AsyncRead, AsyncWrite};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Bytes, Incoming};
+use hyper::body::{Body, Bytes, Incoming};
 use scheduler::data_item::DataItem;
 use scheduler::log::Lsn;
 use scheduler::tags::Tag;
 use scheduler::{MessageId, Nonce, ProcessId};
 use serde_json::{json, Value};
 
+use crate::mesh::{Ask, Forwarded, Reply, VerifiedItem};
 use crate::node::{now, NodeState};
 use crate::shard::{block_height_at, ShardError};
 use crate::wire::{error_json, timeline_node};
@@ -127,7 +128,7 @@ fn shard_fail(error: ShardError) -> Answer {
     fail(status, error.to_string())
 }
 
-fn query(request: &Request<Incoming>) -> Vec<(String, String)> {
+fn query<B>(request: &Request<B>) -> Vec<(String, String)> {
     let Some(text) = request.uri().query() else {
         return Vec::new();
     };
@@ -190,7 +191,14 @@ fn process_param(params: &[(String, String)]) -> Result<ProcessId, Answer> {
 
 /// A request body that must be one ANS-104 data item with a valid signature (bounded by
 /// `http.body_bytes_max`): its bytes and the item, or a 4xx naming what was wrong.
-async fn read_signed_item(state: &NodeState, body: Incoming) -> Result<(Bytes, DataItem), Answer> {
+async fn read_signed_item<B: RequestBody>(
+    state: &NodeState,
+    body: B,
+    verified: Option<VerifiedItem>,
+) -> Result<(Bytes, DataItem), Answer> {
+    if let Some(VerifiedItem { bytes, item }) = verified {
+        return Ok((bytes, item)); // parsed and verified by the shard the request reached
+    }
     let bytes = read_body(body, state.http.body_bytes_max).await?;
     let item = DataItem::parse(&bytes).map_err(|e| fail(StatusCode::BAD_REQUEST, format!("invalid data item: {e}")))?;
     item.verify().map_err(|e| {
@@ -202,7 +210,7 @@ async fn read_signed_item(state: &NodeState, body: Incoming) -> Result<(Bytes, D
     Ok((bytes, item))
 }
 
-async fn read_body(body: Incoming, bytes_max: usize) -> Result<Bytes, Answer> {
+async fn read_body<B: RequestBody>(body: B, bytes_max: usize) -> Result<Bytes, Answer> {
     match Limited::new(body, bytes_max).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) => {
@@ -220,8 +228,17 @@ async fn read_body(body: Incoming, bytes_max: usize) -> Result<Bytes, Answer> {
     }
 }
 
-/// Serves one request; never panics on any input.
-pub async fn serve(state: Rc<NodeState>, request: Request<Incoming>) -> Result<Answer, std::convert::Infallible> {
+/// A request body: hyper's, from a socket, or the bytes another shard forwarded.
+pub trait RequestBody: Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> {}
+
+impl<B: Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>> RequestBody for B {}
+
+/// Serves one request on this shard; never panics on any input.
+pub async fn serve<B: RequestBody>(
+    state: Rc<NodeState>,
+    mut request: Request<B>,
+) -> Result<Answer, std::convert::Infallible> {
+    let verified = request.extensions_mut().remove::<VerifiedItem>();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let params = query(&request);
@@ -243,7 +260,7 @@ pub async fn serve(state: Rc<NodeState>, request: Request<Incoming>) -> Result<A
         )),
         (&Method::POST, []) => {
             let arrived = std::time::Instant::now();
-            let answer = post_item(&state, request.into_body(), &params).await;
+            let answer = post_item(&state, request.into_body(), verified, &params).await;
             match &answer {
                 Ok(_) => state.metrics.acknowledged(arrived.elapsed()),
                 Err(refused) => state.metrics.rejected(refused.status().as_u16()),
@@ -279,6 +296,7 @@ fn metrics(state: &NodeState) -> Answer {
     let snapshot = {
         let shard = state.shard.borrow();
         crate::metrics::Snapshot {
+            shard: state.mesh.index,
             counters: shard.counters(),
             commits: state.committer.stats(),
             backlog: shard.backlog(),
@@ -366,7 +384,12 @@ fn health(state: &NodeState) -> Result<Answer, Answer> {
     ))
 }
 
-async fn post_item(state: &Rc<NodeState>, body: Incoming, params: &[(String, String)]) -> Result<Answer, Answer> {
+async fn post_item<B: RequestBody>(
+    state: &Rc<NodeState>,
+    body: B,
+    verified: Option<VerifiedItem>,
+    params: &[(String, String)],
+) -> Result<Answer, Answer> {
     if param(params, "assign").is_some() || param(params, "process-id").is_some() {
         return post_assign(state, params).await;
     }
@@ -376,7 +399,7 @@ async fn post_item(state: &Rc<NodeState>, body: Incoming, params: &[(String, Str
             format!("node stopped accepting writes: {reason}"),
         ));
     }
-    let (bytes, item) = read_signed_item(state, body).await?;
+    let (bytes, item) = read_signed_item(state, body, verified).await?;
     let kind = item.tag("Type").ok_or_else(|| {
         fail(
             StatusCode::BAD_REQUEST,
@@ -487,15 +510,44 @@ async fn post_assign(state: &Rc<NodeState>, params: &[(String, String)]) -> Resu
         ));
     }
     let exclude = param(params, "exclude").unwrap_or("");
-    let (id, timestamp, lsn) = {
-        let mut shard = state.shard.borrow_mut();
-        let (id, nonce, lsn) = shard
-            .admit_assignment(pid, message, exclude, now())
-            .map_err(shard_fail)?;
-        (id, shard.assignment_time(pid, nonce), lsn)
+    let admitted = state.shard.borrow_mut().admit_assignment(pid, message, exclude, now());
+    let (id, nonce, lsn) = match admitted {
+        Err(ShardError::NotFound(reason)) if state.mesh.count > 1 && state.shard.borrow().has_process(pid) => {
+            // The message may be in another shard's log: assign a copy of it.
+            let copy = message_from_other_shards(state, message)
+                .await?
+                .ok_or_else(|| fail(StatusCode::NOT_FOUND, reason))?;
+            state
+                .shard
+                .borrow_mut()
+                .admit_assignment_copy(pid, &copy, exclude, now())
+                .map_err(shard_fail)?
+        }
+        other => other.map_err(shard_fail)?,
     };
+    let timestamp = state.shard.borrow().assignment_time(pid, nonce);
     let body = json!({"message": "Processing Assignment", "id": id.to_string(), "timestamp": timestamp.0});
     acknowledge(state, lsn, body).await
+}
+
+/// The message `id` from whichever other shard holds it durably.
+async fn message_from_other_shards(state: &NodeState, id: MessageId) -> Result<Option<DataItem>, Answer> {
+    for to in (0..state.mesh.count).filter(|&to| to != state.mesh.index) {
+        match state.mesh.ask(to, Ask::Message(id)).await {
+            Ok(crate::mesh::Answer::Message(Some(bytes))) => {
+                let item = DataItem::parse(&bytes).map_err(|e| {
+                    fail(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("shard {to} holds {id} unparsed: {e}"),
+                    )
+                })?;
+                return Ok(Some(item));
+            }
+            Ok(_) => {}
+            Err(reason) => return Err(fail(StatusCode::SERVICE_UNAVAILABLE, reason)),
+        }
+    }
+    Ok(None)
 }
 
 /// Wakes the pump for what was just appended at `lsn`, waits until it is durable, then answers
@@ -683,11 +735,11 @@ async fn get_cron(state: &Rc<NodeState>, pid: &str, params: &[(String, String)])
 /// its target. A monitored process's cron ticks are evaluated as time passes (not only when a
 /// message or a `/cron` read comes), so their outboxes are delivered on time; the set survives
 /// restarts.
-async fn monitor(state: &Rc<NodeState>, pid: &str, body: Incoming, on: bool) -> Result<Answer, Answer> {
+async fn monitor<B: RequestBody>(state: &Rc<NodeState>, pid: &str, body: B, on: bool) -> Result<Answer, Answer> {
     let pid: ProcessId = pid
         .parse()
         .map_err(|_| fail(StatusCode::BAD_REQUEST, format!("{pid:?} is not a process id")))?;
-    let (_, item) = read_signed_item(state, body).await?;
+    let (_, item) = read_signed_item(state, body, None).await?;
     if item.target != Some(pid.0) {
         return Err(fail(
             StatusCode::BAD_REQUEST,
@@ -708,7 +760,7 @@ async fn monitor(state: &Rc<NodeState>, pid: &str, body: Incoming, on: bool) -> 
 /// (`ids: ["..."]`). Every node carries `id`, `anchor`, `recipient`, `owner {address key}`,
 /// `tags {name value}`, `data {size type}` and `block {id height timestamp}` (null for a
 /// module); clients read the fields they selected.
-async fn graphql(state: &NodeState, body: Incoming) -> Result<Answer, Answer> {
+async fn graphql<B: RequestBody>(state: &NodeState, body: B) -> Result<Answer, Answer> {
     let bytes = read_body(body, GRAPHQL_BYTES_MAX).await?;
     let request: Value = serde_json::from_slice(&bytes)
         .map_err(|e| fail(StatusCode::BAD_REQUEST, format!("GraphQL request is not JSON: {e}")))?;
@@ -817,7 +869,11 @@ fn request_item_from_json(body: &Value, pid: ProcessId, state: &NodeState) -> Re
     Ok(state.shard.borrow().signer().sign(Some(pid.0), None, tags, data))
 }
 
-async fn dry_run(state: &Rc<NodeState>, body: Incoming, params: &[(String, String)]) -> Result<Answer, Answer> {
+async fn dry_run<B: RequestBody>(
+    state: &Rc<NodeState>,
+    body: B,
+    params: &[(String, String)],
+) -> Result<Answer, Answer> {
     let pid = process_param(params)?;
     let bytes = read_body(body, DRY_RUN_BYTES_MAX).await?;
     let body: Value = serde_json::from_slice(&bytes)
@@ -930,4 +986,431 @@ async fn get_su(state: &NodeState, id: &str, params: &[(String, String)]) -> Res
     };
     durable(state, lsn).await?;
     Ok(respond(StatusCode::OK, &render_node(state, lsn)?))
+}
+
+/// Where a request goes on a node of several shards.
+enum Route {
+    /// Any shard answers it (the clock, the node's address, a malformed path).
+    Here,
+    /// The shard that owns the request's process.
+    Shard(usize),
+    /// `POST /` with a data item: routed by what the item is (a module goes to every shard).
+    Item,
+    /// Every shard, answers combined.
+    Health,
+    Ready,
+    Metrics,
+    Graphql,
+}
+
+fn route(state: &NodeState, method: &Method, segments: &[&str], params: &[(String, String)]) -> Route {
+    let (here, count) = (state.mesh.index, state.mesh.count);
+    let owner = |pid: &str| {
+        pid.parse::<ProcessId>()
+            .map_or(here, |pid| messenger::placement::shard_of(&pid, count))
+    };
+    let by_param = || param(params, "process-id").map(owner);
+    match (method, segments) {
+        (&Method::GET, ["health"]) => Route::Health,
+        (&Method::GET, ["ready"]) => Route::Ready,
+        (&Method::GET, ["metrics"]) => Route::Metrics,
+        (&Method::POST, ["graphql"]) => Route::Graphql,
+        (&Method::GET, []) | (&Method::GET, ["timestamp"]) => Route::Here,
+        (&Method::POST, []) => match by_param() {
+            Some(shard) => Route::Shard(shard),
+            None if param(params, "assign").is_some() => Route::Here, // refused there: no process-id
+            None => Route::Item,
+        },
+        (&Method::GET, ["processes" | "results" | "state" | "cron", pid])
+        | (&Method::POST | &Method::DELETE, ["monitor", pid])
+        | (&Method::GET, [pid, "latest"]) => Route::Shard(owner(pid)),
+        (&Method::GET, ["result", _]) | (&Method::POST, ["dry-run"]) => Route::Shard(by_param().unwrap_or(here)),
+        (&Method::GET, [id]) => Route::Shard(by_param().unwrap_or_else(|| owner(id))),
+        _ => Route::Here,
+    }
+}
+
+/// Serves one request that reached this shard's listener: on a node of several shards, a
+/// request for a process another shard owns is handed to that shard (whole, with its data
+/// item already verified here) and its answer relayed; node-wide reads combine every shard's.
+pub async fn ingress(state: Rc<NodeState>, request: Request<Incoming>) -> Result<Answer, std::convert::Infallible> {
+    if state.mesh.count == 1 {
+        return serve(state, request).await;
+    }
+    let path = request.uri().path().to_owned();
+    let params = query(&request);
+    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let route = route(&state, request.method(), &segments, &params);
+    let (parts, body) = match route {
+        Route::Here => return serve(state, request).await,
+        Route::Shard(to) if to == state.mesh.index => return serve(state, request).await,
+        _ => request.into_parts(),
+    };
+    let head = Forwarded {
+        method: parts.method,
+        uri: parts.uri,
+        headers: parts.headers,
+        body: Bytes::new(),
+        item: None,
+    };
+    let answer = async {
+        match route {
+            Route::Item => {
+                let (bytes, item) = match read_signed_item(&state, body, None).await {
+                    Ok(read) => read,
+                    Err(refused) => {
+                        state.metrics.rejected(refused.status().as_u16());
+                        return Err(refused);
+                    }
+                };
+                let count = state.mesh.count;
+                let to = match item.tag("Type") {
+                    Some("Module") => None,
+                    Some("Process") => Some(messenger::placement::shard_of(&ProcessId::from(item.id()), count)),
+                    Some("Message") => Some(item.target.map_or(state.mesh.index, |t| {
+                        messenger::placement::shard_of(&ProcessId(t), count)
+                    })),
+                    _ => Some(state.mesh.index), // refused there, with the reason
+                };
+                let verified = VerifiedItem { bytes, item };
+                match to {
+                    Some(to) => dispatch(&state, to, &head, Bytes::new(), Some(verified)).await,
+                    None => load_module_everywhere(&state, &head, verified).await,
+                }
+            }
+            Route::Shard(to) => {
+                let body = read_body(body, state.http.body_bytes_max).await?;
+                dispatch(&state, to, &head, body, None).await
+            }
+            _ => {
+                let body = read_body(body, GRAPHQL_BYTES_MAX).await?;
+                let answers = everywhere(&state, &head, body).await?;
+                match route {
+                    Route::Health => combine_health(answers),
+                    Route::Ready => combine_ready(answers),
+                    Route::Metrics => combine_metrics(answers),
+                    _ => combine_graphql(answers),
+                }
+            }
+        }
+    }
+    .await;
+    Ok(answer.unwrap_or_else(|error| error))
+}
+
+fn copy_head(head: &Forwarded, body: Bytes, item: Option<VerifiedItem>) -> Forwarded {
+    Forwarded {
+        method: head.method.clone(),
+        uri: head.uri.clone(),
+        headers: head.headers.clone(),
+        body,
+        item,
+    }
+}
+
+/// Serves `forwarded` on this shard.
+async fn serve_forwarded(state: &Rc<NodeState>, forwarded: Forwarded) -> Answer {
+    let mut request = Request::new(Full::new(forwarded.body));
+    *request.method_mut() = forwarded.method;
+    *request.uri_mut() = forwarded.uri;
+    *request.headers_mut() = forwarded.headers;
+    if let Some(item) = forwarded.item {
+        request.extensions_mut().insert(item);
+    }
+    let Ok(answer) = serve(Rc::clone(state), request).await;
+    answer
+}
+
+/// Serves the request on shard `to` (this one or another) and returns its answer.
+async fn dispatch(
+    state: &Rc<NodeState>,
+    to: usize,
+    head: &Forwarded,
+    body: Bytes,
+    item: Option<VerifiedItem>,
+) -> Result<Answer, Answer> {
+    let forwarded = copy_head(head, body, item);
+    if to == state.mesh.index {
+        return Ok(serve_forwarded(state, forwarded).await);
+    }
+    match state.mesh.ask(to, Ask::Http(Box::new(forwarded))).await {
+        Ok(crate::mesh::Answer::Http(reply)) => {
+            let mut answer = Response::new(Full::new(reply.body));
+            *answer.status_mut() = reply.status;
+            *answer.headers_mut() = reply.headers;
+            Ok(answer)
+        }
+        Ok(_) => Err(fail(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("shard {to} answered out of turn"),
+        )),
+        Err(reason) => Err(fail(StatusCode::SERVICE_UNAVAILABLE, reason)),
+    }
+}
+
+/// Answers another shard's request.
+pub async fn answer_ask(state: &Rc<NodeState>, ask: Ask) -> crate::mesh::Answer {
+    match ask {
+        Ask::Http(forwarded) => {
+            let answer = serve_forwarded(state, *forwarded).await;
+            let (parts, body) = answer.into_parts();
+            let body = match body.collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(never) => match never {},
+            };
+            crate::mesh::Answer::Http(Reply {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        }
+        Ask::Message(id) => crate::mesh::Answer::Message(state.shard.borrow().held_message(id).ok().flatten()),
+    }
+}
+
+/// The request served by every shard, answers in shard order.
+async fn everywhere(state: &Rc<NodeState>, head: &Forwarded, body: Bytes) -> Result<Vec<Answer>, Answer> {
+    let tasks: Vec<_> = (0..state.mesh.count)
+        .map(|to| {
+            let (state, forwarded) = (Rc::clone(state), copy_head(head, body.clone(), None));
+            glommio::spawn_local(async move { dispatch(&state, to, &forwarded, forwarded.body.clone(), None).await })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        answers.push(task.await.unwrap_or_else(|error| error));
+    }
+    Ok(answers)
+}
+
+/// A module goes into every shard's log (every shard may spawn from it); acknowledged once
+/// every shard has it durably. A shard that already holds it (a retry after a partial
+/// failure) counts as done.
+async fn load_module_everywhere(state: &Rc<NodeState>, head: &Forwarded, item: VerifiedItem) -> Result<Answer, Answer> {
+    let tasks: Vec<_> = (0..state.mesh.count)
+        .map(|to| {
+            let (state, head, item) = (Rc::clone(state), copy_head(head, Bytes::new(), None), item.clone());
+            glommio::spawn_local(async move { dispatch(&state, to, &head, Bytes::new(), Some(item)).await })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        answers.push(task.await.unwrap_or_else(|error| error));
+    }
+    if let Some(failed) = answers
+        .iter()
+        .position(|a| !a.status().is_success() && a.status() != StatusCode::CONFLICT)
+    {
+        return Err(answers.swap_remove(failed));
+    }
+    match answers.iter().position(|a| a.status().is_success()) {
+        Some(done) => Ok(answers.swap_remove(done)),
+        None => Err(answers.swap_remove(0)), // every shard already held it: 409
+    }
+}
+
+async fn json_of(answer: Answer) -> (StatusCode, Value) {
+    let status = answer.status();
+    let body = match answer.into_body().collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(never) => match never {},
+    };
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+fn first_failure(answers: &mut Vec<Answer>) -> Option<Answer> {
+    let failed = answers.iter().position(|a| !a.status().is_success())?;
+    Some(answers.swap_remove(failed))
+}
+
+/// `/ready` of the node: ready when every shard is.
+fn combine_ready(mut answers: Vec<Answer>) -> Result<Answer, Answer> {
+    match first_failure(&mut answers) {
+        Some(failed) => Err(failed),
+        None => Ok(respond(
+            StatusCode::OK,
+            &json!({"ready": true, "shards": answers.len()}),
+        )),
+    }
+}
+
+/// `/health` of the node: the sums of every shard's figures.
+fn combine_health(mut answers: Vec<Answer>) -> Result<Answer, Answer> {
+    if let Some(failed) = first_failure(&mut answers) {
+        return Err(failed);
+    }
+    let shards = answers.len();
+    let values: Vec<Value> = answers
+        .into_iter()
+        .map(|a| futures_lite::future::block_on(json_of(a)).1)
+        .collect();
+    let sum = |path: &[&str]| -> u64 {
+        values
+            .iter()
+            .map(|v| path.iter().fold(v, |v, key| &v[*key]).as_u64().unwrap_or(0))
+            .sum()
+    };
+    if values.iter().any(|v| v["status"] == "recovering") {
+        return Ok(respond(
+            StatusCode::OK,
+            &json!({"status": "recovering", "log_bytes_read": sum(&["log_bytes_read"]), "log_bytes": sum(&["log_bytes"]), "shards": shards}),
+        ));
+    }
+    Ok(respond(
+        StatusCode::OK,
+        &json!({
+            "status": "ok",
+            "address": values[0]["address"],
+            "shards": shards,
+            "processes": sum(&["processes"]),
+            "backlog": sum(&["backlog"]),
+            "assigned": sum(&["assigned"]),
+            "evaluated": sum(&["evaluated"]),
+            "delivered": sum(&["delivered"]),
+            "log": {
+                "batches": sum(&["log", "batches"]),
+                "records": sum(&["log", "records"]),
+                "bytes": sum(&["log", "bytes"]),
+                "fdatasync_us_mean": sum(&["log", "fdatasync_us_mean"]) / shards as u64,
+            },
+        }),
+    ))
+}
+
+/// `POST /graphql` of the node: every shard's edges, each id once (modules are on every shard).
+fn combine_graphql(mut answers: Vec<Answer>) -> Result<Answer, Answer> {
+    if let Some(failed) = first_failure(&mut answers) {
+        return Err(failed);
+    }
+    let mut edges: Vec<Value> = Vec::new();
+    for answer in answers {
+        let (_, value) = futures_lite::future::block_on(json_of(answer));
+        for edge in value["data"]["transactions"]["edges"].as_array().into_iter().flatten() {
+            if !edges.iter().any(|e| e["cursor"] == edge["cursor"]) {
+                edges.push(edge.clone());
+            }
+        }
+    }
+    Ok(respond(
+        StatusCode::OK,
+        &json!({"data": {"transactions": {"pageInfo": {"hasNextPage": false}, "edges": edges}}}),
+    ))
+}
+
+/// `/metrics` of the node: one page, each family once. Samples labelled by shard stay apart;
+/// node-wide samples combine: the lowest of `ready` and `accepting_writes`, the highest of the
+/// figures every shard shares (`modules`, the node's compile counts, `uptime`, `log_disk_full`,
+/// `build`), the sum of the rest.
+fn combine_metrics(answers: Vec<Answer>) -> Result<Answer, Answer> {
+    let mut pages = Vec::with_capacity(answers.len());
+    for answer in answers {
+        if !answer.status().is_success() {
+            return Err(answer);
+        }
+        let body = match futures_lite::future::block_on(answer.into_body().collect()) {
+            Ok(collected) => collected.to_bytes(),
+            Err(never) => match never {},
+        };
+        pages.push(String::from_utf8_lossy(&body).into_owned());
+    }
+    let mut response = Response::new(Full::new(Bytes::from(merge_metric_pages(&pages))));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    Ok(response)
+}
+
+/// One metric family of several pages: its header lines, and its samples in first-seen order,
+/// each with the values the pages gave it.
+type Family = (Vec<String>, Vec<(String, Vec<String>)>);
+
+/// Merges OpenMetrics pages of the same families (see [`combine_metrics`]).
+pub fn merge_metric_pages(pages: &[String]) -> String {
+    // family -> (header lines, samples in first-seen order: key -> values)
+    let mut order: Vec<String> = Vec::new();
+    let mut families: std::collections::HashMap<String, Family> = std::collections::HashMap::new();
+    for page in pages {
+        let mut family = String::new();
+        for line in page.lines() {
+            if line == "# EOF" || line.is_empty() {
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# ") {
+                let name = rest.split_whitespace().nth(1).unwrap_or("").to_owned();
+                if name != family {
+                    family = name;
+                    if !families.contains_key(&family) {
+                        order.push(family.clone());
+                        families.insert(family.clone(), (Vec::new(), Vec::new()));
+                    }
+                }
+                let (headers, _) = families.get_mut(&family).expect("inserted above");
+                if !headers.iter().any(|h| h == line) {
+                    headers.push(line.to_owned());
+                }
+                continue;
+            }
+            let Some((key, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let (_, samples) = families.entry(family.clone()).or_default();
+            match samples.iter_mut().find(|(k, _)| k == key) {
+                Some((_, values)) => values.push(value.to_owned()),
+                None => samples.push((key.to_owned(), vec![value.to_owned()])),
+            }
+        }
+    }
+    let mut page = String::new();
+    for family in &order {
+        let (headers, samples) = &families[family];
+        for header in headers {
+            page.push_str(header);
+            page.push('\n');
+        }
+        let rule = match family.as_str() {
+            "hewitt_ready" | "hewitt_accepting_writes" => "min",
+            "hewitt_modules"
+            | "hewitt_modules_compiled"
+            | "hewitt_modules_loaded"
+            | "hewitt_uptime_seconds"
+            | "hewitt_log_disk_full"
+            | "hewitt_build" => "max",
+            _ => "sum",
+        };
+        for (key, values) in samples {
+            page.push_str(key);
+            page.push(' ');
+            page.push_str(&combine_values(values, rule));
+            page.push('\n');
+        }
+    }
+    page.push_str("# EOF\n");
+    page
+}
+
+fn combine_values(values: &[String], rule: &str) -> String {
+    if values.len() == 1 {
+        return values[0].clone();
+    }
+    if let Ok(ints) = values.iter().map(|v| v.parse::<i64>()).collect::<Result<Vec<_>, _>>() {
+        let combined = match rule {
+            "min" => ints.iter().copied().min(),
+            "max" => ints.iter().copied().max(),
+            _ => Some(ints.iter().sum()),
+        };
+        return combined.unwrap_or(0).to_string();
+    }
+    let floats: Vec<f64> = values.iter().filter_map(|v| v.parse::<f64>().ok()).collect();
+    let combined = match rule {
+        "min" => floats.iter().copied().fold(f64::INFINITY, f64::min),
+        "max" => floats.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        _ => floats.iter().sum(),
+    };
+    let text = combined.to_string();
+    if text.contains('.') || text.contains('e') || text.contains("inf") || text.contains("NaN") {
+        text
+    } else {
+        format!("{text}.0")
+    }
 }

@@ -28,9 +28,19 @@ use crate::node::NodeConfig;
 /// Records between two calls of the status callback (besides one per segment).
 const STATUS_RECORDS: u64 = 4096;
 
-/// The log directory of a node's data dir.
+/// The log directory of a node's data dir (of its shard 0).
 pub fn log_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("log")
+}
+
+/// The log directories of every shard of a data dir, shard 0 first (see `node::shard_dir`).
+pub fn log_dirs(data_dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let shards = crate::node::recorded_shards(data_dir)
+        .map_err(|e| e.to_string())?
+        .unwrap_or(1);
+    Ok((0..shards)
+        .map(|index| crate::node::shard_dir(data_dir, index).join("log"))
+        .collect())
 }
 
 /// The scan options of a node started with the default configuration: its torn-tail window is
@@ -85,9 +95,19 @@ pub struct Checker {
     /// Messages assigned to a process other than their target (`KIND_ASSIGNED`).
     assigned: HashSet<(ProcessId, MessageId)>,
     problems: Vec<RecordProblem>,
+    /// One shard's log of several: an assignment may copy a message another shard's log holds.
+    copies_allowed: bool,
 }
 
 impl Checker {
+    /// A checker for one shard's log of a node with several (see `copies_allowed`).
+    pub fn for_shard_of(shards: usize) -> Checker {
+        Checker {
+            copies_allowed: shards > 1,
+            ..Checker::default()
+        }
+    }
+
     pub fn counts(&self) -> Counts {
         self.counts
     }
@@ -160,6 +180,7 @@ impl Checker {
         }
         if assignment.assigned.is_some() {
             match self.messages.get(&assignment.message) {
+                None if self.copies_allowed => {}
                 None => reasons.push(format!(
                     "assignment of message {}, which no earlier record holds",
                     assignment.message
@@ -294,21 +315,23 @@ impl Visitor for Verifier<'_> {
 
 /// Verifies the log of the data dir `data_dir` at both levels; `status` is called every few
 /// thousand records and once per segment. Fails only when the directory cannot be read.
+/// Verifies one shard's log directory (`shards`: the node's shard count).
 pub fn verify(
-    data_dir: &Path,
+    log_dir: &Path,
+    shards: usize,
     options: &ScanOptions,
     status: &mut dyn FnMut(&Status),
 ) -> Result<Verification, LogError> {
     let started = Instant::now();
     let mut verifier = Verifier {
-        checker: Checker::default(),
+        checker: Checker::for_shard_of(shards),
         progress: Progress {
             done_bytes: 0,
             total_bytes: 0,
         },
         status,
     };
-    let log = inspect::scan(&log_dir(data_dir), options, &mut verifier)?;
+    let log = inspect::scan(log_dir, options, &mut verifier)?;
     Ok(Verification {
         log,
         counts: verifier.checker.counts(),

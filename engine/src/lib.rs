@@ -11,6 +11,7 @@ pub mod demo;
 pub mod gateway;
 pub mod http;
 pub mod inspect;
+pub mod mesh;
 pub mod metrics;
 pub mod node;
 pub mod outbound;

@@ -63,6 +63,8 @@ impl Default for Metrics {
 
 /// What the scrape reads from the node at that moment.
 pub struct Snapshot {
+    /// The shard the figures are of (the `shard` label).
+    pub shard: usize,
     pub counters: ShardCounters,
     pub commits: CommitStats,
     pub backlog: usize,
@@ -185,7 +187,7 @@ impl Metrics {
             "Open client connections",
             ConstGauge::new(now.open_connections as i64),
         );
-        let shard = root.sub_registry_with_label(("shard".into(), "0".into()));
+        let shard = root.sub_registry_with_label(("shard".into(), now.shard.to_string().into()));
         let c = &now.counters;
         shard.register(
             "messages_assigned",

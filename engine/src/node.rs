@@ -1,9 +1,12 @@
-//! The glommio shell around one shard: opens the data dir, recovers, runs the group committer,
-//! the evaluation pump, the cron driver, the uploads and the HTTP listener on one pinned
-//! executor thread.
+//! The glommio shell around the shards: one executor thread per shard (pinned to a core when
+//! asked), each opening its own log, recovering, and running its group committer, evaluation
+//! pump, cron driver, uploads, HTTP listener (SO_REUSEPORT: every shard accepts on the same port)
+//! and its ends of the mesh (`crate::mesh`) to the other shards.
 //!
-//! This is where I/O and time happen; decisions live in `shard`. Deliberately absent: more than
-//! one shard per node (the shard type assumes nothing about its count; the shell starts one).
+//! This is where I/O and time happen; decisions live in `shard`. Shard 0 keeps its files in the
+//! data dir itself (`log/`, `cron-lease`, `monitors`, `upload/`), shard `i > 0` in
+//! `shards/<i>/`; the node key and compiled modules are shared, and the file `shards` records the
+//! shard count, which placement depends on.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -30,8 +33,18 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Address of the HTTP listener; port 0 picks a free port (the started node reports it).
     pub listen: SocketAddr,
-    /// Core the shard's executor is pinned to; `None` leaves placement to the kernel.
+    /// Core shard 0's executor is pinned to (shard `i` to `cpu + i`); `None` leaves placement to
+    /// the kernel.
     pub cpu: Option<usize>,
+    /// Shards (executor threads, each with its own log and processes). Fixed for the life of a
+    /// data dir: placement depends on it.
+    pub shards: usize,
+    /// How long an idle shard spins before it parks (µs): a parked shard takes tens of µs to
+    /// wake when another shard hands it work.
+    pub spin_before_park_us: u64,
+    /// When set, every timestamp the node gives is this (ms since the epoch) instead of the wall
+    /// clock: for reproducibility tests that compare whole timelines between runs.
+    pub fixed_clock_ms: Option<u64>,
     pub log: LogConfig,
     pub compute: ComputeConfig,
     pub limits: ShardLimits,
@@ -95,6 +108,9 @@ impl NodeConfig {
             data_dir: data_dir.into(),
             listen,
             cpu: None,
+            shards: default_shards(),
+            spin_before_park_us: 0,
+            fixed_clock_ms: None,
             log: LogConfig {
                 // A record holds a whole data item (up to DATA_ITEM_BYTES_MAX) plus its
                 // assignment header, and a batch must be able to carry the largest record.
@@ -106,6 +122,62 @@ impl NodeConfig {
             limits: ShardLimits::default(),
             http: HttpLimits::default(),
             ao: AoSettings::default(),
+        }
+    }
+}
+
+/// The default shard count: the cores this process may run on.
+pub fn default_shards() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The file recording a data dir's shard count.
+const SHARDS_FILE: &str = "shard-count";
+
+/// Where shard `index` keeps its files.
+pub fn shard_dir(data_dir: &Path, index: usize) -> PathBuf {
+    match index {
+        0 => data_dir.to_owned(),
+        _ => data_dir.join("shards").join(index.to_string()),
+    }
+}
+
+/// The shard count a data dir was written with (1 for a data dir from before shards existed,
+/// or a new one).
+pub fn recorded_shards(data_dir: &Path) -> Result<Option<usize>, StartError> {
+    let path = data_dir.join(SHARDS_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n >= 1)
+            .map(Some)
+            .ok_or_else(|| StartError::DataDir {
+                path,
+                source: std::io::Error::other(format!("{:?} is not a shard count", text.trim())),
+            }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            // A data dir that already has a log was written by a single shard.
+            Ok(data_dir.join("log").exists().then_some(1))
+        }
+        Err(source) => Err(StartError::DataDir { path, source }),
+    }
+}
+
+/// Checks `shards` against what the data dir records, and records it in a new data dir.
+fn check_shards(data_dir: &Path, shards: usize) -> Result<(), StartError> {
+    match recorded_shards(data_dir)? {
+        Some(recorded) if recorded != shards => Err(StartError::Config(format!(
+            "the data dir {} was written by a node with {recorded} shards; start it with shards = {recorded} (placement of processes depends on the count)",
+            data_dir.display()
+        ))),
+        Some(_) => Ok(()),
+        None => {
+            let path = data_dir.join(SHARDS_FILE);
+            std::fs::write(&path, format!("{shards}\n"))
+                .and_then(|()| std::fs::File::open(data_dir)?.sync_all())
+                .map_err(|source| StartError::DataDir { path, source })
         }
     }
 }
@@ -178,6 +250,10 @@ pub struct NodeState {
     /// When the node started, and whether it is still replaying recovered messages.
     started: Instant,
     catching_up: std::cell::Cell<bool>,
+    /// The ends to the other shards.
+    pub mesh: Rc<crate::mesh::Mesh>,
+    /// Per destination shard: wakes the task that sends that shard its deliveries.
+    forwarders: RefCell<Vec<Option<mpsc::Sender<()>>>>,
 }
 
 impl NodeState {
@@ -220,6 +296,21 @@ impl NodeState {
         let _ = self.wake.borrow_mut().try_send(());
     }
 
+    /// Wakes the senders of the shards that have deliveries waiting.
+    fn wake_forwarders(&self) {
+        let shard = self.shard.borrow();
+        if shard.remote_out_len() == 0 {
+            return;
+        }
+        for (to, wake) in self.forwarders.borrow_mut().iter_mut().enumerate() {
+            if let Some(wake) = wake {
+                if shard.has_remote(to) {
+                    let _ = wake.try_send(());
+                }
+            }
+        }
+    }
+
     /// Waits until the message at `nonce` of `pid` is evaluated and returns its result.
     pub async fn wait_result(
         &self,
@@ -253,8 +344,16 @@ impl NodeState {
     }
 }
 
-/// The wall clock in ms since the Unix epoch; only the shell reads it.
+/// The fixed clock, in ms (0: the wall clock); see [`NodeConfig::fixed_clock_ms`].
+static FIXED_CLOCK_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The wall clock in ms since the Unix epoch (or the fixed clock, when one is configured); only
+/// the shell reads it.
 pub fn now() -> Timestamp {
+    let fixed = FIXED_CLOCK_MS.load(std::sync::atomic::Ordering::Relaxed);
+    if fixed != 0 {
+        return Timestamp(fixed);
+    }
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -286,7 +385,11 @@ pub fn load_or_create_key(path: &Path) -> Result<Signer, StartError> {
 async fn pump(state: Rc<NodeState>, mut wake: mpsc::Receiver<()>) {
     let mut evaluated = Vec::with_capacity(PUMP_EVALUATIONS_MAX);
     loop {
-        if !state.shard.borrow().has_work() {
+        let idle = {
+            let shard = state.shard.borrow();
+            !shard.has_work() || shard.waits_for_other_shards()
+        };
+        if idle {
             if wake.next().await.is_none() {
                 return;
             }
@@ -306,6 +409,7 @@ async fn pump(state: Rc<NodeState>, mut wake: mpsc::Receiver<()>) {
             }
         }
         state.notify(&evaluated);
+        state.wake_forwarders();
         state.metrics.evaluated(&evaluated);
         for e in &evaluated {
             tracing::debug!(process = %e.process, nonce = e.nonce.0, us = e.duration.as_micros() as u64, gas = e.gas_used, "evaluated");
@@ -346,126 +450,293 @@ async fn pump(state: Rc<NodeState>, mut wake: mpsc::Receiver<()>) {
     }
 }
 
-/// A node running on its own executor thread.
+/// A node running on its executor threads, one per shard.
 pub struct RunningNode {
-    /// The address the listener is bound to.
+    /// The address the listeners are bound to (every shard accepts on it).
     pub addr: SocketAddr,
     /// The scheduler address (the node key's address).
     pub address: Address,
-    /// What recovery found: (processes, records) and how long it took.
+    /// What recovery found: processes (all shards) and how long the slowest shard took.
     pub recovered_processes: usize,
     pub recovery_ms: u128,
-    thread: glommio::ExecutorJoinHandle<()>,
-    stop: oneshot::Sender<()>,
+    threads: Vec<glommio::ExecutorJoinHandle<()>>,
+    stops: Vec<oneshot::Sender<()>>,
 }
 
 impl RunningNode {
-    /// Blocks until the node's executor ends (it runs until the process exits).
+    /// Blocks until the node's executors end (they run until the process exits).
     pub fn wait(self) {
-        let _ = self.thread.join();
+        for thread in self.threads {
+            let _ = thread.join();
+        }
     }
 
     /// Stops accepting connections, makes everything appended durable, and waits for the
-    /// executor thread to end. Requests in flight at that moment get no answer.
+    /// executor threads to end. Requests in flight at that moment get no answer.
     pub fn stop(self) -> Result<(), StartError> {
-        let _ = self.stop.send(());
-        self.thread
-            .join()
-            .map_err(|e| StartError::Executor(format!("shard thread failed: {e}")))
+        for stop in self.stops {
+            let _ = stop.send(());
+        }
+        let mut failed = None;
+        for thread in self.threads {
+            if let Err(e) = thread.join() {
+                failed = Some(StartError::Executor(format!("shard thread failed: {e}")));
+            }
+        }
+        failed.map_or(Ok(()), Err)
     }
 }
 
 struct Started {
-    addr: SocketAddr,
     address: Address,
     processes: usize,
     recovery_ms: u128,
 }
 
-/// Starts a node on a new executor thread and returns once it serves HTTP (or failed to start).
+/// Starts a node (one executor thread per shard) and returns once every shard serves HTTP (or
+/// one failed to start).
 pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
-    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<Started, StartError>>(1);
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let placement = match config.cpu {
-        Some(cpu) => glommio::Placement::Fixed(cpu),
-        None => glommio::Placement::Unbound,
-    };
-    let builder = glommio::LocalExecutorBuilder::new(placement).name("hewitt-shard-0");
-    let thread = builder
-        .spawn(move || {
-            // Every log line of the shard's thread carries its shard number.
-            let span = tracing::info_span!("shard", shard = 0);
-            tracing::Instrument::instrument(
-                async move {
-                    let report = ready_tx.clone();
-                    match open(config).await {
-                        Ok((state, listener, addr)) => {
-                            // /health, /ready and /metrics answer while the log is read back.
-                            let serving = glommio::spawn_local(tracing::Instrument::in_current_span(serve(
-                                Rc::clone(&state),
-                                listener,
-                                stop_rx,
-                            )));
-                            match recover(&state).await {
-                                Ok((processes, recovery_ms)) => {
-                                    let _ = report.send(Ok(Started {
-                                        addr,
-                                        address: state.address,
-                                        processes,
-                                        recovery_ms,
-                                    }));
-                                    serving.await;
-                                    if let Err(error) = state.committer.shutdown().await {
-                                        tracing::error!(%error, "log could not be flushed at stop");
-                                    }
-                                }
-                                Err(error) => {
-                                    drop(serving); // cancels it: stops accepting
-                                    let _ = report.send(Err(error));
-                                }
-                            }
-                        }
-                        Err(error) => {
-                            let _ = report.send(Err(error));
-                        }
-                    }
-                },
-                span,
-            )
-        })
-        .map_err(|e| StartError::Executor(e.to_string()))?;
-    match ready_rx.recv() {
-        Ok(Ok(started)) => Ok(RunningNode {
-            addr: started.addr,
-            address: started.address,
-            recovered_processes: started.processes,
-            recovery_ms: started.recovery_ms,
-            thread,
-            stop: stop_tx,
-        }),
-        Ok(Err(error)) => {
-            let _ = thread.join();
-            Err(error)
+    let count = config.shards.max(1);
+    FIXED_CLOCK_MS.store(config.fixed_clock_ms.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    check_shards(&config.data_dir, count)?;
+    // Made once here, so that every shard loads the same key.
+    load_or_create_key(&config.data_dir.join("node-key.json"))?;
+    // One engine and instance pool for the node: each module is compiled once, whatever the
+    // shard count.
+    let runtime = Runtime::new(config.compute.clone()).map_err(|e| StartError::Compute(e.to_string()))?;
+    let (bound_tx, bound_rx) = std::sync::mpsc::sync_channel::<Result<SocketAddr, StartError>>(1);
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<Started, StartError>>(count);
+    let mut threads = Vec::with_capacity(count);
+    let mut stops = Vec::with_capacity(count);
+    let mut listen = config.listen;
+    for (index, ends) in crate::mesh::ends(count).into_iter().enumerate() {
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let mut shard_config = config.clone();
+        shard_config.listen = listen;
+        let placement = match config.cpu {
+            Some(cpu) => glommio::Placement::Fixed(cpu + index),
+            None => glommio::Placement::Unbound,
+        };
+        let mut builder = glommio::LocalExecutorBuilder::new(placement).name(&format!("hewitt-shard-{index}"));
+        if config.spin_before_park_us > 0 {
+            builder = builder.spin_before_park(std::time::Duration::from_micros(config.spin_before_park_us));
         }
-        Err(_) => Err(StartError::Executor("the executor thread ended before starting".into())),
+        let (bound, ready, runtime) = (bound_tx.clone(), ready_tx.clone(), runtime.clone());
+        let thread = builder
+            .spawn(move || {
+                // Every log line of the shard's thread carries its shard number.
+                let span = tracing::info_span!("shard", shard = index);
+                tracing::Instrument::instrument(run_shard(shard_config, runtime, ends, bound, ready, stop_rx), span)
+            })
+            .map_err(|e| StartError::Executor(e.to_string()))?;
+        threads.push(thread);
+        stops.push(stop_tx);
+        if index == 0 {
+            // The other shards listen on the port shard 0 got (SO_REUSEPORT).
+            match bound_rx.recv() {
+                Ok(Ok(addr)) => listen = addr,
+                Ok(Err(error)) => return Err(error),
+                Err(_) => return Err(StartError::Executor("shard 0 ended before binding".into())),
+            }
+        }
     }
+    drop(ready_tx);
+    let mut started = Vec::with_capacity(count);
+    for _ in 0..count {
+        match ready_rx.recv() {
+            Ok(Ok(shard)) => started.push(shard),
+            // The shards already started stop with the process (a start error ends `hewitt`).
+            Ok(Err(error)) => return Err(error),
+            Err(_) => return Err(StartError::Executor("a shard thread ended before starting".into())),
+        }
+    }
+    Ok(RunningNode {
+        addr: listen,
+        address: started[0].address,
+        recovered_processes: started.iter().map(|s| s.processes).sum(),
+        recovery_ms: started.iter().map(|s| s.recovery_ms).max().unwrap_or(0),
+        threads,
+        stops,
+    })
+}
+
+/// One shard's life on its executor: bind, connect to the other shards, open and recover the
+/// log, serve until stopped, flush.
+async fn run_shard(
+    config: NodeConfig,
+    runtime: Runtime,
+    ends: crate::mesh::Ends,
+    bound: std::sync::mpsc::SyncSender<Result<SocketAddr, StartError>>,
+    ready: std::sync::mpsc::SyncSender<Result<Started, StartError>>,
+    stop: oneshot::Receiver<()>,
+) {
+    let index = ends.index;
+    let listener = glommio::net::TcpListener::bind(config.listen)
+        .and_then(|listener| Ok((listener.local_addr()?, listener)))
+        .map_err(|e| StartError::Listen {
+            addr: config.listen,
+            source: std::io::Error::other(e.to_string()),
+        });
+    let (addr, listener) = match listener {
+        Ok(bound) => bound,
+        Err(error) => {
+            if index == 0 {
+                let _ = bound.send(Err(error));
+            } else {
+                let _ = ready.send(Err(error));
+            }
+            return;
+        }
+    };
+    if index == 0 {
+        let _ = bound.send(Ok(addr));
+    }
+    let (mesh, receivers) = ends.connect().await;
+    let state = match open(config, Rc::new(mesh), runtime).await {
+        Ok(state) => state,
+        Err(error) => {
+            let _ = ready.send(Err(error));
+            return;
+        }
+    };
+    tracing::info!(%addr, address = %state.address, "listening; reading the log back");
+    start_control(&state, receivers.control);
+    // /health, /ready and /metrics answer while the log is read back.
+    let serving = glommio::spawn_local(tracing::Instrument::in_current_span(serve(
+        Rc::clone(&state),
+        listener,
+        stop,
+    )));
+    match recover(&state).await {
+        Ok((processes, recovery_ms)) => {
+            start_deliveries(&state, receivers.data);
+            let _ = ready.send(Ok(Started {
+                address: state.address,
+                processes,
+                recovery_ms,
+            }));
+            serving.await;
+            if let Err(error) = state.committer.shutdown().await {
+                tracing::error!(%error, "log could not be flushed at stop");
+            }
+        }
+        Err(error) => {
+            drop(serving); // cancels it: stops accepting
+            let _ = ready.send(Err(error));
+        }
+    }
+}
+
+/// Answers the other shards' requests (from the start: a request that arrives while this shard
+/// reads its log back is answered 503 like one from a client).
+fn start_control(
+    state: &Rc<NodeState>,
+    receivers: Vec<(
+        usize,
+        glommio::channels::shared_channel::ConnectedReceiver<crate::mesh::Control>,
+    )>,
+) {
+    for (from, receiver) in receivers {
+        let state = Rc::clone(state);
+        glommio::spawn_local(tracing::Instrument::in_current_span(async move {
+            while let Some(control) = receiver.recv().await {
+                match control {
+                    crate::mesh::Control::Answer { id, answer } => state.mesh.answered(id, answer),
+                    crate::mesh::Control::Ask { id, ask } => {
+                        let state = Rc::clone(&state);
+                        glommio::spawn_local(tracing::Instrument::in_current_span(async move {
+                            let answer = crate::http::answer_ask(&state, ask).await;
+                            state.mesh.answer(from, id, answer).await;
+                        }))
+                        .detach();
+                    }
+                }
+            }
+        }))
+        .detach();
+    }
+}
+
+/// Once the log is read back (the index must be whole to refuse duplicates): takes the
+/// deliveries other shards send, and sends this shard's to them once their causes are durable.
+fn start_deliveries(
+    state: &Rc<NodeState>,
+    receivers: Vec<(
+        usize,
+        glommio::channels::shared_channel::ConnectedReceiver<Vec<crate::shard::Remote>>,
+    )>,
+) {
+    for (_, receiver) in receivers {
+        let state = Rc::clone(state);
+        glommio::spawn_local(tracing::Instrument::in_current_span(async move {
+            while let Some(batch) = receiver.recv().await {
+                // Room first: the items wait in the ring (bounded) rather than here.
+                while state.shard.borrow().remote_in_room() < batch.len() && state.failure().is_none() {
+                    state.wake_pump();
+                    glommio::timer::sleep(std::time::Duration::from_micros(500)).await;
+                }
+                state.shard.borrow_mut().accept_remote(batch);
+                state.wake_pump();
+            }
+        }))
+        .detach();
+    }
+    for to in (0..state.mesh.count).filter(|&to| to != state.mesh.index) {
+        let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
+        state.forwarders.borrow_mut()[to] = Some(wake_tx);
+        let state = Rc::clone(state);
+        glommio::spawn_local(tracing::Instrument::in_current_span(async move {
+            loop {
+                let front = state.shard.borrow().remote_front_cause(to);
+                let Some(cause) = front else {
+                    if wake_rx.next().await.is_none() {
+                        return;
+                    }
+                    continue;
+                };
+                if let Err(error) = state.committer.wait_durable(cause).await {
+                    tracing::error!(%error, to, "log failed; deliveries to the other shard stop");
+                    return;
+                }
+                let batch = state
+                    .shard
+                    .borrow_mut()
+                    .take_remote(to, crate::mesh::DELIVERY_BATCH_MAX);
+                if batch.is_empty() {
+                    continue;
+                }
+                state.wake_pump(); // room in the queue the pump may be waiting on
+                if state.mesh.deliver(to, batch).await.is_err() {
+                    // The other shard stopped (the node is stopping); replay re-derives these.
+                    return;
+                }
+            }
+        }))
+        .detach();
+    }
+    state.wake_forwarders();
 }
 
 /// How many records recovery reads between two yields to the executor (so that `/health` and
 /// `/ready` answer during a long recovery).
 const RECOVERY_CHUNK_RECORDS: usize = 4096;
 
-/// Opens the data dir and its log, starts the committer and binds the listener; the shard is
-/// empty until [`recover`] has read the log back.
-async fn open(config: NodeConfig) -> Result<(Rc<NodeState>, glommio::net::TcpListener, SocketAddr), StartError> {
+/// Opens the shard's directory and its log and starts the committer; the shard is empty until
+/// [`recover`] has read the log back.
+async fn open(config: NodeConfig, mesh: Rc<crate::mesh::Mesh>, runtime: Runtime) -> Result<Rc<NodeState>, StartError> {
     let began = Instant::now();
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
-        path: config.data_dir.clone(),
+    let dir = shard_dir(&config.data_dir, mesh.index);
+    std::fs::create_dir_all(&dir).map_err(|source| StartError::DataDir {
+        path: dir.clone(),
         source,
     })?;
     let signer = load_or_create_key(&config.data_dir.join("node-key.json"))?;
     let address = signer.address();
-    let log = Rc::new(RefCell::new(Log::open(&config.data_dir.join("log"), config.log)?));
+    let log = Rc::new(RefCell::new(Log::open(&dir.join("log"), config.log)?));
     let committer = Committer::new(Rc::clone(&log));
     // The committer runs in a latency-sensitive task queue: glommio then submits its writes and
     // syncs on the latency ring and preempts busy tasks (HTTP, evaluation) within
@@ -487,12 +758,12 @@ async fn open(config: NodeConfig) -> Result<(Rc<NodeState>, glommio::net::TcpLis
         let metrics = metrics.clone();
         committer.set_observer(Box::new(move |report| metrics.batch(report)));
     }
-    let runtime = Runtime::new(config.compute.clone()).map_err(|e| StartError::Compute(e.to_string()))?;
     let log_bytes = log.borrow().end_lsn().0;
     let mut shard = Shard::new(signer, runtime, log, config.limits.clone());
+    shard.set_placement(mesh.index, mesh.count);
     shard.set_trusted_nodes(config.ao.trusted_nodes.iter().copied());
     shard.set_artifact_dir(config.data_dir.join("modules"));
-    shard.set_cron_floor(read_lease(&config.data_dir)?);
+    shard.set_cron_floor(read_lease(&dir)?);
     // No tick is evaluated before a lease is saved (NodeState::ensure_cron_lease).
     shard.extend_cron_lease(0);
     let (wake_tx, wake_rx) = mpsc::channel(1);
@@ -507,24 +778,17 @@ async fn open(config: NodeConfig) -> Result<(Rc<NodeState>, glommio::net::TcpLis
         ao: config.ao.clone(),
         monitors_saving: glommio::sync::Semaphore::new(1),
         lease_saving: glommio::sync::Semaphore::new(1),
-        data_dir: config.data_dir.clone(),
+        data_dir: dir,
         metrics: metrics.clone(),
         open_connections: std::cell::Cell::new(0),
         recovering: std::cell::Cell::new(Some((0, log_bytes))),
         started: began,
         catching_up: std::cell::Cell::new(true),
         pump_wake: RefCell::new(Some(wake_rx)),
+        forwarders: RefCell::new((0..mesh.count).map(|_| None).collect()),
+        mesh,
     });
-    let listener = glommio::net::TcpListener::bind(config.listen).map_err(|e| StartError::Listen {
-        addr: config.listen,
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    let addr = listener.local_addr().map_err(|e| StartError::Listen {
-        addr: config.listen,
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    tracing::info!(%addr, %address, log_bytes, "listening; reading the log back");
-    Ok((state, listener, addr))
+    Ok(state)
 }
 
 /// Reads the log back into the shard in chunks, yielding between them; then starts the pump,
@@ -763,7 +1027,8 @@ fn start_uploads(state: &Rc<NodeState>) -> Result<(), StartError> {
     )
     .map_err(|e| StartError::Executor(e.to_string()))?
     .detach();
-    if let Some(url) = &ao.public_url {
+    // One location per node: shard 0 publishes it.
+    if let Some(url) = ao.public_url.as_ref().filter(|_| state.mesh.index == 0) {
         glommio::spawn_local_into(
             tracing::Instrument::in_current_span(crate::upload::publish_location(
                 Rc::clone(state),
@@ -809,7 +1074,7 @@ async fn serve(state: Rc<NodeState>, listener: glommio::net::TcpListener, mut st
         state.open_connections.set(state.open_connections.get() + 1);
         let (state, connections) = (Rc::clone(&state), Rc::clone(&state));
         glommio::spawn_local(tracing::Instrument::in_current_span(async move {
-            let service = hyper::service::service_fn(move |request| crate::http::serve(Rc::clone(&state), request));
+            let service = hyper::service::service_fn(move |request| crate::http::ingress(Rc::clone(&state), request));
             let connection = hyper::server::conn::http1::Builder::new()
                 .header_read_timeout(None)
                 .keep_alive(true)

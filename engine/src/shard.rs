@@ -242,6 +242,21 @@ enum Delivery {
     },
 }
 
+/// An item one shard hands to the shard that owns its target (see [`Shard::take_remote`] and
+/// [`Shard::accept_remote`]). Only items whose cause is durable on the sending shard cross, so
+/// re-deriving them after a crash gives the same items, which the receiver refuses as duplicates.
+#[derive(Clone, Debug)]
+pub enum Remote {
+    /// An outbox message for a process the receiving shard owns.
+    Message(DataItem),
+    /// A process spawned by a process of the sending shard (its `Spawned` notice is delivered
+    /// by the sending shard).
+    Spawn(DataItem),
+    /// A result's `Assignments` entry: a copy of a message the sending shard holds, for the
+    /// timeline of `process`.
+    Assign { process: ProcessId, item: DataItem },
+}
+
 /// The message fields an `assign` request may ask the process not to see (its `exclude`).
 pub const EXCLUDABLE_FIELDS: [&str; 5] = ["Data", "Anchor", "Tags", "Signature", "Owner"];
 
@@ -295,6 +310,8 @@ pub struct ShardCounters {
     pub delivered: u64,
     pub duplicates_refused: u64,
     pub undeliverable: u64,
+    /// Outbox items handed to the shards that own their targets.
+    pub forwarded: u64,
     pub rollbacks: u64,
     /// Cron ticks evaluated.
     pub cron_ticks: u64,
@@ -337,6 +354,15 @@ pub struct Shard {
     artifact_dir: Option<std::path::PathBuf>,
     /// Processes whose crons are driven to the present (see [`Shard::drive_crons`]).
     monitored: HashSet<ProcessId, foldhash::fast::RandomState>,
+    /// This shard's index and the node's shard count (see [`Shard::set_placement`]).
+    shard_index: usize,
+    shard_count: usize,
+    /// Items for other shards, per destination, each with its cause here: sent once the cause
+    /// is durable (see [`Shard::take_remote`]).
+    remote_out: Vec<VecDeque<(Lsn, Remote)>>,
+    remote_out_len: usize,
+    /// Items other shards sent, delivered before this shard's own outbox.
+    remote_in: VecDeque<Remote>,
 }
 
 /// The maps keyed by ids. Ids are SHA-256 outputs, but a client chooses its signatures, so the
@@ -420,7 +446,92 @@ impl Shard {
             cron_floor: 0,
             cron_lease: u64::MAX,
             monitored: HashSet::default(),
+            shard_index: 0,
+            shard_count: 1,
+            remote_out: vec![VecDeque::new()],
+            remote_out_len: 0,
+            remote_in: VecDeque::new(),
         }
+    }
+
+    /// Makes this shard number `index` of `count` (before recovery): processes placed elsewhere
+    /// (`messenger::placement`) are refused at admission and their deliveries are queued for
+    /// the owning shard.
+    pub fn set_placement(&mut self, index: usize, count: usize) {
+        assert!(index < count, "shard {index} of {count}");
+        self.shard_index = index;
+        self.shard_count = count;
+        self.remote_out = (0..count).map(|_| VecDeque::new()).collect();
+    }
+
+    /// The shard that owns `pid`.
+    pub fn shard_of(&self, pid: &ProcessId) -> usize {
+        messenger::placement::shard_of(pid, self.shard_count)
+    }
+
+    fn owns(&self, pid: &ProcessId) -> bool {
+        self.shard_count == 1 || self.shard_of(pid) == self.shard_index
+    }
+
+    fn refuse_elsewhere(&self, pid: &ProcessId) -> Result<(), ShardError> {
+        if self.owns(pid) {
+            return Ok(());
+        }
+        Err(ShardError::BadRequest(format!(
+            "process {pid} is placed on shard {}, not on shard {}",
+            self.shard_of(pid),
+            self.shard_index
+        )))
+    }
+
+    /// Whether the only work left is evaluation, and it waits for the queues to other shards to
+    /// drain (the shell then waits for a wake-up instead of spinning).
+    pub fn waits_for_other_shards(&self) -> bool {
+        self.outbox.is_empty() && self.remote_in.is_empty() && self.remote_out_len >= self.limits.outbox_items_max
+    }
+
+    /// Items queued for other shards, all destinations together.
+    pub fn remote_out_len(&self) -> usize {
+        self.remote_out_len
+    }
+
+    /// Whether items for shard `to` are queued.
+    pub fn has_remote(&self, to: usize) -> bool {
+        !self.remote_out[to].is_empty()
+    }
+
+    /// The cause of the oldest item queued for shard `to`: it may be sent once that is durable.
+    pub fn remote_front_cause(&self, to: usize) -> Option<Lsn> {
+        self.remote_out[to].front().map(|(cause, _)| *cause)
+    }
+
+    /// Takes up to `max` items for shard `to` whose causes are durable, in order.
+    pub fn take_remote(&mut self, to: usize, max: usize) -> Vec<Remote> {
+        let durable = self.log.borrow().durable_lsn();
+        let queue = &mut self.remote_out[to];
+        let mut taken = Vec::new();
+        while taken.len() < max && queue.front().is_some_and(|(cause, _)| *cause < durable) {
+            taken.push(queue.pop_front().expect("checked").1);
+        }
+        self.remote_out_len -= taken.len();
+        self.counters.forwarded += taken.len() as u64;
+        taken
+    }
+
+    /// Room for items from other shards: the receiver takes no more than this (the rest waits
+    /// in the bounded ring between the shards).
+    pub fn remote_in_room(&self) -> usize {
+        self.limits.outbox_items_max.saturating_sub(self.remote_in.len())
+    }
+
+    /// Queues items another shard sent; [`Shard::pump`] delivers them.
+    pub fn accept_remote(&mut self, items: impl IntoIterator<Item = Remote>) {
+        self.remote_in.extend(items);
+    }
+
+    fn queue_remote(&mut self, to: usize, cause: Lsn, item: Remote) {
+        self.remote_out[to].push_back((cause, item));
+        self.remote_out_len += 1;
     }
 
     /// Reads up to `records_max` records of the log from `from` (a record boundary: 0, or what
@@ -818,6 +929,8 @@ impl Shard {
                     .get(&assignment.message)
                     .map(|(slot, _)| self.process_ids[*slot as usize]);
                 match owner {
+                    // With several shards, the record's copy may come from another shard's log.
+                    None if self.shard_count > 1 => {}
                     None => {
                         return Err(corrupt(format!(
                             "assignment of message {}, which no earlier record holds",
@@ -1062,6 +1175,7 @@ impl Shard {
         self.check_process_item(&item)?;
         self.check_spawn(&item)?;
         let pid = ProcessId::from(item.id());
+        self.refuse_elsewhere(&pid)?;
         let (_, lsn) = self.assign(pid, &item, bytes, now, None)?;
         Ok((pid, lsn))
     }
@@ -1088,6 +1202,7 @@ impl Shard {
             .target
             .ok_or_else(|| ShardError::BadRequest("message has no target process".into()))?;
         let target = ProcessId(target);
+        self.refuse_elsewhere(&target)?;
         if !self.processes.contains_key(&target) {
             return Err(ShardError::NotFound(format!("process {target} is not on this node")));
         }
@@ -1120,6 +1235,53 @@ impl Shard {
         self.check_assignable(process, message)?;
         self.check_ingress_room()?;
         self.assign_held(process, message, exclude, now)
+    }
+
+    /// The `assign` flow for a message another shard holds: `item` is its copy (durable there).
+    pub fn admit_assignment_copy(
+        &mut self,
+        process: ProcessId,
+        item: &DataItem,
+        exclude: &str,
+        now: Timestamp,
+    ) -> Result<(AssignmentId, Nonce, Lsn), ShardError> {
+        check_exclude(exclude)?;
+        if !self.processes.contains_key(&process) {
+            return Err(ShardError::NotFound(format!("process {process} is not on this node")));
+        }
+        let message = MessageId::from(item.id());
+        if self.assigned.contains_key(&(process, message)) || self.owner_of(message).is_some_and(|(o, _)| o == process)
+        {
+            return Err(ShardError::Duplicate(format!(
+                "message {message} is already in the timeline of {process}"
+            )));
+        }
+        self.check_ingress_room()?;
+        let bytes = item.to_bytes();
+        let (nonce, lsn) = self.assign(process, item, &bytes, now, Some(exclude))?;
+        let id = self.processes[&process]
+            .last_assignment
+            .expect("set by the assignment just appended");
+        Ok((id, nonce, lsn))
+    }
+
+    /// The bytes of `message` if this shard holds it and its record is durable (for another
+    /// shard's `assign`).
+    pub fn held_message(&self, message: MessageId) -> Result<Option<Vec<u8>>, ShardError> {
+        let Some((owner, nonce)) = self.owner_of(message) else {
+            return Ok(None);
+        };
+        let source = self.processes[&owner].entries[nonce.0 as usize].lsn;
+        let log = self.log.borrow();
+        if source >= log.durable_lsn() {
+            return Ok(None);
+        }
+        let record = log.read(source)?;
+        let assignment = AssignmentRecord::decode(record.kind, record.payload).map_err(|e| ShardError::Corrupt {
+            lsn: source,
+            reason: e.to_string(),
+        })?;
+        Ok(Some(assignment.item.to_vec()))
     }
 
     /// Refuses an assignment of `message` to `process` that this node cannot or must not make.
@@ -1179,7 +1341,7 @@ impl Shard {
     ) -> Result<(), ShardError> {
         for _ in 0..evaluations_max {
             self.deliver(now)?;
-            if self.outbox.len() >= self.limits.outbox_items_max {
+            if self.outbox.len() + self.remote_out_len >= self.limits.outbox_items_max {
                 break;
             }
             let Some(pid) = self.ready.pop_front() else { break };
@@ -1192,10 +1354,16 @@ impl Shard {
     }
 
     pub fn has_work(&self) -> bool {
-        !self.ready.is_empty() || !self.outbox.is_empty()
+        !self.ready.is_empty() || !self.outbox.is_empty() || !self.remote_in.is_empty()
     }
 
     fn deliver(&mut self, now: Timestamp) -> Result<(), ShardError> {
+        while let Some(remote) = self.remote_in.pop_front() {
+            if let Err(error) = self.deliver_remote(&remote, now) {
+                self.remote_in.push_front(remote);
+                return Err(error);
+            }
+        }
         while let Some(delivery) = self.outbox.pop_front() {
             match self.deliver_one(&delivery, now) {
                 Ok(None) => {}
@@ -1218,6 +1386,10 @@ impl Shard {
             Delivery::Message { item, cause } => {
                 let id = MessageId::from(item.id());
                 let target = ProcessId(item.target.expect("pushed messages always have a target"));
+                if !self.owns(&target) {
+                    self.queue_remote(self.shard_of(&target), *cause, Remote::Message(item.clone()));
+                    return Ok(None);
+                }
                 if self.messages.contains_key(&id) {
                     self.counters.duplicates_refused += 1;
                     return Ok(None);
@@ -1233,7 +1405,8 @@ impl Shard {
             }
             Delivery::Spawn { process, notice, cause } => {
                 let pid = ProcessId::from(process.id());
-                if !self.processes.contains_key(&pid) {
+                let here = self.owns(&pid);
+                if !here || !self.processes.contains_key(&pid) {
                     let refused = self.check_spawn(process).err().or_else(|| {
                         // The module must be in the log before the spawn's cause: whether it is
                         // loaded now depends on what happened since (a later gateway fetch).
@@ -1248,7 +1421,12 @@ impl Shard {
                         tracing::warn!(%pid, %error, "spawn refused");
                         return Ok(None);
                     }
-                    if !self.assign_pushed(pid, process, now)? {
+                    if !here {
+                        // Checked here against this shard's log (every shard holds the modules
+                        // clients load), so the notice goes out in the same place on any
+                        // number of shards; the owner spawns it.
+                        self.queue_remote(self.shard_of(&pid), *cause, Remote::Spawn(process.clone()));
+                    } else if !self.assign_pushed(pid, process, now)? {
                         return Ok(None);
                     }
                 }
@@ -1263,6 +1441,26 @@ impl Shard {
                 cause,
             } => {
                 for target in processes {
+                    if !self.owns(target) {
+                        // A copy of the message, if this shard holds it (logged no later than
+                        // the cause, as below).
+                        let copy = self.owner_of(*message).and_then(|(owner, nonce)| {
+                            let lsn = self.processes[&owner].entries[nonce.0 as usize].lsn;
+                            (lsn <= *cause).then_some(lsn)
+                        });
+                        match copy.map(|lsn| self.read_input(lsn)).transpose()? {
+                            Some((item, _)) => self.queue_remote(
+                                self.shard_of(target),
+                                *cause,
+                                Remote::Assign { process: *target, item },
+                            ),
+                            None => {
+                                self.counters.undeliverable += 1;
+                                tracing::warn!(%message, %target, "assignment of a message this shard does not hold is dropped");
+                            }
+                        }
+                        continue;
+                    }
                     let spawned_before_cause = self.processes.get(target).is_some_and(|p| p.entries[0].lsn < *cause);
                     // Only a message logged no later than the cause: the same rule on every replay.
                     let held = match self.check_assignable(*target, *message) {
@@ -1293,6 +1491,58 @@ impl Shard {
                 Ok(None)
             }
         }
+    }
+
+    /// Delivers an item another shard sent. The sender's log decided nothing about this shard's
+    /// processes, so the rule is this shard's state: a message reaches a process that exists
+    /// here, once (its id is refused after that).
+    fn deliver_remote(&mut self, remote: &Remote, now: Timestamp) -> Result<(), ShardError> {
+        match remote {
+            Remote::Message(item) => {
+                let id = MessageId::from(item.id());
+                let target = ProcessId(item.target.expect("pushed messages always have a target"));
+                if self.messages.contains_key(&id) {
+                    self.counters.duplicates_refused += 1;
+                } else if !self.processes.contains_key(&target) {
+                    self.counters.undeliverable += 1;
+                    tracing::warn!(%id, %target, "message from another shard to a process this node does not hold is dropped");
+                } else {
+                    self.assign_pushed(target, item, now)?;
+                }
+            }
+            Remote::Spawn(process) => {
+                let pid = ProcessId::from(process.id());
+                if self.processes.contains_key(&pid) {
+                    self.counters.duplicates_refused += 1;
+                } else if let Err(error) = self.check_spawn(process) {
+                    self.counters.undeliverable += 1;
+                    tracing::warn!(%pid, %error, "spawn from another shard refused");
+                } else {
+                    self.assign_pushed(pid, process, now)?;
+                }
+            }
+            Remote::Assign { process, item } => {
+                let message = MessageId::from(item.id());
+                let held_here = self.owner_of(message).is_some_and(|(o, _)| o == *process);
+                if held_here || self.assigned.contains_key(&(*process, message)) {
+                    self.counters.duplicates_refused += 1;
+                } else if !self.processes.contains_key(process) {
+                    self.counters.undeliverable += 1;
+                    tracing::warn!(%message, target = %process, "assignment from another shard to a process this node does not hold is dropped");
+                } else {
+                    let bytes = item.to_bytes();
+                    match self.assign(*process, item, &bytes, now, Some("")) {
+                        Ok(_) => self.counters.delivered += 1,
+                        Err(ShardError::Log(error @ LogError::RecordTooLarge { .. })) => {
+                            self.counters.undeliverable += 1;
+                            tracing::warn!(%message, target = %process, %error, "assignment refused");
+                        }
+                        Err(error) => return Err(error),
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Assigns an item the messenger built; returns false when it was refused (and counted)

@@ -7,7 +7,9 @@
 //! very same item ids, and a target that already holds an id refuses it as a duplicate.
 //!
 //! This crate does no I/O and keeps no queues of its own: the engine's shard owns the bounded
-//! delivery queue and the log. Cross-node forwarding is not here yet.
+//! delivery queue and the log. Placement (which shard owns a process) is [`placement`]. Cross-node forwarding is not here yet.
+
+pub mod placement;
 
 use scheduler::data_item::DataItem;
 use scheduler::signer::Signer;

@@ -36,6 +36,8 @@ pub struct HttpOptions {
     pub seconds: f64,
     /// Offered loads of the open-loop phases, as fractions of the measured peak.
     pub loads: Vec<f64>,
+    /// Shards of the node.
+    pub shards: usize,
 }
 
 /// Most processes a spawn storm creates in one run. Until hibernation exists every process holds
@@ -124,6 +126,7 @@ fn drained(client: &Client) -> Result<u64, String> {
 pub fn run(scenario: Scenario, work_dir: &Path, options: &HttpOptions) -> Result<ScenarioRun, String> {
     let data_dir = work_dir.join(format!("http-{}-{}", scenario.name(), std::process::id()));
     let mut config = NodeConfig::new(&data_dir, "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?);
+    config.shards = options.shards;
     if scenario == Scenario::Spawn {
         config.compute.instance_count_max = SPAWN_STORM_PROCESSES_MAX as u32 + 100;
     }
@@ -140,9 +143,10 @@ pub fn run(scenario: Scenario, work_dir: &Path, options: &HttpOptions) -> Result
         Workload::Spawn { .. } | Workload::Exchange { .. } => 1,
     };
     eprintln!(
-        "http {}: {processes} processes, {} clients, node at {url}",
+        "http {}: {processes} processes, {} clients, {} shards, node at {url}",
         scenario.name(),
-        options.clients
+        options.clients,
+        options.shards
     );
     // A spawn storm's phases are capped (see SPAWN_STORM_PROCESSES_MAX): a quarter each.
     let cap = if scenario == Scenario::Spawn {
@@ -210,7 +214,7 @@ pub fn run(scenario: Scenario, work_dir: &Path, options: &HttpOptions) -> Result
         processes,
         clients: options.clients,
         open_loop_clients: options.open_loop_clients,
-        shards: 1,
+        shards: options.shards,
         peak,
         open_loop,
         group_commit: health.get("log").cloned().unwrap_or(Value::Null),

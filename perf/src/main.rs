@@ -47,8 +47,12 @@ enum Part {
     Restart,
     /// A restart with a large log (`--big-restart-records`, 10 M by default) up to serving.
     BigRestart,
+    /// The `many` scenario's closed-loop peak over HTTP at each of `--scaling-shards`.
+    Scaling,
 }
 
+// Parsed once at start: the size of the report's options costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Measures the limits, then the selected parts and scenarios, and writes the report.
@@ -64,7 +68,7 @@ enum Command {
             long,
             value_enum,
             value_delimiter = ',',
-            default_value = "log,engine,restart,big-restart,http"
+            default_value = "log,engine,restart,big-restart,http,scaling"
         )]
         parts: Vec<Part>,
         /// Scenarios to run (engine and HTTP parts).
@@ -109,6 +113,12 @@ enum Command {
         /// MiB appended per record size in the log part.
         #[arg(long, default_value_t = 256)]
         log_mib: usize,
+        /// Shards of the node in the HTTP part (default: the cores available).
+        #[arg(long)]
+        shards: Option<usize>,
+        /// Shard counts of the scaling part.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        scaling_shards: Vec<usize>,
         /// Tiny sizes everywhere: proves every part and scenario works in seconds (CI).
         #[arg(long)]
         smoke: bool,
@@ -163,8 +173,11 @@ fn run(command: Command) -> Result<(), String> {
             restart_messages,
             big_restart_records,
             log_mib,
+            shards,
+            scaling_shards,
             smoke,
         } => {
+            let shards = shards.unwrap_or_else(engine::node::default_shards);
             let command = std::env::args().collect::<Vec<_>>().join(" ");
             let work_dir = work_dir.join(format!("run-{}", std::process::id()));
             std::fs::create_dir_all(&work_dir).map_err(|e| format!("{}: {e}", work_dir.display()))?;
@@ -181,6 +194,7 @@ fn run(command: Command) -> Result<(), String> {
                     messages: messages.min(40),
                     seconds: seconds.min(0.3),
                     loads: vec![0.5],
+                    shards,
                 };
                 (
                     LimitOptions::smoke(),
@@ -197,12 +211,14 @@ fn run(command: Command) -> Result<(), String> {
                     messages,
                     seconds,
                     loads,
+                    shards,
                 };
                 (LimitOptions::full(), http, engine_messages, batch, log_mib << 20)
             };
             eprintln!("limits ...");
             let limits = limits::measure(&work_dir, limit_options)?;
             let mut report = Report::stamp(command, limits);
+            report.shards = shards;
             if parts.contains(&Part::Log) {
                 for record_bytes in [100, 1024, 10 * 1024] {
                     let dir = work_dir.join(format!("log-{record_bytes}"));
@@ -282,6 +298,23 @@ fn run(command: Command) -> Result<(), String> {
                 for &scenario in &scenarios {
                     report.http.push(http_run::run(scenario, &work_dir, &http)?);
                     // Let the last node's sockets and threads wind down before the next one.
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+            if parts.contains(&Part::Scaling) {
+                for &count in &scaling_shards {
+                    let options = HttpOptions {
+                        shards: count,
+                        loads: Vec::new(),
+                        ..http.clone()
+                    };
+                    let run = http_run::run(Scenario::Many, &work_dir, &options)?;
+                    report.scaling.push(report::ScalingPoint {
+                        shards: count,
+                        client_messages_per_s: run.peak.achieved_per_s,
+                        all_messages_per_s: run.peak.all_messages_per_s,
+                        p99_us: run.peak.latency.p99_us,
+                    });
                     std::thread::sleep(Duration::from_millis(200));
                 }
             }

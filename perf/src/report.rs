@@ -113,7 +113,21 @@ pub struct Report {
     pub restart: Option<RestartRun>,
     pub big_restart: Option<crate::big_restart::BigRestartRun>,
     pub http: Vec<ScenarioRun>,
+    /// The `many` scenario's closed-loop peak over HTTP, per shard count.
+    pub scaling: Vec<ScalingPoint>,
 }
+
+/// One point of the scaling curve.
+#[derive(Clone, Debug, Serialize)]
+pub struct ScalingPoint {
+    pub shards: usize,
+    pub client_messages_per_s: f64,
+    pub all_messages_per_s: f64,
+    pub p99_us: u64,
+}
+
+/// Target of issue [shards]: 2 shards give at least this times the throughput of 1.
+const TARGET_SCALING_2: f64 = 1.8;
 
 /// Targets from issue [perf] and PERF.md.
 const TARGET_MESSAGES_PER_S_PER_CORE: f64 = 1e6;
@@ -127,7 +141,7 @@ impl Report {
             cpu: cpu_model(),
             kernel: kernel(),
             cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-            shards: 1,
+            shards: engine::node::default_shards(),
             unix_time: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
@@ -142,6 +156,7 @@ impl Report {
             big_restart: None,
             log_ack: Vec::new(),
             http: Vec::new(),
+            scaling: Vec::new(),
         }
     }
 
@@ -439,7 +454,45 @@ impl Report {
             }
         }
 
+        if !self.scaling.is_empty() {
+            let _ = writeln!(
+                md,
+                "\n## Scaling with shards (the `many` scenario over HTTP, closed loop)\n"
+            );
+            let _ = writeln!(
+                md,
+                "The same workload and clients on a fresh node per shard count; this machine has {} cores, shared \
+                 with the load generator.\n",
+                self.cores
+            );
+            let _ = writeln!(md, "| shards | client msg/s | all msg/s | p99 µs | × 1 shard |");
+            let _ = writeln!(md, "|---|---|---|---|---|");
+            let base = self
+                .scaling
+                .iter()
+                .find(|p| p.shards == 1)
+                .map(|p| p.client_messages_per_s);
+            for p in &self.scaling {
+                let ratio = base.map_or("-".to_owned(), |b| format!("{:.2}×", p.client_messages_per_s / b));
+                let _ = writeln!(
+                    md,
+                    "| {} | {:.0} | {:.0} | {} | {ratio} |",
+                    p.shards, p.client_messages_per_s, p.all_messages_per_s, p.p99_us
+                );
+            }
+        }
+
         let _ = writeln!(md, "\n## Against the targets\n");
+        if let (Some(one), Some(two)) = (
+            self.scaling.iter().find(|p| p.shards == 1),
+            self.scaling.iter().find(|p| p.shards == 2),
+        ) {
+            let _ = writeln!(
+                md,
+                "- Scaling from 1 to 2 shards (many processes over HTTP): {:.2}× (target ≥ {TARGET_SCALING_2}×).",
+                two.client_messages_per_s / one.client_messages_per_s
+            );
+        }
         let best_engine = self
             .engine
             .iter()

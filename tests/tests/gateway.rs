@@ -68,7 +68,10 @@ fn start(data: &std::path::Path, gateway_url: &str) -> Node {
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
-        .env("HEWITT_ARWEAVE_GATEWAY_URL", gateway_url);
+        .env("HEWITT_ARWEAVE_GATEWAY_URL", gateway_url)
+        // One shard: each shard fetches a module it has not logged itself, and these tests
+        // count fetches.
+        .env("HEWITT_SHARDS", "1");
     Node::launch(command, data)
 }
 

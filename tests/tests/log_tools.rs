@@ -47,6 +47,16 @@ fn text(output: &Output) -> String {
     )
 }
 
+/// A node of one shard: these tests damage and repair the one log they find in `log/`.
+fn start_one_shard(dir: &Path) -> Node {
+    let mut command = std::process::Command::new(BINARY);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("HEWITT_SHARDS", "1");
+    Node::launch(command, dir)
+}
+
 /// The only segment of the log.
 fn segment(dir: &Path) -> PathBuf {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("log"))
@@ -87,6 +97,7 @@ fn expect_serve_fails(dir: &Path) -> String {
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env("HEWITT_LOG", "warn")
+        .env("HEWITT_SHARDS", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -124,7 +135,7 @@ fn reported_offset(stdout: &str, file: &Path) -> u64 {
 #[test]
 fn verify_finds_a_flipped_byte_and_repair_brings_the_node_back() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(BINARY, dir.path());
+    let node = start_one_shard(dir.path());
     let client = node.client();
     let pid = spawn(&client, &node, load_sample(&client, "counter", &[]));
     for _ in 0..2 {
@@ -208,7 +219,7 @@ fn verify_finds_a_flipped_byte_and_repair_brings_the_node_back() {
     );
 
     // And the node starts again on it, with the kept prefix, and goes on.
-    let node = Node::start(BINARY, dir.path());
+    let node = start_one_shard(dir.path());
     let client = node.client();
     let edges = timeline(&client, pid);
     assert_eq!(edges.len(), kept + 1);

@@ -3,8 +3,10 @@
 //! Everything that can be known about a module before it runs is checked here, once, so that a
 //! bad module is refused with a clear reason when it is loaded rather than when a message
 //! arrives: its format, its imports (the format decides which it may have), and the exports
-//! AO's C-level ABI needs. It keeps no in-memory cache (the caller keys one by module id), but
-//! [`Runtime::compile_cached`] keeps the machine code on disk between restarts.
+//! AO's C-level ABI needs. The runtime, shared by every shard of a node, compiles each module
+//! (keyed by its wasm bytes' SHA-256) once per node: a shard that loads a module another shard
+//! already compiled gets the same machine code; [`Runtime::compile_cached`] also keeps it on disk
+//! between restarts.
 //!
 //! ## The artifact cache
 //!
@@ -17,9 +19,10 @@
 //! again and the files rewritten. Loading machine code is trusting it: the files live in the
 //! node's data dir, written by the node, and are checked as above before they are mapped.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use sha2::{Digest, Sha256};
 
@@ -47,7 +50,13 @@ pub struct Runtime {
     engine: Engine,
     config: Arc<ComputeConfig>,
     counts: Arc<CompileCounts>,
+    /// Modules compiled (or loaded) so far, by the SHA-256 of their wasm: each is compiled once
+    /// per node, the first shard to need it compiling while the others wait for it.
+    compiled: Arc<Mutex<HashMap<[u8; 32], CompileOnce>>>,
 }
+
+/// One module's compilation, shared by the shards that need it.
+type CompileOnce = Arc<OnceLock<Result<Module, String>>>;
 
 /// How modules were obtained since the runtime started.
 #[derive(Debug, Default)]
@@ -105,6 +114,7 @@ impl Runtime {
             engine,
             config: Arc::new(config),
             counts: Arc::default(),
+            compiled: Arc::default(),
         })
     }
 
@@ -127,15 +137,38 @@ impl Runtime {
     ) -> Result<CompiledModule, ComputeError> {
         check_format(module_format)?;
         let source_sum: [u8; 32] = Sha256::digest(wasm).into();
-        if let Some(module) = self.load_artifact(artifact, &source_sum) {
-            self.counts.loaded.fetch_add(1, Ordering::Relaxed);
-            return self.check(module, module_format);
-        }
-        let module = self.compile_wasm(wasm)?;
-        if let Err(error) = write_artifact(&module, artifact, &source_sum) {
-            tracing::warn!(path = %artifact.display(), %error, "compiled module not cached");
-        }
+        let module = self.once(source_sum, || {
+            if let Some(module) = self.load_artifact(artifact, &source_sum) {
+                self.counts.loaded.fetch_add(1, Ordering::Relaxed);
+                return Ok(module);
+            }
+            let module = self.compile_wasm(wasm)?;
+            if let Err(error) = write_artifact(&module, artifact, &source_sum) {
+                tracing::warn!(path = %artifact.display(), %error, "compiled module not cached");
+            }
+            Ok(module)
+        })?;
         self.check(module, module_format)
+    }
+
+    /// The module of `source_sum`, made by `make` the first time any shard asks.
+    fn once(
+        &self,
+        source_sum: [u8; 32],
+        make: impl FnOnce() -> Result<Module, ComputeError>,
+    ) -> Result<Module, ComputeError> {
+        let cell = {
+            let mut compiled = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(compiled.entry(source_sum).or_default())
+        };
+        cell.get_or_init(|| {
+            make().map_err(|error| match error {
+                ComputeError::ModuleRefused { reason } => reason,
+                other => other.to_string(),
+            })
+        })
+        .clone()
+        .map_err(|reason| ComputeError::ModuleRefused { reason })
     }
 
     /// The module at `artifact` if its sums match `source_sum` and its bytes, and wasmtime takes it.
@@ -183,7 +216,7 @@ impl Runtime {
     /// snapshots can hold them.
     pub fn compile(&self, wasm: &[u8], module_format: &str) -> Result<CompiledModule, ComputeError> {
         check_format(module_format)?;
-        let module = self.compile_wasm(wasm)?;
+        let module = self.once(Sha256::digest(wasm).into(), || self.compile_wasm(wasm))?;
         self.check(module, module_format)
     }
 

@@ -1,0 +1,251 @@
+//! The wires between a node's shards: two bounded single-producer rings per ordered pair of
+//! shards (glommio shared channels), one for requests and answers, one for deliveries.
+//!
+//! - **Requests** (`Control`): an HTTP request that reached the wrong shard is handed, whole and
+//!   with its verified data item, to the shard that owns its process, and the answer comes back
+//!   the same way; a shard asks the others for a copy of a message (the `assign` flow). Each
+//!   answer finds its request by a number local to the asking shard.
+//! - **Deliveries** (`Vec<Remote>`): outbox messages, spawns and assignment copies for processes
+//!   another shard owns, in batches, sent only once their cause is durable on the sending shard
+//!   (see [`crate::shard::Remote`]). A full ring stops the sender (`send` awaits), which stops its
+//!   shard's evaluation once its own bounded queue is full: backpressure, never growth.
+//!
+//! Nothing mutable is shared: each shard owns its ends. A ring hop costs tens of ns; waking a
+//! parked shard costs tens of µs, which glommio's spin-before-park (`shards.spin_before_park_us`)
+//! trades against idle CPU.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use futures_channel::oneshot;
+use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
+use http::{HeaderMap, Method, StatusCode, Uri};
+use hyper::body::Bytes;
+use scheduler::data_item::DataItem;
+use scheduler::MessageId;
+
+use crate::shard::Remote;
+
+/// Slots of each request ring (requests in flight from one shard to another).
+pub const CONTROL_RING_SLOTS: usize = 1024;
+/// Slots of each delivery ring; each slot holds a batch of up to [`DELIVERY_BATCH_MAX`] items.
+pub const DELIVERY_RING_SLOTS: usize = 64;
+/// Most items one delivery batch carries.
+pub const DELIVERY_BATCH_MAX: usize = 256;
+
+/// An HTTP request handed to the shard that owns its process.
+#[derive(Debug)]
+pub struct Forwarded {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// The request's data item, already parsed and verified by the shard it reached.
+    pub item: Option<VerifiedItem>,
+}
+
+/// A data item whose signature a shard has verified, with its bytes (travels in a request's
+/// extensions so that the owning shard does not verify it again).
+#[derive(Clone, Debug)]
+pub struct VerifiedItem {
+    pub bytes: Bytes,
+    pub item: DataItem,
+}
+
+/// An HTTP answer on its way back to the shard holding the connection.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// What one shard asks another.
+#[derive(Debug)]
+pub enum Ask {
+    Http(Box<Forwarded>),
+    /// The bytes of a message, if the shard holds it durably.
+    Message(MessageId),
+}
+
+/// The answer to an [`Ask`].
+#[derive(Debug)]
+pub enum Answer {
+    Http(Reply),
+    Message(Option<Vec<u8>>),
+}
+
+#[derive(Debug)]
+pub enum Control {
+    Ask { id: u64, ask: Ask },
+    Answer { id: u64, answer: Answer },
+}
+
+/// One shard's unconnected ends, made on the thread that starts the node and moved to the
+/// shard's thread. Index `j` of each vector is the peer shard `j` (`None` at the shard's own).
+pub struct Ends {
+    pub index: usize,
+    pub count: usize,
+    control_tx: Vec<Option<SharedSender<Control>>>,
+    control_rx: Vec<Option<SharedReceiver<Control>>>,
+    data_tx: Vec<Option<SharedSender<Vec<Remote>>>>,
+    data_rx: Vec<Option<SharedReceiver<Vec<Remote>>>>,
+}
+
+/// The ends of every shard of a node of `count` shards.
+pub fn ends(count: usize) -> Vec<Ends> {
+    let mut all: Vec<Ends> = (0..count)
+        .map(|index| Ends {
+            index,
+            count,
+            control_tx: (0..count).map(|_| None).collect(),
+            control_rx: (0..count).map(|_| None).collect(),
+            data_tx: (0..count).map(|_| None).collect(),
+            data_rx: (0..count).map(|_| None).collect(),
+        })
+        .collect();
+    for from in 0..count {
+        for to in (0..count).filter(|&to| to != from) {
+            let (tx, rx) = shared_channel::new_bounded(CONTROL_RING_SLOTS);
+            all[from].control_tx[to] = Some(tx);
+            all[to].control_rx[from] = Some(rx);
+            let (tx, rx) = shared_channel::new_bounded(DELIVERY_RING_SLOTS);
+            all[from].data_tx[to] = Some(tx);
+            all[to].data_rx[from] = Some(rx);
+        }
+    }
+    all
+}
+
+/// A shard's connected ends.
+pub struct Mesh {
+    pub index: usize,
+    pub count: usize,
+    control: Vec<Option<ConnectedSender<Control>>>,
+    data: Vec<Option<ConnectedSender<Vec<Remote>>>>,
+    pending: RefCell<HashMap<u64, oneshot::Sender<Answer>>>,
+    next: Cell<u64>,
+}
+
+/// The receiving ends, taken by the tasks that serve them.
+pub struct Receivers {
+    pub control: Vec<(usize, ConnectedReceiver<Control>)>,
+    pub data: Vec<(usize, ConnectedReceiver<Vec<Remote>>)>,
+}
+
+impl Ends {
+    /// Connects every end (on the shard's own executor); returns once every peer has too. The
+    /// ends connect concurrently: each waits for its peer's, which connects in its own order.
+    pub async fn connect(self) -> (Mesh, Receivers) {
+        let control_tx: Vec<_> = self
+            .control_tx
+            .into_iter()
+            .map(|tx| tx.map(|tx| glommio::spawn_local(tx.connect())))
+            .collect();
+        let data_tx: Vec<_> = self
+            .data_tx
+            .into_iter()
+            .map(|tx| tx.map(|tx| glommio::spawn_local(tx.connect())))
+            .collect();
+        let control_rx: Vec<_> = self
+            .control_rx
+            .into_iter()
+            .map(|rx| rx.map(|rx| glommio::spawn_local(rx.connect())))
+            .collect();
+        let data_rx: Vec<_> = self
+            .data_rx
+            .into_iter()
+            .map(|rx| rx.map(|rx| glommio::spawn_local(rx.connect())))
+            .collect();
+        let mut control = Vec::with_capacity(self.count);
+        for tx in control_tx {
+            control.push(match tx {
+                Some(task) => Some(task.await),
+                None => None,
+            });
+        }
+        let mut data = Vec::with_capacity(self.count);
+        for tx in data_tx {
+            data.push(match tx {
+                Some(task) => Some(task.await),
+                None => None,
+            });
+        }
+        let mut receivers = Receivers {
+            control: Vec::new(),
+            data: Vec::new(),
+        };
+        for (from, rx) in control_rx.into_iter().enumerate() {
+            if let Some(task) = rx {
+                receivers.control.push((from, task.await));
+            }
+        }
+        for (from, rx) in data_rx.into_iter().enumerate() {
+            if let Some(task) = rx {
+                receivers.data.push((from, task.await));
+            }
+        }
+        let mesh = Mesh {
+            index: self.index,
+            count: self.count,
+            control,
+            data,
+            pending: RefCell::new(HashMap::new()),
+            next: Cell::new(0),
+        };
+        (mesh, receivers)
+    }
+}
+
+impl Mesh {
+    /// A mesh of one shard: no peers.
+    pub fn single() -> Mesh {
+        Mesh {
+            index: 0,
+            count: 1,
+            control: vec![None],
+            data: vec![None],
+            pending: RefCell::new(HashMap::new()),
+            next: Cell::new(0),
+        }
+    }
+
+    /// Asks shard `to` and waits for its answer.
+    pub async fn ask(&self, to: usize, ask: Ask) -> Result<Answer, String> {
+        let sender = self.control[to]
+            .as_ref()
+            .ok_or_else(|| format!("shard {to} is this shard"))?;
+        let id = self.next.get();
+        self.next.set(id + 1);
+        let (tx, rx) = oneshot::channel();
+        self.pending.borrow_mut().insert(id, tx);
+        if sender.send(Control::Ask { id, ask }).await.is_err() {
+            self.pending.borrow_mut().remove(&id);
+            return Err(format!("shard {to} stopped"));
+        }
+        rx.await.map_err(|_| format!("shard {to} stopped before answering"))
+    }
+
+    /// Sends the answer to request `id` of shard `to`.
+    pub async fn answer(&self, to: usize, id: u64, answer: Answer) {
+        if let Some(sender) = &self.control[to] {
+            let _ = sender.send(Control::Answer { id, answer }).await;
+        }
+    }
+
+    /// Hands an answer from a peer to the request waiting for it.
+    pub fn answered(&self, id: u64, answer: Answer) {
+        if let Some(waiting) = self.pending.borrow_mut().remove(&id) {
+            let _ = waiting.send(answer);
+        }
+    }
+
+    /// Sends a batch of deliveries to shard `to`; waits while its ring is full. `Err` when that
+    /// shard has stopped (the batch is dropped: replay re-derives it).
+    pub async fn deliver(&self, to: usize, batch: Vec<Remote>) -> Result<(), ()> {
+        match &self.data[to] {
+            Some(sender) => sender.send(batch).await.map_err(|_| ()),
+            None => Err(()),
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! Shards (ARCHITECTURE.md, "shards"): the same workload on one shard and on several gives the
+//! same timelines, results and memory, process by process; a node of several shards killed with
+//! SIGKILL while messages cross between its shards loses and doubles nothing.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use engine::client::Client;
+use scheduler::signer::Signer;
+use scheduler::tags::Tag;
+use scheduler::ProcessId;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tests::{check_timeline, load_sample, spawn, timeline, wait_until, Node};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_hewitt-under-test");
+
+/// Every timestamp of the comparison runs: timelines then depend on the messages alone.
+const CLOCK_MS: u64 = 1_750_000_000_000;
+
+fn start(data_dir: &Path, shards: usize, fixed_clock: bool) -> Node {
+    let mut command = Command::new(BINARY);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(["--set", &format!("shards={shards}")]);
+    if fixed_clock {
+        command.args(["--set", &format!("fixed_clock_ms={CLOCK_MS}")]);
+    }
+    Node::launch(command, data_dir)
+}
+
+fn ball(peer: ProcessId, count: u64) -> [Tag; 3] {
+    [
+        Tag::new("Action", "Serve"),
+        Tag::new("Peer", peer.to_string()),
+        Tag::new("Count", count.to_string()),
+    ]
+}
+
+/// What a process looks like from outside: its whole timeline, its results, its memory hash.
+type Seen = BTreeMap<String, (Vec<Value>, Value, String)>;
+
+/// Runs the comparison workload on a fresh node of `shards` shards with the given keys and
+/// returns what every process looks like at the end.
+fn run_workload(shards: usize, node_key: &Path, client_key: &Path) -> Seen {
+    let data = tempfile::tempdir().expect("temporary directory");
+    std::fs::copy(node_key, data.path().join("node-key.json")).expect("node key");
+    let node = start(data.path(), shards, true);
+    let client = Client::new(&node.url, Signer::load(client_key).expect("client key")).with_seeded_anchors(11);
+    let (pingpong, spawner, counter) = (
+        load_sample(&client, "pingpong", &[]),
+        load_sample(&client, "spawner", &[]),
+        load_sample(&client, "counter", &[]),
+    );
+    let mut pids = Vec::new();
+    let mut expected_len: BTreeMap<ProcessId, usize> = BTreeMap::new();
+
+    // Ping-pong chains: each pair rallies 15 + 1 balls.
+    for _ in 0..4 {
+        let (a, b) = (spawn(&client, &node, pingpong), spawn(&client, &node, pingpong));
+        client.send(a, &ball(b, 15), b"").expect("serve");
+        expected_len.insert(a, 1 + 1 + 8);
+        expected_len.insert(b, 1 + 8);
+        pids.extend([a, b]);
+    }
+    // Fan-out: one hub sends one ball (no return) to each of 8 leaves.
+    let hub = spawn(&client, &node, pingpong);
+    let leaves: Vec<ProcessId> = (0..8).map(|_| spawn(&client, &node, pingpong)).collect();
+    for leaf in &leaves {
+        client.send(hub, &ball(*leaf, 0), b"").expect("serve");
+        expected_len.insert(*leaf, 2);
+    }
+    expected_len.insert(hub, 1 + leaves.len());
+    pids.push(hub);
+    pids.extend(&leaves);
+    // Spawn-heavy: two parents spawn six children each (each request evaluated before the next,
+    // so that the Spawned notices sit at the same nonces).
+    let mut parents = Vec::new();
+    for _ in 0..2 {
+        let parent = spawn(&client, &node, spawner);
+        for _ in 0..6 {
+            let id = client
+                .send(parent, &[Tag::new("Action", "Spawn-Child")], b"")
+                .expect("spawn child");
+            client.result(parent, id).expect("spawn result");
+        }
+        expected_len.insert(parent, 1 + 6 + 6);
+        parents.push(parent);
+    }
+    pids.extend(&parents);
+    // A counter on its own.
+    let count = spawn(&client, &node, counter);
+    for _ in 0..10 {
+        client
+            .send(count, &[Tag::new("Action", "Increment")], b"")
+            .expect("increment");
+    }
+    expected_len.insert(count, 11);
+    pids.push(count);
+
+    wait_until("every timeline is complete", || {
+        expected_len
+            .iter()
+            .all(|(pid, len)| timeline(&client, *pid).len() == *len)
+    });
+    // The children, named by the parents' Spawned results.
+    for parent in &parents {
+        let results = client.get(&format!("/results/{parent}?limit=100")).expect("results");
+        for edge in results["edges"].as_array().expect("edges") {
+            if let Some(child) = edge["node"]["Output"]
+                .as_str()
+                .and_then(|o| o.parse::<ProcessId>().ok())
+            {
+                pids.push(child);
+            }
+        }
+    }
+    assert_eq!(pids.len(), 8 + 9 + 2 + 1 + 12, "every child was spawned");
+    wait_until("the children are spawned", || {
+        pids.iter().all(|pid| !timeline(&client, *pid).is_empty())
+    });
+    wait_until("the node is ready", || client.get("/ready").is_ok());
+
+    let mut seen = Seen::new();
+    for pid in &pids {
+        let edges = timeline(&client, *pid);
+        check_timeline(&edges, *pid, node.address);
+        let results = client.get(&format!("/results/{pid}?limit=1000")).expect("results");
+        let memory = client.get_bytes(&format!("/state/{pid}")).expect("state");
+        let hash: String = Sha256::digest(&memory).iter().map(|b| format!("{b:02x}")).collect();
+        seen.insert(pid.to_string(), (edges, results, hash));
+    }
+    node.terminate();
+    tests::assert_log_verifies(BINARY, data.path());
+    seen
+}
+
+#[test]
+fn one_shard_and_three_shards_give_identical_timelines_results_and_memory() {
+    let keys = tempfile::tempdir().expect("temporary directory");
+    let (node_key, client_key) = (keys.path().join("node.json"), keys.path().join("client.json"));
+    Signer::generate_ed25519().save(&node_key).expect("node key");
+    Signer::generate_ed25519().save(&client_key).expect("client key");
+    let one = run_workload(1, &node_key, &client_key);
+    let three = run_workload(3, &node_key, &client_key);
+    // The processes really were spread: every shard of three owns some.
+    let mut owners = [0usize; 3];
+    for pid in one.keys() {
+        owners[messenger::placement::shard_of(&pid.parse().expect("pid"), 3)] += 1;
+    }
+    assert!(owners.iter().all(|&n| n > 0), "placement over 3 shards: {owners:?}");
+    assert_eq!(one.len(), three.len());
+    for (pid, (edges, results, memory)) in &one {
+        let (other_edges, other_results, other_memory) = &three[pid];
+        assert_eq!(edges, other_edges, "timeline of {pid}");
+        assert_eq!(results, other_results, "results of {pid}");
+        assert_eq!(memory, other_memory, "memory of {pid}");
+    }
+}
+
+/// The balls a pingpong process has received (its timeline less nonce 0 and Serve requests).
+fn balls(client: &Client, pid: ProcessId) -> Vec<String> {
+    timeline(client, pid)
+        .iter()
+        .skip(1)
+        .filter(|edge| edge["node"]["message"]["tags"].to_string().contains("\"Ball\""))
+        .map(|edge| edge["node"]["message"]["id"].as_str().expect("message id").to_owned())
+        .collect()
+}
+
+#[test]
+fn a_multi_shard_node_killed_mid_traffic_loses_and_doubles_nothing() {
+    let data = tempfile::tempdir().expect("temporary directory");
+    let node = start(data.path(), 2, false);
+    let client = node.client();
+    let pingpong = load_sample(&client, "pingpong", &[]);
+    // Pairs whose two players sit on different shards: every ball crosses.
+    let mut on = [Vec::new(), Vec::new()];
+    while on[0].len() < 4 || on[1].len() < 4 {
+        let pid = spawn(&client, &node, pingpong);
+        on[messenger::placement::shard_of(&pid, 2)].push(pid);
+    }
+    const COUNT: u64 = 300;
+    let pairs: Vec<(ProcessId, ProcessId)> = (0..4).map(|i| (on[0][i], on[1][i])).collect();
+    for (a, b) in &pairs {
+        client.send(*a, &ball(*b, COUNT), b"").expect("serve");
+    }
+    // Let the rallies get going, then kill the node in the middle of them.
+    wait_until("the rallies are under way", || balls(&client, pairs[0].1).len() >= 20);
+    node.kill();
+
+    let node = start(data.path(), 2, false);
+    let client = node.client();
+    for (a, b) in &pairs {
+        wait_until("the rally ends", || {
+            balls(&client, *a).len() + balls(&client, *b).len() > COUNT as usize
+        });
+    }
+    // Quiet for a while: nothing more arrives.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for (a, b) in &pairs {
+        let (at_a, at_b) = (balls(&client, *a), balls(&client, *b));
+        assert_eq!(at_a.len() + at_b.len(), COUNT as usize + 1, "every ball delivered once");
+        let mut ids: Vec<&String> = at_a.iter().chain(&at_b).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), COUNT as usize + 1, "no ball twice");
+        check_timeline(&timeline(&client, *a), *a, node.address);
+        check_timeline(&timeline(&client, *b), *b, node.address);
+    }
+    let health = client.get("/health").expect("health");
+    assert_eq!(health["shards"], 2, "{health}");
+    node.terminate();
+    tests::assert_log_verifies(BINARY, data.path());
+}
+
+/// The node's resident memory, from /proc.
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kib * 1024
+}
+
+#[test]
+fn an_overloaded_multi_shard_node_refuses_with_503_and_stays_up() {
+    let data = tempfile::tempdir().expect("temporary directory");
+    let mut command = Command::new(BINARY);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .args(["--set", "shards=2", "--set", "limits.queue_messages_max=4"]);
+    let node = Node::launch(command, data.path());
+    let client = node.client();
+    // Every message burns its whole Compute-Limit (a few ms) and fails: slower than clients
+    // can send, so the evaluation queues fill.
+    let module = load_sample(&client, "loop", &[]);
+    let mut slow = [Vec::new(), Vec::new()];
+    while slow[0].is_empty() || slow[1].is_empty() {
+        let pid = client
+            .spawn(module, node.address, &[Tag::new("Compute-Limit", "3000000")], b"")
+            .expect("spawn");
+        slow[messenger::placement::shard_of(&pid, 2)].push(pid);
+    }
+    let targets = [slow[0][0], slow[1][0]];
+    let resident_before = resident_bytes(node.pid());
+
+    // 32 clients, 25 messages each, no waiting between them: every answer is 202 or 503.
+    let url = node.url.clone();
+    let workers: Vec<_> = (0..32)
+        .map(|worker| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let client = Client::new(&url, Signer::generate_ed25519());
+                let (mut accepted, mut refused) = (Vec::new(), 0usize);
+                for n in 0..25 {
+                    let target = targets[(worker + n) % 2];
+                    let item = client.message_item(target, &[Tag::new("Action", "Loop")], b"");
+                    match ureq::post(&format!("{url}/")).send_bytes(&item.to_bytes()) {
+                        Ok(answer) => {
+                            assert_eq!(answer.status(), 202);
+                            accepted.push(target);
+                        }
+                        Err(ureq::Error::Status(503, answer)) => {
+                            assert_eq!(answer.header("Retry-After"), Some("1"), "503 says when to retry");
+                            refused += 1;
+                        }
+                        Err(other) => panic!("neither 202 nor 503: {other}"),
+                    }
+                }
+                (accepted, refused)
+            })
+        })
+        .collect();
+    let (mut accepted, mut refused) = (Vec::new(), 0);
+    for worker in workers {
+        let (a, r) = worker.join().expect("client thread");
+        accepted.extend(a);
+        refused += r;
+    }
+    assert!(
+        refused > 0,
+        "the bounded queues refused some messages ({} accepted)",
+        accepted.len()
+    );
+    assert!(!accepted.is_empty(), "and took others");
+    // Still up, and every acknowledged message is in its timeline once the queues drain.
+    for target in targets {
+        let expected = 1 + accepted.iter().filter(|t| **t == target).count();
+        wait_until("the accepted messages are in the timeline", || {
+            timeline(&client, target).len() == expected
+        });
+        check_timeline(&timeline(&client, target), target, node.address);
+    }
+    wait_until("the queues drain", || client.get("/ready").is_ok());
+    client
+        .send(targets[0], &[Tag::new("Action", "Ping")], b"")
+        .expect("accepted again once drained");
+    let grown = resident_bytes(node.pid()).saturating_sub(resident_before);
+    assert!(
+        grown < 256 << 20,
+        "resident memory grew by {grown} bytes under overload"
+    );
+}
