@@ -71,6 +71,12 @@ impl Client {
         }
     }
 
+    /// The same client with requests abandoned after `timeout` (60 s by default).
+    pub fn with_timeout(mut self, timeout: Duration) -> Client {
+        self.agent = ureq::AgentBuilder::new().timeout(timeout).build();
+        self
+    }
+
     /// Gives the items this client signs anchors drawn from `seed` and a counter instead of
     /// random ones: the same key, seed and sequence of calls sign the same items (same ids), so
     /// two runs of a workload can be compared item for item.

@@ -394,6 +394,15 @@ const FIELDS: &[Field] = &[
         set: |s, v| s.node.http.body_bytes_max = usize_of(v),
     },
     Field {
+        key: "http.writes_in_flight_max",
+        env: "HEWITT_HTTP_WRITES_IN_FLIGHT_MAX",
+        unit: "requests",
+        doc: "Most POST / requests each shard's listener holds at once (read, verified, waiting for their fdatasync); beyond it they are answered 503 with Retry-After at once.",
+        kind: Kind::Int { min: 1, max: 1 << 20 },
+        get: |s| Value::Int(s.node.http.writes_in_flight_max as u64),
+        set: |s, v| s.node.http.writes_in_flight_max = usize_of(v),
+    },
+    Field {
         key: "ao.trusted_nodes",
         env: "HEWITT_AO_TRUSTED_NODES",
         unit: "addresses",

@@ -1034,6 +1034,39 @@ fn route(state: &NodeState, method: &Method, segments: &[&str], params: &[(Strin
 /// request for a process another shard owns is handed to that shard (whole, with its data
 /// item already verified here) and its answer relayed; node-wide reads combine every shard's.
 pub async fn ingress(state: Rc<NodeState>, request: Request<Incoming>) -> Result<Answer, std::convert::Infallible> {
+    if request.method() == Method::POST && request.uri().path().trim_matches('/').is_empty() {
+        let (held, max) = (state.writes_in_flight.get(), state.http.writes_in_flight_max);
+        if held >= max {
+            state.metrics.rejected(503);
+            return Ok(fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("overloaded: {held} writes in flight on this shard (limit {max})"),
+            ));
+        }
+        // Released when the request ends, however it ends (a client that hangs up drops it).
+        let _held = WriteHeld::new(Rc::clone(&state));
+        return route_ingress(state, request).await;
+    }
+    route_ingress(state, request).await
+}
+
+/// One `POST /` counted in `writes_in_flight` for as long as it lives.
+struct WriteHeld(Rc<NodeState>);
+
+impl WriteHeld {
+    fn new(state: Rc<NodeState>) -> WriteHeld {
+        state.writes_in_flight.set(state.writes_in_flight.get() + 1);
+        WriteHeld(state)
+    }
+}
+
+impl Drop for WriteHeld {
+    fn drop(&mut self) {
+        self.0.writes_in_flight.set(self.0.writes_in_flight.get() - 1);
+    }
+}
+
+async fn route_ingress(state: Rc<NodeState>, request: Request<Incoming>) -> Result<Answer, std::convert::Infallible> {
     if state.mesh.count == 1 {
         return serve(state, request).await;
     }

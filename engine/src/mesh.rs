@@ -33,6 +33,9 @@ pub const DELIVERY_RING_SLOTS: usize = 64;
 /// Most items one delivery batch carries.
 pub const DELIVERY_BATCH_MAX: usize = 256;
 
+/// How long a request to another shard waits before the wait is logged.
+const ASK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// An HTTP request handed to the shard that owns its process.
 #[derive(Debug)]
 pub struct Forwarded {
@@ -223,7 +226,29 @@ impl Mesh {
             self.pending.borrow_mut().remove(&id);
             return Err(format!("shard {to} stopped"));
         }
-        rx.await.map_err(|_| format!("shard {to} stopped before answering"))
+        // A request unanswered for long is logged (and waited for still): it names the shard
+        // and request, should a shard ever stall.
+        let mut rx = rx;
+        let mut waited = std::time::Duration::ZERO;
+        loop {
+            let answered = futures_lite::future::or(async { Some((&mut rx).await) }, async {
+                glommio::timer::sleep(ASK_PATIENCE).await;
+                None
+            })
+            .await;
+            match answered {
+                Some(answer) => return answer.map_err(|_| format!("shard {to} stopped before answering")),
+                None => {
+                    waited += ASK_PATIENCE;
+                    tracing::warn!(
+                        to,
+                        id,
+                        waited_s = waited.as_secs(),
+                        "another shard has not answered a request yet"
+                    );
+                }
+            }
+        }
     }
 
     /// Sends the answer to request `id` of shard `to`.

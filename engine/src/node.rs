@@ -90,6 +90,9 @@ pub struct HttpLimits {
     /// Largest data item `POST /` accepts; a larger body is answered 413 without being read
     /// whole. At most [`DATA_ITEM_BYTES_MAX`], the ANS-104 bound.
     pub body_bytes_max: usize,
+    /// Most `POST /` requests a shard's listener holds at once; more are answered 503 at once,
+    /// so that overload costs a refusal, not memory and latency for everyone.
+    pub writes_in_flight_max: usize,
 }
 
 impl Default for HttpLimits {
@@ -97,6 +100,7 @@ impl Default for HttpLimits {
         HttpLimits {
             connections_max: CONNECTIONS_MAX,
             body_bytes_max: DATA_ITEM_BYTES_MAX,
+            writes_in_flight_max: 1024,
         }
     }
 }
@@ -242,6 +246,8 @@ pub struct NodeState {
     data_dir: PathBuf,
     pub metrics: crate::metrics::Metrics,
     pub open_connections: std::cell::Cell<usize>,
+    /// `POST /` requests this shard's listener holds (see [`HttpLimits::writes_in_flight_max`]).
+    pub writes_in_flight: std::cell::Cell<usize>,
     /// While the log is being read back at start: (bytes read, bytes in the log). `None` once
     /// recovered.
     recovering: std::cell::Cell<Option<(u64, u64)>>,
@@ -781,6 +787,7 @@ async fn open(config: NodeConfig, mesh: Rc<crate::mesh::Mesh>, runtime: Runtime)
         data_dir: dir,
         metrics: metrics.clone(),
         open_connections: std::cell::Cell::new(0),
+        writes_in_flight: std::cell::Cell::new(0),
         recovering: std::cell::Cell::new(Some((0, log_bytes))),
         started: began,
         catching_up: std::cell::Cell::new(true),

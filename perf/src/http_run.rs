@@ -56,7 +56,8 @@ enum Pace {
 /// Sends tickets `first..first + total` from `clients` threads. Each latency is measured from
 /// the message's due time: its send time in a closed loop, its slot in the schedule in an open
 /// loop, so a stalled node is charged for every message it delayed. Returns the seconds from
-/// the first due time to the last acknowledgement and the latency histogram (µs).
+/// the first due time to the last acknowledgement and the latency histogram (µs) of the
+/// acknowledged messages.
 fn drive(
     url: &str,
     workload: &Arc<Workload>,
@@ -65,6 +66,22 @@ fn drive(
     total: u64,
     pace: Pace,
 ) -> Result<(f64, Histogram<u64>), String> {
+    let (seconds, latency, _) = drive_counting(url, workload, clients, first, total, pace, false)?;
+    Ok((seconds, latency))
+}
+
+/// [`drive`]; with `refusals_expected`, a 503 answer is counted (third value) instead of failing
+/// the run.
+fn drive_counting(
+    url: &str,
+    workload: &Arc<Workload>,
+    clients: usize,
+    first: u64,
+    total: u64,
+    pace: Pace,
+    refusals_expected: bool,
+) -> Result<(f64, Histogram<u64>, u64), String> {
+    let refused = Arc::new(AtomicU64::new(0));
     let next = Arc::new(AtomicU64::new(0));
     let began = match pace {
         Pace::Closed => Instant::now(),
@@ -72,7 +89,12 @@ fn drive(
     };
     let workers: Vec<_> = (0..clients.max(1))
         .map(|_| {
-            let (next, url, workload) = (Arc::clone(&next), url.to_owned(), Arc::clone(workload));
+            let (next, url, workload, refused) = (
+                Arc::clone(&next),
+                url.to_owned(),
+                Arc::clone(workload),
+                Arc::clone(&refused),
+            );
             std::thread::spawn(move || -> Result<Histogram<u64>, String> {
                 let client = Client::new(&url, Signer::generate_ed25519());
                 let mut h = histogram();
@@ -92,10 +114,13 @@ fn drive(
                             due
                         }
                     };
-                    client
-                        .post_bytes(&bytes)
-                        .map_err(|e| format!("ticket {}: {e}", first + ticket))?;
-                    record(&mut h, due.elapsed());
+                    match client.post_bytes(&bytes) {
+                        Ok(_) => record(&mut h, due.elapsed()),
+                        Err(engine::client::ClientError::Status { status: 503, .. }) if refusals_expected => {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => return Err(format!("ticket {}: {e}", first + ticket)),
+                    }
                 }
             })
         })
@@ -105,7 +130,7 @@ fn drive(
         let h = worker.join().map_err(|_| "a load thread panicked".to_owned())??;
         all.add(h).map_err(|e| e.to_string())?;
     }
-    Ok((began.elapsed().as_secs_f64(), all))
+    Ok((began.elapsed().as_secs_f64(), all, refused.load(Ordering::Relaxed)))
 }
 
 /// The node's count of assigned messages once it has evaluated everything it was given.
@@ -219,4 +244,97 @@ pub fn run(scenario: Scenario, work_dir: &Path, options: &HttpOptions) -> Result
         open_loop,
         group_commit: health.get("log").cloned().unwrap_or(Value::Null),
     })
+}
+
+/// What an overload run measured (see [`overload`]).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct OverloadRun {
+    pub shards: usize,
+    pub writes_in_flight_max: usize,
+    /// Closed-loop peak of the `many` scenario (client messages/s).
+    pub peak_per_s: f64,
+    /// The rate asked of the open loop, and the rate its clients managed to send at.
+    pub offered_per_s: f64,
+    pub sent_per_s: f64,
+    pub clients: usize,
+    /// Acknowledged (202) and refused (503) messages per second under overload.
+    pub accepted_per_s: f64,
+    pub refused_per_s: f64,
+    /// p99 of the acknowledged messages, from their due time (µs).
+    pub accepted_p99_us: u64,
+    /// Resident memory of this process (node and load generator) before and after.
+    pub rss_before_bytes: u64,
+    pub rss_after_bytes: u64,
+}
+
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Overload: the `many` scenario's closed-loop peak, then an open loop offering `factor` times
+/// that rate from `clients` threads for `options.seconds`. A node that sheds load keeps its
+/// acknowledged rate near the peak and answers the rest 503 at once.
+pub fn overload(work_dir: &Path, options: &HttpOptions, factor: f64, clients: usize) -> Result<OverloadRun, String> {
+    let data_dir = work_dir.join(format!("http-overload-{}", std::process::id()));
+    let mut config = NodeConfig::new(&data_dir, "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?);
+    config.shards = options.shards;
+    config.http.writes_in_flight_max = (options.clients * 4).max(8);
+    let writes_in_flight_max = config.http.writes_in_flight_max;
+    let node = node::start(config).map_err(|e| e.to_string())?;
+    let url = format!("http://{}", node.addr);
+    let setup = Client::new(&url, Signer::generate_ed25519());
+    let workload = prepare(Scenario::Many, options.processes, node.address, &mut |item| {
+        setup.post_item(&item).map(drop).map_err(|e| e.to_string())
+    })?;
+    let workload = Arc::new(workload);
+    let (seconds, _) = drive(&url, &workload, options.clients, 0, options.messages, Pace::Closed)?;
+    let peak_per_s = options.messages as f64 / seconds;
+    drained(&setup)?;
+    let rss_before_bytes = resident_bytes();
+    let offered_per_s = peak_per_s * factor;
+    let total = (offered_per_s * options.seconds).max(1.0) as u64;
+    let start = Instant::now() + Duration::from_millis(50);
+    let (seconds, latency, refused) = drive_counting(
+        &url,
+        &workload,
+        clients,
+        options.messages,
+        total,
+        Pace::Open {
+            start,
+            rate: offered_per_s,
+        },
+        true,
+    )?;
+    let rss_after_bytes = resident_bytes();
+    let accepted = total - refused;
+    drained(&setup)?;
+    node.stop().map_err(|e| e.to_string())?;
+    std::fs::remove_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    let run = OverloadRun {
+        shards: options.shards,
+        writes_in_flight_max,
+        peak_per_s,
+        offered_per_s,
+        sent_per_s: total as f64 / seconds,
+        clients,
+        accepted_per_s: accepted as f64 / seconds,
+        refused_per_s: refused as f64 / seconds,
+        accepted_p99_us: latency.value_at_quantile(0.99),
+        rss_before_bytes,
+        rss_after_bytes,
+    };
+    eprintln!(
+        "overload: peak {:.0}/s, offered {:.0}/s (sent {:.0}/s), accepted {:.0}/s, refused {:.0}/s",
+        run.peak_per_s, run.offered_per_s, run.sent_per_s, run.accepted_per_s, run.refused_per_s
+    );
+    Ok(run)
 }

@@ -49,6 +49,8 @@ enum Part {
     BigRestart,
     /// The `many` scenario's closed-loop peak over HTTP at each of `--scaling-shards`.
     Scaling,
+    /// Ten times the `many` scenario's peak offered over HTTP: what is acknowledged, refused.
+    Overload,
 }
 
 // Parsed once at start: the size of the report's options costs nothing.
@@ -68,7 +70,7 @@ enum Command {
             long,
             value_enum,
             value_delimiter = ',',
-            default_value = "log,engine,restart,big-restart,http,scaling"
+            default_value = "log,engine,restart,big-restart,http,scaling,overload"
         )]
         parts: Vec<Part>,
         /// Scenarios to run (engine and HTTP parts).
@@ -116,6 +118,9 @@ enum Command {
         /// Shards of the node in the HTTP part (default: the cores available).
         #[arg(long)]
         shards: Option<usize>,
+        /// Client threads of the overload part's open loop.
+        #[arg(long, default_value_t = 256)]
+        overload_clients: usize,
         /// Shard counts of the scaling part.
         #[arg(long, value_delimiter = ',', default_value = "1,2")]
         scaling_shards: Vec<usize>,
@@ -175,6 +180,7 @@ fn run(command: Command) -> Result<(), String> {
             log_mib,
             shards,
             scaling_shards,
+            overload_clients,
             smoke,
         } => {
             let shards = shards.unwrap_or_else(engine::node::default_shards);
@@ -317,6 +323,14 @@ fn run(command: Command) -> Result<(), String> {
                     });
                     std::thread::sleep(Duration::from_millis(200));
                 }
+            }
+            if parts.contains(&Part::Overload) {
+                let clients = if smoke {
+                    overload_clients.min(8)
+                } else {
+                    overload_clients
+                };
+                report.overload = Some(http_run::overload(&work_dir, &http, 10.0, clients)?);
             }
             std::fs::remove_dir_all(&work_dir).map_err(|e| format!("{}: {e}", work_dir.display()))?;
             let md = report.write(&out)?;

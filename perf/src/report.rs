@@ -115,6 +115,8 @@ pub struct Report {
     pub http: Vec<ScenarioRun>,
     /// The `many` scenario's closed-loop peak over HTTP, per shard count.
     pub scaling: Vec<ScalingPoint>,
+    /// Ten times the peak offered (see `http_run::overload`).
+    pub overload: Option<crate::http_run::OverloadRun>,
 }
 
 /// One point of the scaling curve.
@@ -157,6 +159,7 @@ impl Report {
             log_ack: Vec::new(),
             http: Vec::new(),
             scaling: Vec::new(),
+            overload: None,
         }
     }
 
@@ -482,7 +485,45 @@ impl Report {
             }
         }
 
+        if let Some(o) = &self.overload {
+            let _ = writeln!(
+                md,
+                "\n## Overload (the `many` scenario over HTTP, {} shards)\n",
+                o.shards
+            );
+            let _ = writeln!(
+                md,
+                "Closed-loop peak first, then an open loop offering 10× that rate from {} client threads; each \
+                 shard's listener holds at most {} writes (`http.writes_in_flight_max`) and answers the rest 503 \
+                 at once. The load generator shares this machine's cores.\n",
+                o.clients, o.writes_in_flight_max
+            );
+            let _ = writeln!(md, "| peak/s | offered/s | sent/s | acknowledged/s | refused (503)/s | acknowledged / peak | p99 acknowledged µs | RSS before → after MiB |");
+            let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+            let _ = writeln!(
+                md,
+                "| {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} % | {} | {:.0} → {:.0} |",
+                o.peak_per_s,
+                o.offered_per_s,
+                o.sent_per_s,
+                o.accepted_per_s,
+                o.refused_per_s,
+                100.0 * o.accepted_per_s / o.peak_per_s,
+                o.accepted_p99_us,
+                o.rss_before_bytes as f64 / f64::from(1 << 20),
+                o.rss_after_bytes as f64 / f64::from(1 << 20)
+            );
+        }
+
         let _ = writeln!(md, "\n## Against the targets\n");
+        if let Some(o) = &self.overload {
+            let _ = writeln!(
+                md,
+                "- Under 10× the peak offered, acknowledged {:.0} % of the peak rate (target ≥ 90 %), refusing {:.0}/s with 503.",
+                100.0 * o.accepted_per_s / o.peak_per_s,
+                o.refused_per_s
+            );
+        }
         if let (Some(one), Some(two)) = (
             self.scaling.iter().find(|p| p.shards == 1),
             self.scaling.iter().find(|p| p.shards == 2),

@@ -160,9 +160,24 @@ fn one_shard_and_three_shards_give_identical_timelines_results_and_memory() {
     }
 }
 
+/// The whole timeline of `pid`; a read that gets no answer in time is reported and tried again
+/// (this test counts deliveries; a stalled read is not what it checks).
+fn timeline_retried(client: &Client, pid: ProcessId) -> Vec<Value> {
+    for attempt in 1..=3 {
+        match client.get(&format!("/{pid}?process-id={pid}&limit=1000")) {
+            Ok(page) => {
+                assert_eq!(page["page_info"]["has_next_page"], false, "one page holds the rally");
+                return page["edges"].as_array().expect("edges").clone();
+            }
+            Err(error) => eprintln!("timeline read of {pid}, attempt {attempt}: {error}"),
+        }
+    }
+    panic!("three timeline reads of {pid} failed");
+}
+
 /// The balls a pingpong process has received (its timeline less nonce 0 and Serve requests).
 fn balls(client: &Client, pid: ProcessId) -> Vec<String> {
-    timeline(client, pid)
+    timeline_retried(client, pid)
         .iter()
         .skip(1)
         .filter(|edge| edge["node"]["message"]["tags"].to_string().contains("\"Ball\""))
@@ -192,7 +207,7 @@ fn a_multi_shard_node_killed_mid_traffic_loses_and_doubles_nothing() {
     node.kill();
 
     let node = start(data.path(), 2, false);
-    let client = node.client();
+    let client = node.client().with_timeout(std::time::Duration::from_secs(15));
     for (a, b) in &pairs {
         wait_until("the rally ends", || {
             balls(&client, *a).len() + balls(&client, *b).len() > COUNT as usize
@@ -234,7 +249,8 @@ fn an_overloaded_multi_shard_node_refuses_with_503_and_stays_up() {
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data.path())
-        .args(["--set", "shards=2", "--set", "limits.queue_messages_max=4"]);
+        .args(["--set", "shards=2", "--set", "limits.queue_messages_max=4"])
+        .args(["--set", "http.writes_in_flight_max=8"]);
     let node = Node::launch(command, data.path());
     let client = node.client();
     // Every message burns its whole Compute-Limit (a few ms) and fails: slower than clients
