@@ -74,12 +74,13 @@ mod tests {
         // Placement is part of the data dir's meaning: these must never change.
         assert_eq!(jump_consistent_hash(0, 2), 0);
         assert_eq!(jump_consistent_hash(1, 2), 0);
-        assert_eq!(
-            jump_consistent_hash(0xdead_beef, 16),
-            jump_consistent_hash(0xdead_beef, 16)
-        );
-        let pid = ProcessId([7u8; 32]);
-        assert_eq!(shard_of(&pid, 1), 0);
-        assert!(shard_of(&pid, 4) < 4);
+        assert_eq!(jump_consistent_hash(0xdead_beef, 16), 5);
+        assert_eq!(jump_consistent_hash(12_345_678_901_234_567, 8), 5);
+        assert_eq!(jump_consistent_hash((1 << 63) + 5, 4), 3);
+        // The key is the id's first 8 bytes, little-endian.
+        let mut id = [0u8; 32];
+        id[..8].copy_from_slice(&0xdead_beef_u64.to_le_bytes());
+        assert_eq!(shard_of(&ProcessId(id), 16), 5);
+        assert_eq!(shard_of(&ProcessId([7u8; 32]), 1), 0);
     }
 }

@@ -315,11 +315,33 @@ fn run(command: Command) -> Result<(), String> {
                         ..http.clone()
                     };
                     let run = http_run::run(Scenario::Many, &work_dir, &options)?;
+                    // The same scenario through the engine's API: `count` shard cores at once,
+                    // each on its own thread with its own log and processes, items signed ahead
+                    // (the load generator costs almost nothing here).
+                    let threads: Vec<_> = (0..count)
+                        .map(|index| {
+                            let dir = work_dir.join(format!("scaling-{count}-{index}"));
+                            let processes = (http.processes / count).max(1);
+                            std::thread::spawn(move || {
+                                engine_run::run(Scenario::Many, &dir, processes, engine_messages, batch)
+                            })
+                        })
+                        .collect();
+                    let mut engine_total = 0.0;
+                    for thread in threads {
+                        let run = thread.join().map_err(|_| "a scaling thread panicked".to_owned())??;
+                        engine_total += run.messages_per_s;
+                    }
+                    eprintln!(
+                        "scaling {count} shards: http {:.0}/s, engine {engine_total:.0}/s",
+                        run.peak.achieved_per_s
+                    );
                     report.scaling.push(report::ScalingPoint {
                         shards: count,
                         client_messages_per_s: run.peak.achieved_per_s,
                         all_messages_per_s: run.peak.all_messages_per_s,
                         p99_us: run.peak.latency.p99_us,
+                        engine_messages_per_s: engine_total,
                     });
                     std::thread::sleep(Duration::from_millis(200));
                 }
