@@ -373,6 +373,15 @@ const FIELDS: &[Field] = &[
         set: |s, v| s.node.limits.memory_limit_max = int(v),
     },
     Field {
+        key: "limits.live_memory_bytes_max",
+        env: "HEWITT_LIMITS_LIVE_MEMORY_BYTES_MAX",
+        unit: "bytes",
+        doc: "Linear memory each shard's live processes may hold together; beyond it the least recently used idle processes hibernate (memory compressed with zstd, pool slot given back) until a message wakes them.",
+        kind: Kind::Int { min: 64 * KIB, max: TIB },
+        get: |s| Value::Int(s.node.limits.live_memory_bytes_max),
+        set: |s, v| s.node.limits.live_memory_bytes_max = int(v),
+    },
+    Field {
         key: "http.connections_max",
         env: "HEWITT_HTTP_CONNECTIONS_MAX",
         unit: "connections",

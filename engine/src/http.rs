@@ -304,6 +304,8 @@ fn metrics(state: &NodeState) -> Answer {
             processes: shard.process_count(),
             modules: shard.module_count(),
             instances_live: shard.instances_live(),
+            processes_dormant: shard.processes_dormant(),
+            live_memory_bytes: shard.live_memory_bytes(),
             log_unsynced_bytes: state.committer.unsynced_bytes(),
             open_connections: state.open_connections.get(),
             accepting: state.failure().is_none(),
@@ -411,6 +413,8 @@ async fn post_item<B: RequestBody>(
     }
     let id = item.id().to_string();
     let target = item.target.map(ProcessId);
+    let module_id = scheduler::ModuleId::from(item.id());
+    let is_module = kind == "Module";
     // The answer's timestamp is the assignment's (as AO's SU answers); a module has none.
     let admitted = {
         let mut shard = state.shard.borrow_mut();
@@ -428,7 +432,18 @@ async fn post_item<B: RequestBody>(
             ))),
         }
     };
-    let (lsn, timestamp) = admitted.map_err(shard_fail)?;
+    let (lsn, timestamp) = match admitted {
+        Err(error @ ShardError::Duplicate(_)) if is_module => {
+            // Held already: answered once its record is durable, so that a node of several
+            // shards acknowledges a module only when every shard holds it durably.
+            let held = state.shard.borrow().module_lsn(module_id);
+            if let Some(lsn) = held {
+                durable(state, lsn).await?;
+            }
+            return Err(shard_fail(error));
+        }
+        other => other.map_err(shard_fail)?,
+    };
     acknowledge(
         state,
         lsn,
@@ -534,7 +549,10 @@ async fn post_assign(state: &Rc<NodeState>, params: &[(String, String)]) -> Resu
 async fn message_from_other_shards(state: &NodeState, id: MessageId) -> Result<Option<DataItem>, Answer> {
     for to in (0..state.mesh.count).filter(|&to| to != state.mesh.index) {
         match state.mesh.ask(to, Ask::Message(id)).await {
-            Ok(crate::mesh::Answer::Message(Some(bytes))) => {
+            Ok(crate::mesh::Answer::Message(Err(reason))) => {
+                return Err(fail(StatusCode::SERVICE_UNAVAILABLE, format!("shard {to}: {reason}")))
+            }
+            Ok(crate::mesh::Answer::Message(Ok(Some(bytes)))) => {
                 let item = DataItem::parse(&bytes).map_err(|e| {
                     fail(
                         StatusCode::INTERNAL_SERVER_ERROR,
@@ -1112,7 +1130,9 @@ async fn route_ingress(state: Rc<NodeState>, request: Request<Incoming>) -> Resu
                 }
             }
             Route::Shard(to) => {
-                let body = read_body(body, state.http.body_bytes_max).await?;
+                // The owner applies the route's own limit; this one only bounds the copy.
+                let bytes_max = state.http.body_bytes_max.max(DRY_RUN_BYTES_MAX).max(GRAPHQL_BYTES_MAX);
+                let body = read_body(body, bytes_max).await?;
                 dispatch(&state, to, &head, body, None).await
             }
             _ => {
@@ -1197,7 +1217,10 @@ pub async fn answer_ask(state: &Rc<NodeState>, ask: Ask) -> crate::mesh::Answer 
                 body,
             })
         }
-        Ask::Message(id) => crate::mesh::Answer::Message(state.shard.borrow().held_message(id).ok().flatten()),
+        Ask::Message(id) => crate::mesh::Answer::Message(match state.recovering() {
+            Some(_) => Err("still reading its log back".to_owned()),
+            None => state.shard.borrow().held_message(id).map_err(|e| e.to_string()),
+        }),
     }
 }
 

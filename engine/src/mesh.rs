@@ -75,7 +75,8 @@ pub enum Ask {
 #[derive(Debug)]
 pub enum Answer {
     Http(Reply),
-    Message(Option<Vec<u8>>),
+    /// `Ok(None)`: not held here (or not durable yet); `Err`: the shard cannot tell now.
+    Message(Result<Option<Vec<u8>>, String>),
 }
 
 #[derive(Debug)]
@@ -128,6 +129,18 @@ pub struct Mesh {
     data: Vec<Option<ConnectedSender<Vec<Remote>>>>,
     pending: RefCell<HashMap<u64, oneshot::Sender<Answer>>>,
     next: Cell<u64>,
+}
+
+/// Removes a request's entry from [`Mesh::pending`] when the request ends.
+struct PendingGuard<'a> {
+    mesh: &'a Mesh,
+    id: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.mesh.pending.borrow_mut().remove(&self.id);
+    }
 }
 
 /// The receiving ends, taken by the tasks that serve them.
@@ -222,8 +235,9 @@ impl Mesh {
         self.next.set(id + 1);
         let (tx, rx) = oneshot::channel();
         self.pending.borrow_mut().insert(id, tx);
+        // However this ask ends (answered, failed, or dropped with its connection), its entry goes.
+        let _pending = PendingGuard { mesh: self, id };
         if sender.send(Control::Ask { id, ask }).await.is_err() {
-            self.pending.borrow_mut().remove(&id);
             return Err(format!("shard {to} stopped"));
         }
         // A request unanswered for long is logged (and waited for still): it names the shard

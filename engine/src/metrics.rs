@@ -72,6 +72,9 @@ pub struct Snapshot {
     pub processes: usize,
     pub modules: usize,
     pub instances_live: usize,
+    /// Processes asleep (hibernated or not woken since start) and live instances' memory.
+    pub processes_dormant: usize,
+    pub live_memory_bytes: usize,
     pub log_unsynced_bytes: usize,
     pub open_connections: usize,
     pub accepting: bool,
@@ -254,8 +257,24 @@ impl Metrics {
         );
         shard.register(
             "instances_hibernated",
-            "Processes hibernated out of the instance pool (no hibernation yet: always 0)",
-            ConstGauge::new(0_i64),
+            "Processes without a live instance: hibernated (memory compressed with zstd) or not woken since start",
+            ConstGauge::new(now.processes_dormant as i64),
+        );
+        shard.register_with_unit(
+            "live_memory",
+            "Linear memory the live instances hold (limits.live_memory_bytes_max bounds it)",
+            Unit::Bytes,
+            ConstGauge::new(now.live_memory_bytes as i64),
+        );
+        shard.register(
+            "hibernations",
+            "Processes put to sleep",
+            ConstCounter::new(c.hibernations),
+        );
+        shard.register(
+            "wakes",
+            "Hibernated processes woken by a message",
+            ConstCounter::new(c.wakes),
         );
         shard.register_with_unit(
             "log_unsynced",

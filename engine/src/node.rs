@@ -179,9 +179,15 @@ fn check_shards(data_dir: &Path, shards: usize) -> Result<(), StartError> {
         Some(_) => Ok(()),
         None => {
             let path = data_dir.join(SHARDS_FILE);
-            std::fs::write(&path, format!("{shards}\n"))
-                .and_then(|()| std::fs::File::open(data_dir)?.sync_all())
-                .map_err(|source| StartError::DataDir { path, source })
+            let temporary = data_dir.join(format!("{SHARDS_FILE}.new"));
+            let write = || -> std::io::Result<()> {
+                let mut file = std::fs::File::create(&temporary)?;
+                std::io::Write::write_all(&mut file, format!("{shards}\n").as_bytes())?;
+                file.sync_all()?;
+                std::fs::rename(&temporary, &path)?;
+                std::fs::File::open(data_dir)?.sync_all()
+            };
+            write().map_err(|source| StartError::DataDir { path, source })
         }
     }
 }
@@ -429,6 +435,10 @@ async fn pump(state: Rc<NodeState>, mut wake: mpsc::Receiver<()>) {
         }
         match outcome {
             Ok(()) => {}
+            Err(ShardError::Compute(crate::compute::ComputeError::PoolExhausted { .. })) => {
+                // Every instance is busy (dry runs, other shards): the process waits its turn.
+                glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+            }
             Err(ShardError::Log(LogError::Full(_))) => {
                 // Deliveries wait (queued, nothing lost) until the committer finds space.
                 glommio::timer::sleep(std::time::Duration::from_secs(1)).await;
@@ -681,9 +691,14 @@ fn start_deliveries(
         glommio::spawn_local(tracing::Instrument::in_current_span(async move {
             while let Some(batch) = receiver.recv().await {
                 // Room first: the items wait in the ring (bounded) rather than here.
-                while state.shard.borrow().remote_in_room() < batch.len() && state.failure().is_none() {
+                while !state.shard.borrow().remote_in_takes(batch.len()) && state.failure().is_none() {
                     state.wake_pump();
                     glommio::timer::sleep(std::time::Duration::from_micros(500)).await;
+                }
+                if state.failure().is_some() {
+                    // This shard evaluates nothing more until a restart, whose replay on the
+                    // sending shard derives these items again.
+                    continue;
                 }
                 state.shard.borrow_mut().accept_remote(batch);
                 state.wake_pump();
@@ -765,7 +780,13 @@ async fn open(config: NodeConfig, mesh: Rc<crate::mesh::Mesh>, runtime: Runtime)
         committer.set_observer(Box::new(move |report| metrics.batch(report)));
     }
     let log_bytes = log.borrow().end_lsn().0;
-    let mut shard = Shard::new(signer, runtime, log, config.limits.clone());
+    let mut limits = config.limits.clone();
+    // Each shard keeps at most its share of the node's instance pool live (the rest sleep), so
+    // that no shard can take the slots another needs to evaluate or roll back.
+    limits.live_instances_max = limits
+        .live_instances_max
+        .min((config.compute.instance_count_max as usize / mesh.count).max(1));
+    let mut shard = Shard::new(signer, runtime, log, limits);
     shard.set_placement(mesh.index, mesh.count);
     shard.set_trusted_nodes(config.ao.trusted_nodes.iter().copied());
     shard.set_artifact_dir(config.data_dir.join("modules"));

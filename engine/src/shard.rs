@@ -63,6 +63,13 @@ pub struct ShardLimits {
     pub memory_limit_default: u64,
     /// Largest `Memory-Limit` in bytes; must not exceed the instance pool's slot size.
     pub memory_limit_max: u64,
+    /// Most live instances this shard keeps; beyond it the least recently used idle processes
+    /// hibernate (their memory compressed, their pool slot given back). The node sets it to
+    /// this shard's share of the instance pool.
+    pub live_instances_max: usize,
+    /// Most bytes of linear memory this shard's live instances hold together; beyond it the
+    /// least recently used idle processes hibernate.
+    pub live_memory_bytes_max: u64,
 }
 
 impl Default for ShardLimits {
@@ -77,6 +84,8 @@ impl Default for ShardLimits {
             compute_limit_max: 10_000_000_000,
             memory_limit_default: 256 << 20,
             memory_limit_max: 1 << 30,
+            live_instances_max: usize::MAX,
+            live_memory_bytes_max: 4 << 30,
         }
     }
 }
@@ -206,6 +215,13 @@ struct Process {
     /// True while the process is in `ready`.
     queued: bool,
     instance: Option<ProcessInstance>,
+    /// Without an instance: where the next wake starts from (see [`Dormant`]). Neither an
+    /// instance nor this: the process's rollback failed.
+    dormant: Option<Dormant>,
+    /// When it was last evaluated (the shard's `clock`), for least-recently-used hibernation.
+    touched: u64,
+    /// Bytes of linear memory its live instance holds (0 without one).
+    live_bytes: usize,
     /// Memory at a point of the evaluation; bounds the replay a rollback needs.
     snapshot: Option<(Point, Snapshot)>,
     cron: Option<Box<CronState>>,
@@ -217,6 +233,55 @@ struct Process {
     /// after recovery until then (it is the SHA-256 of a signature: computed once, when needed,
     /// rather than for every record read back).
     last_assignment: Option<AssignmentId>,
+}
+
+/// A process without a live instance, and what its next wake starts from.
+enum Dormant {
+    /// Nothing evaluated yet (as every process is right after a restart): a fresh instance.
+    Genesis,
+    /// Hibernated: its memory and globals after its last evaluation.
+    Hibernated(Box<Hibernated>),
+}
+
+/// A hibernated process's state: linear memory compressed with zstd, the exported mutable
+/// globals, and the memory's SHA-256 (checked when it wakes).
+struct Hibernated {
+    memory_zstd: Vec<u8>,
+    memory_pages: u64,
+    globals: Vec<(String, crate::compute::GlobalValue)>,
+    memory_sha256: [u8; 32],
+}
+
+/// zstd level of hibernated memory: fast to write, and wasm memories (mostly zero pages)
+/// shrink a hundredfold at it.
+const HIBERNATION_ZSTD_LEVEL: i32 = 1;
+
+impl Hibernated {
+    fn of(snapshot: Snapshot) -> Hibernated {
+        let memory_sha256 = snapshot.memory_sha256();
+        Hibernated {
+            memory_zstd: zstd::bulk::compress(&snapshot.memory, HIBERNATION_ZSTD_LEVEL)
+                .expect("compressing into a fresh buffer cannot fail"),
+            memory_pages: snapshot.memory_pages,
+            globals: snapshot.globals,
+            memory_sha256,
+        }
+    }
+
+    fn snapshot(&self) -> Result<Snapshot, ShardError> {
+        let bytes = (self.memory_pages * crate::compute::WASM_PAGE_BYTES) as usize;
+        let memory = zstd::bulk::decompress(&self.memory_zstd, bytes)
+            .map_err(|e| ShardError::Busy(format!("hibernated memory does not decompress: {e}")))?;
+        let snapshot = Snapshot {
+            memory,
+            memory_pages: self.memory_pages,
+            globals: self.globals.clone(),
+        };
+        if snapshot.memory.len() != bytes || snapshot.memory_sha256() != self.memory_sha256 {
+            return Err(ShardError::Busy("hibernated memory does not match its checksum".into()));
+        }
+        Ok(snapshot)
+    }
 }
 
 /// An item waiting in the messenger's queue.
@@ -312,6 +377,9 @@ pub struct ShardCounters {
     pub undeliverable: u64,
     /// Outbox items handed to the shards that own their targets.
     pub forwarded: u64,
+    /// Processes put to sleep (memory compressed, pool slot given back), and woken again.
+    pub hibernations: u64,
+    pub wakes: u64,
     pub rollbacks: u64,
     /// Cron ticks evaluated.
     pub cron_ticks: u64,
@@ -354,6 +422,13 @@ pub struct Shard {
     artifact_dir: Option<std::path::PathBuf>,
     /// Processes whose crons are driven to the present (see [`Shard::drive_crons`]).
     monitored: HashSet<ProcessId, foldhash::fast::RandomState>,
+    /// Processes by when they were last evaluated (`(pid, clock)`; an entry is stale once the
+    /// process's `touched` moved on), oldest first: the order hibernation takes them in.
+    lru: VecDeque<(ProcessId, u64)>,
+    clock: u64,
+    /// Live instances and the bytes of linear memory they hold.
+    live: usize,
+    live_bytes: usize,
     /// This shard's index and the node's shard count (see [`Shard::set_placement`]).
     shard_index: usize,
     shard_count: usize,
@@ -361,8 +436,29 @@ pub struct Shard {
     /// is durable (see [`Shard::take_remote`]).
     remote_out: Vec<VecDeque<(Lsn, Remote)>>,
     remote_out_len: usize,
+    /// Bytes of the items in `remote_out` (a message copy can be megabytes).
+    remote_out_bytes: usize,
     /// Items other shards sent, delivered before this shard's own outbox.
     remote_in: VecDeque<Remote>,
+    remote_in_bytes: usize,
+}
+
+/// Most bytes of items one shard queues for the others before its evaluation pauses, and takes
+/// from them before their batches wait in the rings.
+const REMOTE_BYTES_MAX: usize = 64 << 20;
+
+/// About the most bytes one batch between shards carries (at least one item).
+const REMOTE_BATCH_BYTES: usize = 4 << 20;
+
+impl Remote {
+    /// The bytes this item holds (its data item's).
+    fn bytes(&self) -> usize {
+        match self {
+            Remote::Message(item) | Remote::Spawn(item) | Remote::Assign { item, .. } => {
+                item.data.len() + item.owner.len() + item.signature.len() + 256 + item.tags.len() * 32
+            }
+        }
+    }
 }
 
 /// The maps keyed by ids. Ids are SHA-256 outputs, but a client chooses its signatures, so the
@@ -446,11 +542,17 @@ impl Shard {
             cron_floor: 0,
             cron_lease: u64::MAX,
             monitored: HashSet::default(),
+            lru: VecDeque::new(),
+            clock: 0,
+            live: 0,
+            live_bytes: 0,
             shard_index: 0,
             shard_count: 1,
             remote_out: vec![VecDeque::new()],
             remote_out_len: 0,
+            remote_out_bytes: 0,
             remote_in: VecDeque::new(),
+            remote_in_bytes: 0,
         }
     }
 
@@ -487,7 +589,11 @@ impl Shard {
     /// Whether the only work left is evaluation, and it waits for the queues to other shards to
     /// drain (the shell then waits for a wake-up instead of spinning).
     pub fn waits_for_other_shards(&self) -> bool {
-        self.outbox.is_empty() && self.remote_in.is_empty() && self.remote_out_len >= self.limits.outbox_items_max
+        self.outbox.is_empty() && self.remote_in.is_empty() && self.remote_out_full()
+    }
+
+    fn remote_out_full(&self) -> bool {
+        self.remote_out_len >= self.limits.outbox_items_max || self.remote_out_bytes >= REMOTE_BYTES_MAX
     }
 
     /// Items queued for other shards, all destinations together.
@@ -505,31 +611,45 @@ impl Shard {
         self.remote_out[to].front().map(|(cause, _)| *cause)
     }
 
-    /// Takes up to `max` items for shard `to` whose causes are durable, in order.
+    /// Takes up to `max` items (and about [`REMOTE_BATCH_BYTES`]) for shard `to` whose causes
+    /// are durable, in order; never more than a receiving shard takes at once.
     pub fn take_remote(&mut self, to: usize, max: usize) -> Vec<Remote> {
         let durable = self.log.borrow().durable_lsn();
+        let max = max.min(self.limits.outbox_items_max).max(1);
         let queue = &mut self.remote_out[to];
-        let mut taken = Vec::new();
-        while taken.len() < max && queue.front().is_some_and(|(cause, _)| *cause < durable) {
-            taken.push(queue.pop_front().expect("checked").1);
+        let (mut taken, mut bytes) = (Vec::new(), 0);
+        while taken.len() < max
+            && bytes < REMOTE_BATCH_BYTES
+            && queue.front().is_some_and(|(cause, _)| *cause < durable)
+        {
+            let item = queue.pop_front().expect("checked").1;
+            bytes += item.bytes();
+            taken.push(item);
         }
         self.remote_out_len -= taken.len();
+        self.remote_out_bytes -= bytes;
         self.counters.forwarded += taken.len() as u64;
         taken
     }
 
-    /// Room for items from other shards: the receiver takes no more than this (the rest waits
-    /// in the bounded ring between the shards).
-    pub fn remote_in_room(&self) -> usize {
-        self.limits.outbox_items_max.saturating_sub(self.remote_in.len())
+    /// Whether a batch of `items` from another shard may be taken now (the rest waits in the
+    /// bounded ring between the shards): an empty queue takes any batch, so one larger than the
+    /// room is never stuck.
+    pub fn remote_in_takes(&self, items: usize) -> bool {
+        self.remote_in.is_empty()
+            || (self.remote_in.len() + items <= self.limits.outbox_items_max && self.remote_in_bytes < REMOTE_BYTES_MAX)
     }
 
     /// Queues items another shard sent; [`Shard::pump`] delivers them.
     pub fn accept_remote(&mut self, items: impl IntoIterator<Item = Remote>) {
-        self.remote_in.extend(items);
+        for item in items {
+            self.remote_in_bytes += item.bytes();
+            self.remote_in.push_back(item);
+        }
     }
 
     fn queue_remote(&mut self, to: usize, cause: Lsn, item: Remote) {
+        self.remote_out_bytes += item.bytes();
         self.remote_out[to].push_back((cause, item));
         self.remote_out_len += 1;
     }
@@ -685,7 +805,176 @@ impl Shard {
 
     /// Processes holding a live instance.
     pub fn instances_live(&self) -> usize {
-        self.processes.values().filter(|p| p.instance.is_some()).count()
+        self.live
+    }
+
+    /// Processes asleep: hibernated, or not woken since the node started.
+    pub fn processes_dormant(&self) -> usize {
+        self.processes.len() - self.live
+    }
+
+    /// Bytes of linear memory the live instances hold.
+    pub fn live_memory_bytes(&self) -> usize {
+        self.live_bytes
+    }
+
+    /// Records that `pid` now holds `instance` (or none).
+    fn set_instance(&mut self, pid: ProcessId, instance: Option<ProcessInstance>) {
+        let process = self.processes.get_mut(&pid).expect("exists");
+        if process.instance.is_some() {
+            self.live -= 1;
+        }
+        self.live_bytes -= process.live_bytes;
+        process.live_bytes = instance.as_ref().map_or(0, |i| i.memory().len());
+        self.live_bytes += process.live_bytes;
+        if instance.is_some() {
+            self.live += 1;
+        }
+        process.instance = instance;
+    }
+
+    /// Records how much memory `pid`'s live instance holds now (it may have grown).
+    fn note_memory(&mut self, pid: ProcessId) {
+        let process = self.processes.get_mut(&pid).expect("exists");
+        let now = process.instance.as_ref().map_or(0, |i| i.memory().len());
+        self.live_bytes = self.live_bytes - process.live_bytes + now;
+        process.live_bytes = now;
+    }
+
+    /// Marks `pid` as just used.
+    fn touch(&mut self, pid: ProcessId) {
+        self.clock += 1;
+        let process = self.processes.get_mut(&pid).expect("exists");
+        process.touched = self.clock;
+        self.lru.push_back((pid, self.clock));
+        // Stale entries are dropped once they outnumber the processes.
+        if self.lru.len() > 2 * self.processes.len() + 1024 {
+            let processes = &self.processes;
+            self.lru
+                .retain(|(pid, at)| processes.get(pid).is_some_and(|p| p.touched == *at));
+        }
+    }
+
+    /// Puts `pid` to sleep: its memory compressed, its pool slot given back.
+    fn hibernate(&mut self, pid: ProcessId) {
+        let process = self.processes.get_mut(&pid).expect("exists");
+        let Some(mut instance) = process.instance.take() else {
+            return;
+        };
+        process.dormant = Some(Dormant::Hibernated(Box::new(Hibernated::of(instance.snapshot()))));
+        process.instance = Some(instance);
+        self.set_instance(pid, None);
+        self.counters.hibernations += 1;
+    }
+
+    /// Hibernates least recently used processes (never `keep`) until the live instances are
+    /// within the shard's limits, with room for `room` more instances; or, with `force`, at
+    /// least one. Idle processes go first; processes waiting to be evaluated only when no idle
+    /// one is left (their turn wakes them again). Returns whether one was hibernated.
+    fn make_room(&mut self, keep: Option<ProcessId>, room: usize, force: bool) -> bool {
+        let mut freed = false;
+        let mut waiting = Vec::new();
+        let over = |shard: &Shard, freed: bool| {
+            shard.live + room > shard.limits.live_instances_max
+                || shard.live_bytes as u64 > shard.limits.live_memory_bytes_max
+                || (force && !freed)
+        };
+        while over(self, freed) {
+            let Some((pid, at)) = self.lru.pop_front() else { break };
+            let Some(process) = self.processes.get(&pid) else {
+                continue;
+            };
+            if process.touched != at || process.instance.is_none() || Some(pid) == keep {
+                continue; // stale, asleep already, or the one at hand
+            }
+            if process.queued {
+                waiting.push((pid, at));
+                continue;
+            }
+            self.hibernate(pid);
+            freed = true;
+        }
+        let mut waiting = waiting.into_iter();
+        while over(self, freed) {
+            let Some((pid, _)) = waiting.next() else { break };
+            self.hibernate(pid);
+            freed = true;
+        }
+        // The waiting processes not taken keep their places, oldest first.
+        for entry in waiting.rev() {
+            self.lru.push_front(entry);
+        }
+        freed
+    }
+
+    /// An instance from `make` (the module's, from a snapshot), hibernating idle processes
+    /// first when the shard is at its limits and again if the node's pool is exhausted.
+    fn instance_with_room(
+        &mut self,
+        keep: Option<ProcessId>,
+        make: impl Fn(&Shard) -> Result<ProcessInstance, crate::compute::ComputeError>,
+    ) -> Result<ProcessInstance, ShardError> {
+        self.make_room(keep, 1, false);
+        match make(self) {
+            Err(crate::compute::ComputeError::PoolExhausted { .. }) if self.make_room(keep, 1, true) => {
+                make(self).map_err(ShardError::Compute)
+            }
+            other => other.map_err(ShardError::Compute),
+        }
+    }
+
+    /// Makes sure `pid` has a live instance, waking it if it sleeps.
+    fn wake(&mut self, pid: ProcessId) -> Result<(), ShardError> {
+        let process = self.processes.get_mut(&pid).expect("exists");
+        if process.instance.is_some() {
+            return Ok(());
+        }
+        let Some(dormant) = process.dormant.take() else {
+            return Err(no_instance(pid));
+        };
+        let (module, limits) = (process.module, process.limits);
+        let snapshot = match &dormant {
+            Dormant::Genesis => None,
+            Dormant::Hibernated(hibernated) => Some(hibernated.snapshot()),
+        };
+        let made = match snapshot {
+            Some(Err(error)) => Err(error),
+            Some(Ok(snapshot)) => self.instance_with_room(Some(pid), |shard| {
+                shard.modules[&module].compiled.instantiate_from(limits, &snapshot)
+            }),
+            None => self.instance_with_room(Some(pid), |shard| shard.modules[&module].compiled.instantiate(limits)),
+        };
+        match made {
+            Ok(instance) => {
+                self.set_instance(pid, Some(instance));
+                if matches!(dormant, Dormant::Hibernated(_)) {
+                    self.counters.wakes += 1;
+                }
+                Ok(())
+            }
+            Err(error) => {
+                self.processes.get_mut(&pid).expect("exists").dormant = Some(dormant);
+                Err(error)
+            }
+        }
+    }
+
+    /// The state of `pid` after the messages evaluated so far, without waking it.
+    fn current_snapshot(&mut self, pid: ProcessId) -> Result<Snapshot, ShardError> {
+        let process = self.processes.get_mut(&pid).expect("exists");
+        if let Some(instance) = process.instance.as_mut() {
+            return Ok(instance.snapshot());
+        }
+        match &process.dormant {
+            Some(Dormant::Hibernated(hibernated)) => hibernated.snapshot(),
+            Some(Dormant::Genesis) => {
+                let (module, limits) = (process.module, process.limits);
+                let mut fresh =
+                    self.instance_with_room(Some(pid), |shard| shard.modules[&module].compiled.instantiate(limits))?;
+                Ok(fresh.snapshot())
+            }
+            None => Err(no_instance(pid)),
+        }
     }
 
     fn register_module(&mut self, item: DataItem) -> Result<ModuleId, ShardError> {
@@ -745,6 +1034,11 @@ impl Shard {
     }
 
     /// Whether the module `id` is loaded.
+    /// Where module `id`'s record is in the log, once it is appended.
+    pub fn module_lsn(&self, id: ModuleId) -> Option<Lsn> {
+        self.modules.get(&id).map(|m| m.lsn).filter(|lsn| lsn.0 != u64::MAX)
+    }
+
     pub fn has_module(&self, id: ModuleId) -> bool {
         self.modules.contains_key(&id)
     }
@@ -882,10 +1176,9 @@ impl Shard {
                     results: VecDeque::new(),
                 })
             });
-            let instance = match instance {
-                Some(instance) => instance,
-                None => module.compiled.instantiate(limits).map_err(ShardError::Compute)?,
-            };
+            // Read back from the log, a process sleeps until it has something to evaluate.
+            let dormant = instance.is_none().then_some(Dormant::Genesis);
+            let live = instance.is_some();
             let slot = u32::try_from(self.process_ids.len())
                 .map_err(|_| corrupt("more than 4 billion processes on one shard".to_owned()))?;
             self.process_ids.push(pid);
@@ -900,7 +1193,10 @@ impl Shard {
                     entries: vec![entry],
                     evaluated: 0,
                     queued: false,
-                    instance: Some(instance),
+                    instance: None,
+                    dormant,
+                    touched: 0,
+                    live_bytes: 0,
                     snapshot: None,
                     cron,
                     recovered: 0,
@@ -908,6 +1204,10 @@ impl Shard {
                     last_assignment: None,
                 },
             );
+            if let Some(instance) = instance.filter(|_| live) {
+                self.set_instance(pid, Some(instance));
+                self.touch(pid);
+            }
         } else {
             let process = self
                 .processes
@@ -1090,7 +1390,7 @@ impl Shard {
     }
 
     /// A fresh instance for the process `item` would spawn (checked by `check_spawn` first).
-    fn instantiate_for(&self, item: &DataItem) -> Result<ProcessInstance, ShardError> {
+    fn instantiate_for(&mut self, item: &DataItem) -> Result<ProcessInstance, ShardError> {
         let module_id: ModuleId = item
             .tag("Module")
             .and_then(|m| m.parse().ok())
@@ -1100,7 +1400,7 @@ impl Shard {
             .get(&module_id)
             .ok_or_else(|| ShardError::NotFound(format!("module {module_id} is not loaded on this node")))?;
         let limits = self.limits_for(item, &module.meta)?;
-        module.compiled.instantiate(limits).map_err(ShardError::Compute)
+        self.instance_with_room(None, |shard| shard.modules[&module_id].compiled.instantiate(limits))
     }
 
     /// The module a process item names, once its process id is known to be free.
@@ -1341,7 +1641,7 @@ impl Shard {
     ) -> Result<(), ShardError> {
         for _ in 0..evaluations_max {
             self.deliver(now)?;
-            if self.outbox.len() + self.remote_out_len >= self.limits.outbox_items_max {
+            if self.outbox.len() + self.remote_out_len >= self.limits.outbox_items_max || self.remote_out_full() {
                 break;
             }
             let Some(pid) = self.ready.pop_front() else { break };
@@ -1349,6 +1649,8 @@ impl Shard {
             let mut done = self.evaluate_next(pid)?;
             done.duration = began.elapsed();
             evaluated.push(done);
+            // Over the shard's budget: the least recently used idle processes go to sleep.
+            self.make_room(None, 0, false);
         }
         self.deliver(now)
     }
@@ -1363,6 +1665,7 @@ impl Shard {
                 self.remote_in.push_front(remote);
                 return Err(error);
             }
+            self.remote_in_bytes -= remote.bytes();
         }
         while let Some(delivery) = self.outbox.pop_front() {
             match self.deliver_one(&delivery, now) {
@@ -1629,6 +1932,12 @@ impl Shard {
 
     /// Evaluates what comes next for `pid`: a due cron tick, else its next message.
     fn evaluate_next(&mut self, pid: ProcessId) -> Result<Evaluated, ShardError> {
+        if let Err(error) = self.wake(pid) {
+            // Still queued: it runs once an instance can be had (the pool is the node's).
+            self.ready.push_front(pid);
+            return Err(error);
+        }
+        self.touch(pid);
         let process = self.processes.get(&pid).expect("ready processes exist");
         match Self::due_tick(process) {
             Some(tick) => self.evaluate_tick(pid, tick),
@@ -1692,6 +2001,8 @@ impl Shard {
         let process = self.processes.get_mut(&pid).expect("ready processes exist");
         let instance = process.instance.as_mut().ok_or_else(|| no_instance(pid))?;
         let result = Self::run_handle(instance, &msg, &process.env);
+        self.note_memory(pid);
+        let process = self.processes.get_mut(&pid).expect("exists");
         if result.is_error {
             self.counters.rollbacks += 1;
             let next = process.cron.as_ref().and_then(|c| c.next);
@@ -1747,6 +2058,7 @@ impl Shard {
         let msg = Self::tick_json(process, pid, tick);
         let instance = process.instance.as_mut().ok_or_else(|| no_instance(pid))?;
         let result = Self::run_handle(instance, &msg, &process.env);
+        self.note_memory(pid);
         if result.is_error {
             self.counters.rollbacks += 1;
             let point = Point {
@@ -1792,29 +2104,23 @@ impl Shard {
     /// messages and cron ticks after it, then a new snapshot so the next rollback replays only
     /// from here. `failed_tick` is the tick that failed, when one did.
     fn rebuild_instance(&mut self, pid: ProcessId, target: Point, failed_tick: Option<Tick>) -> Result<(), ShardError> {
-        let process = self.processes.get_mut(&pid).expect("exists");
-        process.instance = None; // return the slot before taking another
-        let module = &self
-            .modules
-            .get(&process.module)
-            .expect("a process's module is loaded")
-            .compiled;
-        let (mut instance, mut at) = match &process.snapshot {
-            Some((point, snapshot)) => (
-                module
-                    .instantiate_from(process.limits, snapshot)
-                    .map_err(ShardError::Compute)?,
-                *point,
-            ),
-            None => (
-                module.instantiate(process.limits).map_err(ShardError::Compute)?,
-                Point {
-                    nonce: 0,
-                    next: process.cron.as_ref().and_then(|c| c.schedule.next_after(None)),
-                },
-            ),
-        };
+        self.set_instance(pid, None); // return the slot before taking another
+        let process = &self.processes[&pid];
+        let (module, limits) = (process.module, process.limits);
+        let from = process.snapshot.as_ref().map(|(point, _)| *point);
         let env = Rc::clone(&process.env);
+        let genesis = Point {
+            nonce: 0,
+            next: process.cron.as_ref().and_then(|c| c.schedule.next_after(None)),
+        };
+        let mut instance = self.instance_with_room(Some(pid), |shard| {
+            let compiled = &shard.modules[&module].compiled;
+            match &shard.processes[&pid].snapshot {
+                Some((_, snapshot)) => compiled.instantiate_from(limits, snapshot),
+                None => compiled.instantiate(limits),
+            }
+        })?;
+        let mut at = from.unwrap_or(genesis);
         while at != target {
             let process = &self.processes[&pid];
             assert!(
@@ -1858,7 +2164,7 @@ impl Shard {
         if let Some(cron) = process.cron.as_mut() {
             cron.failed = failed_tick.into_iter().collect();
         }
-        process.instance = Some(instance);
+        self.set_instance(pid, Some(instance));
         Ok(())
     }
 
@@ -2027,15 +2333,16 @@ impl Shard {
         owner: Option<&str>,
         from: Option<&str>,
     ) -> Result<ProcessResult, ShardError> {
-        let process = self
-            .processes
-            .get_mut(&pid)
-            .ok_or_else(|| ShardError::NotFound(format!("process {pid} is not on this node")))?;
-        let module = &self.modules[&process.module].compiled;
-        let snapshot = process.instance.as_mut().ok_or_else(|| no_instance(pid))?.snapshot();
-        let mut copy = module
-            .instantiate_from(process.limits, &snapshot)
-            .map_err(ShardError::Compute)?;
+        if !self.processes.contains_key(&pid) {
+            return Err(ShardError::NotFound(format!("process {pid} is not on this node")));
+        }
+        // On a copy of its state: the live instance (or the sleeping process) is not touched.
+        let snapshot = self.current_snapshot(pid)?;
+        let (module, limits) = (self.processes[&pid].module, self.processes[&pid].limits);
+        let mut copy = self.instance_with_room(Some(pid), |shard| {
+            shard.modules[&module].compiled.instantiate_from(limits, &snapshot)
+        })?;
+        let process = &self.processes[&pid];
         let last = process.entries.last().expect("nonce 0 exists");
         let placement = Placement {
             process: pid,
@@ -2063,14 +2370,12 @@ impl Shard {
     pub fn memory(&mut self, pid: ProcessId) -> Result<Vec<u8>, ShardError> {
         let process = self
             .processes
-            .get_mut(&pid)
+            .get(&pid)
             .ok_or_else(|| ShardError::NotFound(format!("process {pid} is not on this node")))?;
-        Ok(process
-            .instance
-            .as_mut()
-            .ok_or_else(|| no_instance(pid))?
-            .memory()
-            .to_vec())
+        match &process.instance {
+            Some(instance) => Ok(instance.memory().to_vec()),
+            None => Ok(self.current_snapshot(pid)?.memory),
+        }
     }
 
     /// The process's spawn item.
@@ -2221,11 +2526,11 @@ impl Shard {
             .get_mut(&pid)
             .ok_or_else(|| ShardError::NotFound(format!("process {pid} is not on this node")))?;
         let evaluated = process.evaluated;
-        let hash = process
-            .instance
-            .as_mut()
-            .ok_or_else(|| no_instance(pid))?
-            .memory_sha256();
+        let hash = match (&process.instance, &process.dormant) {
+            (Some(instance), _) => instance.memory_sha256(),
+            (None, Some(Dormant::Hibernated(hibernated))) => hibernated.memory_sha256,
+            (None, _) => self.current_snapshot(pid)?.memory_sha256(),
+        };
         Ok((hash, Nonce(evaluated as u64)))
     }
 
@@ -2327,19 +2632,57 @@ mod tests {
     }
 
     #[test]
-    fn a_full_instance_pool_refuses_a_spawn_and_logs_nothing() {
+    fn a_full_instance_pool_hibernates_the_least_recently_used_process() {
         let mut f = fixture(2);
         let counter = f.module("counter");
-        f.spawn(counter, "a").unwrap();
-        f.spawn(counter, "b").unwrap();
-        let end = f.shard.log_end();
-        let error = f.spawn(counter, "c").unwrap_err();
-        assert!(
-            matches!(error, ShardError::Compute(ComputeError::PoolExhausted { .. })),
-            "{error}"
-        );
-        assert_eq!(f.shard.log_end(), end, "a refused spawn leaves no record");
-        assert_eq!(f.shard.process_count(), 2);
+        let a = f.spawn(counter, "a").unwrap();
+        let b = f.spawn(counter, "b").unwrap();
+        // Once they are idle, a spawn puts the least recently used one to sleep.
+        f.settle();
+        for anchor in 0..3 {
+            f.send(a, "Increment", anchor);
+        }
+        f.send(b, "Increment", 10);
+        f.settle();
+        let c = f.spawn(counter, "c").unwrap();
+        f.settle();
+        assert!(f.shard.counters().hibernations >= 1);
+        assert_eq!(f.shard.instances_live(), 2);
+        // Every process answers with its own state, asleep or not, and wakes when a message comes.
+        assert_eq!(count(&mut f, a), "3");
+        assert_eq!(count(&mut f, b), "1");
+        assert_eq!(count(&mut f, c), "0");
+        let hash_asleep = f.shard.memory_hash(a).unwrap().0;
+        f.send(a, "Increment", 4);
+        f.send(b, "Increment", 11);
+        f.send(c, "Increment", 20);
+        f.settle();
+        assert!(f.shard.counters().wakes >= 2, "{:?}", f.shard.counters());
+        assert_eq!(count(&mut f, a), "4");
+        assert_eq!(count(&mut f, b), "2");
+        assert_eq!(count(&mut f, c), "1");
+        assert_ne!(f.shard.memory_hash(a).unwrap().0, hash_asleep);
+        // A dry run's copy needs a slot of its own: with a pool of two, one process sleeps.
+        assert!((1..=2).contains(&f.shard.instances_live()));
+    }
+
+    #[test]
+    fn a_memory_budget_keeps_the_live_set_small_and_replays_match() {
+        let mut f = fixture(64);
+        f.shard.limits.live_memory_bytes_max = 3 * 128 * 1024; // about three counters
+        let counter = f.module("counter");
+        let pids: Vec<ProcessId> = (0..12).map(|n| f.spawn(counter, &format!("p{n}")).unwrap()).collect();
+        for round in 0..4u8 {
+            for (n, pid) in pids.iter().enumerate() {
+                f.send(*pid, "Increment", round * 16 + n as u8);
+            }
+            f.settle();
+        }
+        assert!(f.shard.counters().hibernations > 10, "{:?}", f.shard.counters());
+        assert!(f.shard.live_memory_bytes() as u64 <= 3 * 128 * 1024 + 2 * 128 * 1024);
+        for pid in &pids {
+            assert_eq!(count(&mut f, *pid), "4");
+        }
     }
 
     #[test]

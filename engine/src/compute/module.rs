@@ -148,7 +148,24 @@ impl Runtime {
             }
             Ok(module)
         })?;
-        self.check(module, module_format)
+        self.checked(source_sum, module, module_format)
+    }
+
+    /// [`Runtime::check`]; a module that fails it leaves the node-wide cache.
+    fn checked(
+        &self,
+        source_sum: [u8; 32],
+        module: Module,
+        module_format: &str,
+    ) -> Result<CompiledModule, ComputeError> {
+        let checked = self.check(module, module_format);
+        if checked.is_err() {
+            self.compiled
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&source_sum);
+        }
+        checked
     }
 
     /// The module of `source_sum`, made by `make` the first time any shard asks.
@@ -161,14 +178,22 @@ impl Runtime {
             let mut compiled = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
             Arc::clone(compiled.entry(source_sum).or_default())
         };
-        cell.get_or_init(|| {
-            make().map_err(|error| match error {
-                ComputeError::ModuleRefused { reason } => reason,
-                other => other.to_string(),
+        let made = cell
+            .get_or_init(|| {
+                make().map_err(|error| match error {
+                    ComputeError::ModuleRefused { reason } => reason,
+                    other => other.to_string(),
+                })
             })
-        })
-        .clone()
-        .map_err(|reason| ComputeError::ModuleRefused { reason })
+            .clone();
+        if made.is_err() {
+            // A failure is not kept: the next load of these bytes tries again.
+            self.compiled
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&source_sum);
+        }
+        made.map_err(|reason| ComputeError::ModuleRefused { reason })
     }
 
     /// The module at `artifact` if its sums match `source_sum` and its bytes, and wasmtime takes it.
@@ -216,8 +241,9 @@ impl Runtime {
     /// snapshots can hold them.
     pub fn compile(&self, wasm: &[u8], module_format: &str) -> Result<CompiledModule, ComputeError> {
         check_format(module_format)?;
-        let module = self.once(Sha256::digest(wasm).into(), || self.compile_wasm(wasm))?;
-        self.check(module, module_format)
+        let source_sum: [u8; 32] = Sha256::digest(wasm).into();
+        let module = self.once(source_sum, || self.compile_wasm(wasm))?;
+        self.checked(source_sum, module, module_format)
     }
 
     /// The checks of a compiled module's imports and exports, then its `InstancePre`.
