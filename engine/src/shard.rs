@@ -243,13 +243,12 @@ enum Dormant {
     Hibernated(Box<Hibernated>),
 }
 
-/// A hibernated process's state: linear memory compressed with zstd, the exported mutable
-/// globals, and the memory's SHA-256 (checked when it wakes).
+/// A hibernated process's state: linear memory compressed with zstd (its frame carries zstd's
+/// content checksum, checked when it wakes) and the exported mutable globals.
 struct Hibernated {
-    memory_zstd: Vec<u8>,
+    memory_zstd: Box<[u8]>,
     memory_pages: u64,
     globals: Vec<(String, crate::compute::GlobalValue)>,
-    memory_sha256: [u8; 32],
 }
 
 /// zstd level of hibernated memory: fast to write, and wasm memories (mostly zero pages)
@@ -258,29 +257,36 @@ const HIBERNATION_ZSTD_LEVEL: i32 = 1;
 
 impl Hibernated {
     fn of(snapshot: Snapshot) -> Hibernated {
-        let memory_sha256 = snapshot.memory_sha256();
+        let compressed = zstd::bulk::Compressor::new(HIBERNATION_ZSTD_LEVEL)
+            .and_then(|mut compressor| {
+                compressor.set_parameter(zstd::stream::raw::CParameter::ChecksumFlag(true))?;
+                compressor.compress(&snapshot.memory)
+            })
+            .expect("compressing into a fresh buffer cannot fail");
         Hibernated {
-            memory_zstd: zstd::bulk::compress(&snapshot.memory, HIBERNATION_ZSTD_LEVEL)
-                .expect("compressing into a fresh buffer cannot fail"),
+            // The buffer was sized for the worst case (about the memory's size): keep what is used.
+            memory_zstd: compressed.into_boxed_slice(),
             memory_pages: snapshot.memory_pages,
             globals: snapshot.globals,
-            memory_sha256,
         }
     }
 
     fn snapshot(&self) -> Result<Snapshot, ShardError> {
         let bytes = (self.memory_pages * crate::compute::WASM_PAGE_BYTES) as usize;
+        // zstd checks the frame's content checksum as it decompresses.
         let memory = zstd::bulk::decompress(&self.memory_zstd, bytes)
             .map_err(|e| ShardError::Busy(format!("hibernated memory does not decompress: {e}")))?;
-        let snapshot = Snapshot {
+        if memory.len() != bytes {
+            return Err(ShardError::Busy(format!(
+                "hibernated memory decompresses to {} bytes, not {bytes}",
+                memory.len()
+            )));
+        }
+        Ok(Snapshot {
             memory,
             memory_pages: self.memory_pages,
             globals: self.globals.clone(),
-        };
-        if snapshot.memory.len() != bytes || snapshot.memory_sha256() != self.memory_sha256 {
-            return Err(ShardError::Busy("hibernated memory does not match its checksum".into()));
-        }
-        Ok(snapshot)
+        })
     }
 }
 
@@ -1649,8 +1655,9 @@ impl Shard {
             let mut done = self.evaluate_next(pid)?;
             done.duration = began.elapsed();
             evaluated.push(done);
-            // Over the shard's budget: the least recently used idle processes go to sleep.
-            self.make_room(None, 0, false);
+            // Over the shard's budget (keeping room for one more, so that the next wake need
+            // not put another process to sleep first): the least recently used go to sleep.
+            self.make_room(None, 1, false);
         }
         self.deliver(now)
     }
@@ -2528,7 +2535,6 @@ impl Shard {
         let evaluated = process.evaluated;
         let hash = match (&process.instance, &process.dormant) {
             (Some(instance), _) => instance.memory_sha256(),
-            (None, Some(Dormant::Hibernated(hibernated))) => hibernated.memory_sha256,
             (None, _) => self.current_snapshot(pid)?.memory_sha256(),
         };
         Ok((hash, Nonce(evaluated as u64)))

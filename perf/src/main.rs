@@ -10,6 +10,7 @@
 
 mod big_restart;
 mod engine_run;
+mod hibernation_run;
 mod http_run;
 mod limits;
 mod log_run;
@@ -51,6 +52,8 @@ enum Part {
     Scaling,
     /// Ten times the `many` scenario's peak offered over HTTP: what is acknowledged, refused.
     Overload,
+    /// A spawn storm with few processes live (the rest hibernate), then wakes.
+    Hibernation,
 }
 
 // Parsed once at start: the size of the report's options costs nothing.
@@ -70,7 +73,7 @@ enum Command {
             long,
             value_enum,
             value_delimiter = ',',
-            default_value = "log,engine,restart,big-restart,http,scaling,overload"
+            default_value = "log,engine,restart,big-restart,http,scaling,overload,hibernation"
         )]
         parts: Vec<Part>,
         /// Scenarios to run (engine and HTTP parts).
@@ -118,6 +121,9 @@ enum Command {
         /// Shards of the node in the HTTP part (default: the cores available).
         #[arg(long)]
         shards: Option<usize>,
+        /// Processes of the hibernation part's spawn storm (1 M is the target size).
+        #[arg(long, default_value_t = 100_000)]
+        hibernation_processes: usize,
         /// Client threads of the overload part's open loop.
         #[arg(long, default_value_t = 256)]
         overload_clients: usize,
@@ -181,6 +187,7 @@ fn run(command: Command) -> Result<(), String> {
             shards,
             scaling_shards,
             overload_clients,
+            hibernation_processes,
             smoke,
         } => {
             let shards = shards.unwrap_or_else(engine::node::default_shards);
@@ -345,6 +352,26 @@ fn run(command: Command) -> Result<(), String> {
                     });
                     std::thread::sleep(Duration::from_millis(200));
                 }
+            }
+            if parts.contains(&Part::Hibernation) {
+                let (count, wakes) = if smoke {
+                    (hibernation_processes.min(300), 50)
+                } else {
+                    (hibernation_processes, 2000)
+                };
+                let run = hibernation_run::run(&work_dir.join("hibernation"), count, wakes)?;
+                eprintln!(
+                    "hibernation: {} processes at {:.0} spawns/s, {:.0} B each ({} asleep), wake p50 {} µs p99 {} µs, live p50 {} µs p99 {} µs",
+                    run.processes,
+                    run.spawns_per_s,
+                    run.bytes_per_process,
+                    run.hibernated,
+                    run.wake.p50_us,
+                    run.wake.p99_us,
+                    run.live.p50_us,
+                    run.live.p99_us
+                );
+                report.hibernation = Some(run);
             }
             if parts.contains(&Part::Overload) {
                 let clients = if smoke {

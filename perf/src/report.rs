@@ -117,6 +117,8 @@ pub struct Report {
     pub scaling: Vec<ScalingPoint>,
     /// Ten times the peak offered (see `http_run::overload`).
     pub overload: Option<crate::http_run::OverloadRun>,
+    /// A spawn storm with few processes live (see `hibernation_run`).
+    pub hibernation: Option<crate::hibernation_run::HibernationRun>,
 }
 
 /// One point of the scaling curve.
@@ -162,6 +164,7 @@ impl Report {
             http: Vec::new(),
             scaling: Vec::new(),
             overload: None,
+            hibernation: None,
         }
     }
 
@@ -533,7 +536,46 @@ impl Report {
             );
         }
 
+        if let Some(h) = &self.hibernation {
+            let _ = writeln!(
+                md,
+                "\n## Hibernation (counter processes through the engine's API, one shard)\n"
+            );
+            let _ = writeln!(
+                md,
+                "A spawn storm of {} processes with at most {} live: the rest sleep (memory compressed with zstd, \
+                 pool slot returned). Spawns are signed ahead; the rate counts admission, evaluation of nonce 0, \
+                 hibernation and the group commit. Memory is the process's anonymous resident memory (`RssAnon`) \
+                 after the storm less before, per process; it includes each process's spawn item, timeline entry and \
+                 index entries, not only its sleeping memory.\n",
+                h.processes, h.live_max
+            );
+            let _ = writeln!(
+                md,
+                "| spawns/s | bytes per process | asleep | wake + evaluate p50 / p99 µs | live evaluate p50 / p99 µs |"
+            );
+            let _ = writeln!(md, "|---|---|---|---|---|");
+            let _ = writeln!(
+                md,
+                "| {:.0} | {:.0} | {} | {} / {} | {} / {} |",
+                h.spawns_per_s,
+                h.bytes_per_process,
+                h.hibernated,
+                h.wake.p50_us,
+                h.wake.p99_us,
+                h.live.p50_us,
+                h.live.p99_us
+            );
+        }
+
         let _ = writeln!(md, "\n## Against the targets\n");
+        if let Some(h) = &self.hibernation {
+            let _ = writeln!(
+                md,
+                "- Hibernated processes: {:.0} bytes each with {} processes (target ≤ 4096 with 1 M); wake p99 {} µs including the message's evaluation (target ≤ 200 µs).",
+                h.bytes_per_process, h.processes, h.wake.p99_us
+            );
+        }
         if let Some(o) = &self.overload {
             let _ = writeln!(
                 md,
