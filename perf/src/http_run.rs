@@ -66,15 +66,18 @@ fn drive(
     total: u64,
     pace: Pace,
 ) -> Result<(f64, Histogram<u64>), String> {
-    let (seconds, latency, _) = drive_counting(url, workload, clients, first, total, pace, false)?;
+    let (seconds, latency, _) = drive_counting(url, workload, None, clients, first, total, pace, false)?;
     Ok((seconds, latency))
 }
 
 /// [`drive`]; with `refusals_expected`, a 503 answer is counted (third value) instead of failing
-/// the run.
+/// the run. With `signed`, ticket `i` sends `signed[i - first]` (signed ahead) instead of
+/// signing it then.
+#[allow(clippy::too_many_arguments)]
 fn drive_counting(
     url: &str,
     workload: &Arc<Workload>,
+    signed: Option<&Arc<Vec<Vec<u8>>>>,
     clients: usize,
     first: u64,
     total: u64,
@@ -95,6 +98,7 @@ fn drive_counting(
                 Arc::clone(workload),
                 Arc::clone(&refused),
             );
+            let signed = signed.cloned();
             std::thread::spawn(move || -> Result<Histogram<u64>, String> {
                 let client = Client::new(&url, Signer::generate_ed25519());
                 let mut h = histogram();
@@ -103,7 +107,10 @@ fn drive_counting(
                     if ticket >= total {
                         return Ok(h);
                     }
-                    let bytes = workload.item(first + ticket).to_bytes();
+                    let bytes = match &signed {
+                        Some(signed) => signed[ticket as usize].clone(),
+                        None => workload.item(first + ticket).to_bytes(),
+                    };
                     let due = match pace {
                         Pace::Closed => Instant::now(),
                         Pace::Open { start, rate } => {
@@ -295,16 +302,30 @@ pub fn overload(work_dir: &Path, options: &HttpOptions, factor: f64, clients: us
         setup.post_item(&item).map(drop).map_err(|e| e.to_string())
     })?;
     let workload = Arc::new(workload);
-    let (seconds, _) = drive(&url, &workload, options.clients, 0, options.messages, Pace::Closed)?;
+    // Both phases send items signed ahead, so that the load generator spends its share of the
+    // cores sending rather than signing.
+    let sign = |first: u64, count: u64| Arc::new((first..first + count).map(|t| workload.item(t).to_bytes()).collect());
+    let (seconds, _, _) = drive_counting(
+        &url,
+        &workload,
+        Some(&sign(0, options.messages)),
+        options.clients,
+        0,
+        options.messages,
+        Pace::Closed,
+        false,
+    )?;
     let peak_per_s = options.messages as f64 / seconds;
     drained(&setup)?;
     let rss_before_bytes = resident_bytes();
     let offered_per_s = peak_per_s * factor;
     let total = (offered_per_s * options.seconds).max(1.0) as u64;
+    let signed = sign(options.messages, total);
     let start = Instant::now() + Duration::from_millis(50);
     let (seconds, latency, refused) = drive_counting(
         &url,
         &workload,
+        Some(&signed),
         clients,
         options.messages,
         total,
