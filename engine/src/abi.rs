@@ -189,6 +189,34 @@ pub struct ProcessResult {
     pub assignments: Vec<(Vec<ProcessId>, MessageId)>,
 }
 
+/// A result as kept for `/result`, `/results` and `/cron`: its JSON as text (a few hundred bytes
+/// where the parsed tree takes kilobytes; kept for every message of every process) and whether
+/// it is an `Error` (a rollback's replay skips those).
+#[derive(Debug)]
+pub struct StoredResult {
+    text: Box<str>,
+    pub is_error: bool,
+}
+
+impl StoredResult {
+    pub fn of(result: &ProcessResult) -> StoredResult {
+        StoredResult {
+            text: result.json.to_string().into_boxed_str(),
+            is_error: result.is_error,
+        }
+    }
+
+    /// The JSON text, as `/result` serves it.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The JSON, parsed.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).expect("the text was written by serde_json")
+    }
+}
+
 impl ProcessResult {
     /// The result of a message the process could not complete (trap, fuel, memory, bad output).
     pub fn failed(reason: &str, gas_used: u64) -> ProcessResult {

@@ -98,6 +98,17 @@ fn respond(status: StatusCode, body: &Value) -> Answer {
     response
 }
 
+/// An answer whose JSON is already text.
+fn respond_text(status: StatusCode, text: &str) -> Answer {
+    let mut response = Response::new(Full::new(Bytes::copy_from_slice(text.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 fn fail(status: StatusCode, message: impl AsRef<str>) -> Answer {
     let mut response = respond(status, &error_json(message.as_ref()));
     if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -623,7 +634,7 @@ async fn get_result(state: &Rc<NodeState>, message: &str, params: &[(String, Str
             .map_err(|e| fail(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     }
     let result = state.wait_result(pid, message, nonce).await.map_err(shard_fail)?;
-    Ok(respond(StatusCode::OK, &result.json))
+    Ok(respond_text(StatusCode::OK, result.text()))
 }
 
 /// Most results one `GET /results` page holds.
@@ -665,7 +676,7 @@ fn get_results(state: &NodeState, pid: &str, params: &[(String, String)]) -> Res
         )
     };
     let available = shard.results(pid, low..high.max(low)).map_err(shard_fail)?;
-    let ordered: Box<dyn Iterator<Item = &(Nonce, Rc<crate::abi::ProcessResult>)>> = if descending {
+    let ordered: Box<dyn Iterator<Item = &(Nonce, Rc<crate::abi::StoredResult>)>> = if descending {
         Box::new(available.iter().rev())
     } else {
         Box::new(available.iter())
@@ -677,7 +688,7 @@ fn get_results(state: &NodeState, pid: &str, params: &[(String, String)]) -> Res
             more = true;
             break;
         }
-        edges.push(json!({"cursor": nonce.0.to_string(), "node": result.json}));
+        edges.push(json!({"cursor": nonce.0.to_string(), "node": result.json()}));
     }
     Ok(respond(
         StatusCode::OK,
@@ -740,7 +751,7 @@ async fn get_cron(state: &Rc<NodeState>, pid: &str, params: &[(String, String)])
         .map_err(shard_fail)?;
     let edges: Vec<Value> = page
         .iter()
-        .map(|(tick, result)| json!({"cursor": format!("{},{}", tick.time, tick.cron), "node": result.json}))
+        .map(|(tick, result)| json!({"cursor": format!("{},{}", tick.time, tick.cron), "node": result.json()}))
         .collect();
     Ok(respond(
         StatusCode::OK,

@@ -22,7 +22,6 @@ use scheduler::log::{Committer, Log, LogConfig, LogError};
 use scheduler::signer::Signer;
 use scheduler::{Address, MessageId, Nonce, ProcessId, Timestamp};
 
-use crate::abi::ProcessResult;
 use crate::compute::{ComputeConfig, Runtime};
 use crate::shard::{Evaluated, Shard, ShardError, ShardLimits};
 
@@ -329,7 +328,7 @@ impl NodeState {
         pid: ProcessId,
         message: MessageId,
         nonce: Nonce,
-    ) -> Result<Rc<ProcessResult>, ShardError> {
+    ) -> Result<Rc<crate::abi::StoredResult>, ShardError> {
         loop {
             if let Some(result) = self.shard.borrow().result(pid, message)? {
                 return Ok(result);

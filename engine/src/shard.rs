@@ -36,12 +36,12 @@ use scheduler::signer::Signer;
 use scheduler::tags::{tag_value, Tag};
 use scheduler::{Address, AssignmentId, BlockHeight, HashChain, MessageId, ModuleId, Nonce, ProcessId, Timestamp};
 
-use crate::abi::{self, Placement, ProcessResult};
+use crate::abi::{self, Placement, ProcessResult, StoredResult};
 use crate::compute::{CompiledModule, ComputeError, Evaluation, ProcessInstance, ProcessLimits, Runtime, Snapshot};
 use crate::cron::{Schedule, Tick};
 
 /// A page of cron results: each tick with its result.
-pub type CronPage = Vec<(Tick, Rc<ProcessResult>)>;
+pub type CronPage = Vec<(Tick, Rc<StoredResult>)>;
 
 /// Cron results kept per process (the most recent); older ones are no longer served.
 pub const CRON_RESULTS_MAX: usize = 1000;
@@ -171,7 +171,7 @@ struct Entry {
     timestamp: Timestamp,
     block_height: BlockHeight,
     hash_chain: HashChain,
-    result: Option<Rc<ProcessResult>>,
+    result: Option<Rc<StoredResult>>,
 }
 
 /// Where a process's evaluation stands: before message `nonce`, with `next` its next tick.
@@ -187,7 +187,7 @@ pub struct CronResult {
     /// The log position of the process's last message before the tick: the result is served
     /// once that is durable (a crash could otherwise change what the tick saw).
     pub after: Lsn,
-    pub result: Rc<ProcessResult>,
+    pub result: Rc<StoredResult>,
 }
 
 /// A process's crons and how far they are evaluated.
@@ -208,6 +208,8 @@ struct Process {
     item: DataItem,
     module: ModuleId,
     limits: ProcessLimits,
+    /// The `env` JSON its handler gets; empty while the process sleeps (rebuilt when it wakes,
+    /// from the spawn item and the module's tags: see [`Shard::env_json`]).
     env: Rc<[u8]>,
     entries: Vec<Entry>,
     /// How many entries (from nonce 0) have been evaluated.
@@ -223,7 +225,7 @@ struct Process {
     /// Bytes of linear memory its live instance holds (0 without one).
     live_bytes: usize,
     /// Memory at a point of the evaluation; bounds the replay a rollback needs.
-    snapshot: Option<(Point, Snapshot)>,
+    snapshot: Option<Box<(Point, Snapshot)>>,
     cron: Option<Box<CronState>>,
     /// Entries read back from the log at recovery (see [`Shard::recovery_pending`]).
     recovered: usize,
@@ -861,9 +863,20 @@ impl Shard {
         }
     }
 
+    /// The `env` JSON of `pid`, built from its spawn item and its module's tags.
+    fn env_json(&self, pid: ProcessId) -> Rc<[u8]> {
+        let process = &self.processes[&pid];
+        if !process.env.is_empty() {
+            return Rc::clone(&process.env);
+        }
+        let meta = &self.modules[&process.module].meta;
+        abi::env_json_parts(&process.item, &meta.id.to_string(), &meta.owner_address, &meta.tags).into()
+    }
+
     /// Puts `pid` to sleep: its memory compressed, its pool slot given back.
     fn hibernate(&mut self, pid: ProcessId) {
         let process = self.processes.get_mut(&pid).expect("exists");
+        process.env = Rc::from(&[][..]);
         let Some(mut instance) = process.instance.take() else {
             return;
         };
@@ -952,6 +965,8 @@ impl Shard {
         };
         match made {
             Ok(instance) => {
+                let env = self.env_json(pid);
+                self.processes.get_mut(&pid).expect("exists").env = env;
                 self.set_instance(pid, Some(instance));
                 if matches!(dormant, Dormant::Hibernated(_)) {
                     self.counters.wakes += 1;
@@ -1165,13 +1180,8 @@ impl Shard {
                 .get(&module_id)
                 .ok_or_else(|| corrupt(format!("process {pid}: module {module_id} unknown")))?;
             let limits = self.limits_for(&item, &module.meta)?;
-            let env: Rc<[u8]> = abi::env_json_parts(
-                &item,
-                &module.meta.id.to_string(),
-                &module.meta.owner_address,
-                &module.meta.tags,
-            )
-            .into();
+            // Built when the process first wakes (a restarted node's processes sleep until then).
+            let env: Rc<[u8]> = Rc::from(&[][..]);
             let crons = crate::cron::parse_crons(&item.tags).map_err(|e| corrupt(format!("process {pid}: {e}")))?;
             let cron = Schedule::new(crons, assignment.timestamp).map(|schedule| {
                 Box::new(CronState {
@@ -1211,6 +1221,8 @@ impl Shard {
                 },
             );
             if let Some(instance) = instance.filter(|_| live) {
+                let env = self.env_json(pid);
+                self.processes.get_mut(&pid).expect("inserted above").env = env;
                 self.set_instance(pid, Some(instance));
                 self.touch(pid);
             }
@@ -1985,15 +1997,9 @@ impl Shard {
         }
     }
 
-    /// What `/result` keeps of a result: the JSON (the outbox is queued separately).
-    fn stored(result: ProcessResult) -> Rc<ProcessResult> {
-        Rc::new(ProcessResult {
-            json: result.json,
-            is_error: result.is_error,
-            messages: Vec::new(),
-            spawns: Vec::new(),
-            assignments: Vec::new(),
-        })
+    /// What `/result` keeps of a result: its JSON text (the outbox is queued separately).
+    fn stored(result: ProcessResult) -> Rc<StoredResult> {
+        Rc::new(StoredResult::of(&result))
     }
 
     /// Evaluates the next message of `pid`.
@@ -2007,6 +2013,7 @@ impl Shard {
         let msg = self.input_json(&item, &placement, &exclude);
         let process = self.processes.get_mut(&pid).expect("ready processes exist");
         let instance = process.instance.as_mut().ok_or_else(|| no_instance(pid))?;
+        debug_assert!(!process.env.is_empty(), "a live process has its env");
         let result = Self::run_handle(instance, &msg, &process.env);
         self.note_memory(pid);
         let process = self.processes.get_mut(&pid).expect("exists");
@@ -2064,6 +2071,7 @@ impl Shard {
         let after = process.entries[nonce - 1].lsn;
         let msg = Self::tick_json(process, pid, tick);
         let instance = process.instance.as_mut().ok_or_else(|| no_instance(pid))?;
+        debug_assert!(!process.env.is_empty(), "a live process has its env");
         let result = Self::run_handle(instance, &msg, &process.env);
         self.note_memory(pid);
         if result.is_error {
@@ -2114,7 +2122,7 @@ impl Shard {
         self.set_instance(pid, None); // return the slot before taking another
         let process = &self.processes[&pid];
         let (module, limits) = (process.module, process.limits);
-        let from = process.snapshot.as_ref().map(|(point, _)| *point);
+        let from = process.snapshot.as_ref().map(|taken| taken.0);
         let env = Rc::clone(&process.env);
         let genesis = Point {
             nonce: 0,
@@ -2122,7 +2130,7 @@ impl Shard {
         };
         let mut instance = self.instance_with_room(Some(pid), |shard| {
             let compiled = &shard.modules[&module].compiled;
-            match &shard.processes[&pid].snapshot {
+            match shard.processes[&pid].snapshot.as_deref() {
                 Some((_, snapshot)) => compiled.instantiate_from(limits, snapshot),
                 None => compiled.instantiate(limits),
             }
@@ -2167,7 +2175,7 @@ impl Shard {
         }
         let snapshot = instance.snapshot();
         let process = self.processes.get_mut(&pid).expect("exists");
-        process.snapshot = Some((target, snapshot));
+        process.snapshot = Some(Box::new((target, snapshot)));
         if let Some(cron) = process.cron.as_mut() {
             cron.failed = failed_tick.into_iter().collect();
         }
@@ -2266,7 +2274,7 @@ impl Shard {
     }
 
     /// The result of `message`, or `None` while it waits for evaluation.
-    pub fn result(&self, process: ProcessId, message: MessageId) -> Result<Option<Rc<ProcessResult>>, ShardError> {
+    pub fn result(&self, process: ProcessId, message: MessageId) -> Result<Option<Rc<StoredResult>>, ShardError> {
         let nonce = self.locate(process, message)?;
         Ok(self.processes[&process].entries[nonce.0 as usize].result.clone())
     }
@@ -2277,7 +2285,7 @@ impl Shard {
         &self,
         process: ProcessId,
         range: std::ops::Range<u64>,
-    ) -> Result<Vec<(Nonce, Rc<ProcessResult>)>, ShardError> {
+    ) -> Result<Vec<(Nonce, Rc<StoredResult>)>, ShardError> {
         let entries = &self
             .processes
             .get(&process)
@@ -2370,7 +2378,8 @@ impl Shard {
             }
             msg = serde_json::to_vec(&value).expect("a JSON value serialises");
         }
-        Ok(Self::run_handle(&mut copy, &msg, &process.env))
+        let env = self.env_json(pid);
+        Ok(Self::run_handle(&mut copy, &msg, &env))
     }
 
     /// The process's linear memory as it stands after the messages evaluated so far.
@@ -2703,7 +2712,7 @@ mod tests {
         let after = f.send(pid, "Increment", 11);
         f.settle();
         assert!(f.shard.result(pid, failed).unwrap().unwrap().is_error);
-        assert_eq!(f.shard.result(pid, after).unwrap().unwrap().json["Output"], "4");
+        assert_eq!(f.shard.result(pid, after).unwrap().unwrap().json()["Output"], "4");
         assert_eq!(f.shard.counters().rollbacks, 1);
     }
 
@@ -2761,7 +2770,7 @@ mod tests {
     }
 
     fn output(f: &Fixture, pid: ProcessId, message: MessageId) -> serde_json::Value {
-        f.shard.result(pid, message).unwrap().expect("evaluated").json["Output"].clone()
+        f.shard.result(pid, message).unwrap().expect("evaluated").json()["Output"].clone()
     }
 
     #[test]
