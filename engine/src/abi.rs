@@ -169,10 +169,37 @@ pub fn env_json(process: &DataItem, module: &DataItem) -> Vec<u8> {
 /// [`env_json`] from the module's id, owner address and tags (a module fetched from a gateway
 /// has no signed item).
 pub fn env_json_parts(process: &DataItem, module_id: &str, module_owner: &str, module_tags: &[Tag]) -> Vec<u8> {
-    let env = json!({
-        "Process": {"Id": process.id().to_string(), "Owner": process.owner_address().to_string(), "Tags": process.tags},
-        "Module": {"Id": module_id, "Owner": module_owner, "Tags": module_tags},
-    });
+    // Written straight from borrowed fields (it is rebuilt whenever a process wakes), in the
+    // order a JSON object with sorted keys has: the bytes every earlier version gave.
+    #[derive(serde::Serialize)]
+    struct Part<'a> {
+        #[serde(rename = "Id")]
+        id: &'a str,
+        #[serde(rename = "Owner")]
+        owner: &'a str,
+        #[serde(rename = "Tags")]
+        tags: &'a [Tag],
+    }
+    #[derive(serde::Serialize)]
+    struct Env<'a> {
+        #[serde(rename = "Module")]
+        module: Part<'a>,
+        #[serde(rename = "Process")]
+        process: Part<'a>,
+    }
+    let (id, owner) = (process.id().to_string(), process.owner_address().to_string());
+    let env = Env {
+        module: Part {
+            id: module_id,
+            owner: module_owner,
+            tags: module_tags,
+        },
+        process: Part {
+            id: &id,
+            owner: &owner,
+            tags: &process.tags,
+        },
+    };
     serde_json::to_vec(&env).expect("env JSON serialises")
 }
 
@@ -438,6 +465,25 @@ pub fn spawn_module(spawn: &SpawnRequest) -> Option<ModuleId> {
 /// or the message itself when a user sent it.
 pub fn pushed_for(item: &DataItem, id: MessageId) -> MessageId {
     item.tag("Pushed-For").and_then(|text| text.parse().ok()).unwrap_or(id)
+}
+
+#[cfg(test)]
+mod env_tests {
+    use super::*;
+
+    #[test]
+    fn env_bytes_are_those_of_the_sorted_json_object() {
+        let signer = scheduler::signer::Signer::generate_ed25519();
+        let tags = vec![Tag::new("Type", "Process"), Tag::new("Name", "a \"quoted\" name")];
+        let item = signer.sign(None, Some([7; 32]), tags.clone(), b"data".to_vec());
+        let module_tags = vec![Tag::new("Module-Format", "wasm32-unknown-unknown")];
+        let expected = serde_json::to_vec(&json!({
+            "Process": {"Id": item.id().to_string(), "Owner": item.owner_address().to_string(), "Tags": item.tags},
+            "Module": {"Id": "m-id", "Owner": "m-owner", "Tags": module_tags},
+        }))
+        .unwrap();
+        assert_eq!(env_json_parts(&item, "m-id", "m-owner", &module_tags), expected);
+    }
 }
 
 #[cfg(test)]
