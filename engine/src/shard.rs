@@ -1575,8 +1575,20 @@ impl Shard {
             )));
         }
         self.check_ingress_room()?;
-        let bytes = item.to_bytes();
-        let (nonce, lsn) = self.assign(process, item, &bytes, now, Some(exclude))?;
+        self.assign_copy(process, item, &item.to_bytes(), exclude, now)
+    }
+
+    /// Appends the assignment of `item` (a message already logged, here or on another shard)
+    /// to `process`, with its `exclude`; returns the assignment's id, its nonce and position.
+    fn assign_copy(
+        &mut self,
+        process: ProcessId,
+        item: &DataItem,
+        bytes: &[u8],
+        exclude: &str,
+        now: Timestamp,
+    ) -> Result<(AssignmentId, Nonce, Lsn), ShardError> {
+        let (nonce, lsn) = self.assign(process, item, bytes, now, Some(exclude))?;
         let id = self.processes[&process]
             .last_assignment
             .expect("set by the assignment just appended");
@@ -1640,11 +1652,7 @@ impl Shard {
             lsn: source,
             reason: e.to_string(),
         })?;
-        let (nonce, lsn) = self.assign(process, &item, &bytes, now, Some(exclude))?;
-        let id = self.processes[&process]
-            .last_assignment
-            .expect("set by the assignment just appended");
-        Ok((id, nonce, lsn))
+        self.assign_copy(process, &item, &bytes, exclude, now)
     }
 
     /// Does a bounded amount of work: delivers queued outbox items, then evaluates up to

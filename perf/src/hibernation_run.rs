@@ -45,18 +45,6 @@ pub struct HibernationRun {
     pub live: Latency,
 }
 
-fn rss_anon_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("RssAnon:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib * 1024)
-}
-
 pub fn run(data_dir: &Path, processes: usize, wakes: usize) -> Result<HibernationRun, String> {
     let dir = data_dir.to_owned();
     let handle = glommio::LocalExecutorBuilder::default()
@@ -96,7 +84,7 @@ async fn run_on_executor(dir: &Path, processes: usize, wakes: usize) -> Result<H
         .wait_durable(durable(&shard))
         .await
         .map_err(|e| e.to_string())?;
-    let rss_anon_before_bytes = rss_anon_bytes();
+    let rss_anon_before_bytes = crate::http_run::status_bytes("RssAnon");
 
     let mut pids = Vec::with_capacity(processes);
     let mut spawning = Duration::ZERO;
@@ -126,7 +114,7 @@ async fn run_on_executor(dir: &Path, processes: usize, wakes: usize) -> Result<H
             .map_err(|e| e.to_string())?;
         spawning += began.elapsed();
     }
-    let rss_anon_after_bytes = rss_anon_bytes();
+    let rss_anon_after_bytes = crate::http_run::status_bytes("RssAnon");
     let hibernated = shard.processes_dormant();
 
     // Messages to sleeping processes picked at random, and to one process kept live.

@@ -274,13 +274,14 @@ pub struct OverloadRun {
     pub rss_after_bytes: u64,
 }
 
-fn resident_bytes() -> u64 {
+/// A byte figure of this process from `/proc/self/status` (`VmRSS`, `RssAnon`, …); 0 if absent.
+pub fn status_bytes(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
             status
                 .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kib| kib * 1024)
@@ -317,7 +318,7 @@ pub fn overload(work_dir: &Path, options: &HttpOptions, factor: f64, clients: us
     )?;
     let peak_per_s = options.messages as f64 / seconds;
     drained(&setup)?;
-    let rss_before_bytes = resident_bytes();
+    let rss_before_bytes = status_bytes("VmRSS");
     let offered_per_s = peak_per_s * factor;
     let total = (offered_per_s * options.seconds).max(1.0) as u64;
     let signed = sign(options.messages, total);
@@ -335,7 +336,7 @@ pub fn overload(work_dir: &Path, options: &HttpOptions, factor: f64, clients: us
         },
         true,
     )?;
-    let rss_after_bytes = resident_bytes();
+    let rss_after_bytes = status_bytes("VmRSS");
     let accepted = total - refused;
     drained(&setup)?;
     node.stop().map_err(|e| e.to_string())?;
