@@ -256,10 +256,15 @@ impl ProcessInstance {
                 fault_reason(&err, &limits)
             ));
         }
-        instance
-            .memory
-            .data_mut(&mut instance.store)
-            .copy_from_slice(&snapshot.memory);
+        // Pages that already hold the snapshot's bytes (the module's copy-on-write image, zero
+        // pages: most of a small process's memory) are left alone: writing one would fault in
+        // a private copy of it for nothing.
+        let memory = instance.memory.data_mut(&mut instance.store);
+        for (to, from) in memory.chunks_mut(4096).zip(snapshot.memory.chunks(4096)) {
+            if *to != *from {
+                to.copy_from_slice(from);
+            }
+        }
         Ok(instance)
     }
 
