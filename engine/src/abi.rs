@@ -468,7 +468,7 @@ pub fn pushed_for(item: &DataItem, id: MessageId) -> MessageId {
 }
 
 #[cfg(test)]
-mod env_tests {
+mod tests {
     use super::*;
 
     #[test]
@@ -484,11 +484,6 @@ mod env_tests {
         .unwrap();
         assert_eq!(env_json_parts(&item, "m-id", "m-owner", &module_tags), expected);
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     fn check(output: &str, is_error: bool, message_count: usize) -> ProcessResult {
         let result = decode_result(output.as_bytes(), 5);

@@ -876,12 +876,11 @@ impl Shard {
     /// Puts `pid` to sleep: its memory compressed, its pool slot given back.
     fn hibernate(&mut self, pid: ProcessId) {
         let process = self.processes.get_mut(&pid).expect("exists");
-        process.env = Rc::from(&[][..]);
-        let Some(mut instance) = process.instance.take() else {
+        let Some(instance) = process.instance.as_mut() else {
             return;
         };
         process.dormant = Some(Dormant::Hibernated(Box::new(Hibernated::of(instance.snapshot()))));
-        process.instance = Some(instance);
+        process.env = Rc::from(&[][..]);
         self.set_instance(pid, None);
         self.counters.hibernations += 1;
     }
