@@ -233,6 +233,11 @@ impl StoredResult {
         }
     }
 
+    /// A result kept earlier as text (read back from the results file).
+    pub fn from_text(text: Box<str>, is_error: bool) -> StoredResult {
+        StoredResult { text, is_error }
+    }
+
     /// The JSON text, as `/result` serves it.
     pub fn text(&self) -> &str {
         &self.text

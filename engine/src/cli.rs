@@ -35,6 +35,25 @@ enum Command {
     Serve {
         #[command(flatten)]
         config: ConfigArgs,
+        /// Ignore the checkpoints this once: replay every process from genesis (and write
+        /// checkpoints afresh).
+        #[arg(long)]
+        from_genesis: bool,
+    },
+    /// Replays processes from their logs and compares every result and checkpoint the node holds
+    /// with what the replay computes; reports messages/s. Needs the node stopped (it opens the
+    /// logs as a start does) and writes nothing. Progress on stderr, the summary and each
+    /// difference on stdout. Exit 0 if everything agrees, 1 if anything differs.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Only this process.
+        #[arg(long)]
+        process: Option<ProcessId>,
+        /// Where the replay starts: `genesis` (every message again; checks every checkpoint) or
+        /// `checkpoint` (resume as a start does; checks the tail after it).
+        #[arg(long, default_value = "genesis", value_parser = ["genesis", "checkpoint"])]
+        from: String,
     },
     /// The node's configuration.
     Config {
@@ -233,7 +252,7 @@ fn client(args: &NodeArgs) -> Result<Client, String> {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
-        Command::Serve { .. } | Command::Config { .. } => {
+        Command::Serve { .. } | Command::Config { .. } | Command::Verify { .. } => {
             unreachable!("serve and config are run by main, which reads the configuration first")
         }
         Command::Demo {
@@ -385,6 +404,63 @@ impl ProgressLine {
     }
 }
 
+/// Runs `hewitt verify`; true when everything agrees.
+fn verify(config: &node::NodeConfig, from: crate::verify::From, only: Option<ProcessId>) -> Result<bool, String> {
+    let terminal = std::io::stderr().is_terminal();
+    let mut last = Instant::now();
+    let mut printed = false;
+    let report = crate::verify::verify(config, from, only, &mut |p| {
+        if last.elapsed() < PROGRESS_INTERVAL && p.done < p.total {
+            return;
+        }
+        last = Instant::now();
+        let done = if p.total == 0 {
+            1.0
+        } else {
+            (p.done as f64 / p.total as f64).min(1.0)
+        };
+        let line = format!(
+            "verify: shard {} of {}: {} of {} messages replayed, {:.1} s",
+            p.shard + 1,
+            p.shards,
+            p.done,
+            p.total,
+            p.elapsed.as_secs_f64()
+        );
+        if terminal {
+            const WIDTH: usize = 30;
+            let filled = (done * WIDTH as f64).round() as usize;
+            eprint!(
+                "\r[{}{}] {:>3.0} % {line}",
+                "#".repeat(filled),
+                ".".repeat(WIDTH - filled),
+                done * 100.0
+            );
+            printed = true;
+        } else {
+            eprintln!("{line}");
+        }
+    })?;
+    if printed {
+        eprintln!();
+    }
+    for problem in &report.problems {
+        println!("{problem}");
+    }
+    println!(
+        "{}: {} shards, {} processes, {} evaluations in {:.2} s ({:.0} evaluations/s), {} results and {} checkpoint states compared",
+        if report.problems.is_empty() { "verified" } else { "DIFFERENCES" },
+        report.shards,
+        report.processes,
+        report.evaluations,
+        report.elapsed.as_secs_f64(),
+        report.rate(),
+        report.results_compared,
+        report.checkpoints_compared
+    );
+    Ok(report.problems.is_empty())
+}
+
 fn log_verify(args: &LogArgs) -> Result<(), String> {
     let log_dirs = crate::inspect::log_dirs(&args.data_dir)?;
     let mut count = 0;
@@ -525,10 +601,30 @@ fn init_logging(logging: &crate::config::Logging) {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Serve { config } => match config.load() {
+        Command::Serve { config, from_genesis } => match config.load() {
+            Ok(mut loaded) => {
+                init_logging(&loaded.settings.logging);
+                loaded.settings.node.checkpoint.from_genesis = from_genesis;
+                serve(loaded.settings)
+            }
+            Err(error) => {
+                eprintln!("hewitt: invalid configuration: {error}");
+                return ExitCode::from(2);
+            }
+        },
+        Command::Verify { config, process, from } => match config.load() {
             Ok(loaded) => {
                 init_logging(&loaded.settings.logging);
-                serve(loaded.settings)
+                let from = if from == "checkpoint" {
+                    crate::verify::From::Checkpoint
+                } else {
+                    crate::verify::From::Genesis
+                };
+                match verify(&loaded.settings.node, from, process) {
+                    Ok(true) => return ExitCode::SUCCESS,
+                    Ok(false) => return ExitCode::from(1),
+                    Err(error) => Err(error),
+                }
             }
             Err(error) => {
                 eprintln!("hewitt: invalid configuration: {error}");

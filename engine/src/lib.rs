@@ -2,6 +2,8 @@
 //! pieces of the `hewitt` binary. `main.rs` stays thin; everything testable lives here.
 
 pub mod abi;
+pub mod checkpoint;
+pub mod checkpoint_files;
 pub mod cli;
 pub mod client;
 pub mod compute;
@@ -18,4 +20,5 @@ pub mod outbound;
 pub mod probe;
 pub mod shard;
 pub mod upload;
+pub mod verify;
 pub mod wire;

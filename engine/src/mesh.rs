@@ -16,6 +16,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
 use futures_channel::oneshot;
 use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
@@ -94,10 +96,12 @@ pub struct Ends {
     control_rx: Vec<Option<SharedReceiver<Control>>>,
     data_tx: Vec<Option<SharedSender<Vec<Remote>>>>,
     data_rx: Vec<Option<SharedReceiver<Vec<Remote>>>>,
+    settled: Arc<[AtomicU64]>,
 }
 
 /// The ends of every shard of a node of `count` shards.
 pub fn ends(count: usize) -> Vec<Ends> {
+    let settled: Arc<[AtomicU64]> = (0..count * count).map(|_| AtomicU64::new(0)).collect();
     let mut all: Vec<Ends> = (0..count)
         .map(|index| Ends {
             index,
@@ -106,6 +110,7 @@ pub fn ends(count: usize) -> Vec<Ends> {
             control_rx: (0..count).map(|_| None).collect(),
             data_tx: (0..count).map(|_| None).collect(),
             data_rx: (0..count).map(|_| None).collect(),
+            settled: Arc::clone(&settled),
         })
         .collect();
     for from in 0..count {
@@ -129,6 +134,9 @@ pub struct Mesh {
     data: Vec<Option<ConnectedSender<Vec<Remote>>>>,
     pending: RefCell<HashMap<u64, oneshot::Sender<Answer>>>,
     next: Cell<u64>,
+    /// Deliveries each shard holds durably from each other one (see
+    /// [`crate::shard::Shard::set_settlement`]): the only state the shards share, counters.
+    pub settled: Arc<[AtomicU64]>,
 }
 
 /// Removes a request's entry from [`Mesh::pending`] when the request ends.
@@ -208,6 +216,7 @@ impl Ends {
             data,
             pending: RefCell::new(HashMap::new()),
             next: Cell::new(0),
+            settled: self.settled,
         };
         (mesh, receivers)
     }
@@ -223,6 +232,7 @@ impl Mesh {
             data: vec![None],
             pending: RefCell::new(HashMap::new()),
             next: Cell::new(0),
+            settled: Arc::from([AtomicU64::new(0)]),
         }
     }
 

@@ -276,6 +276,12 @@ impl Metrics {
             "Hibernated processes woken by a message",
             ConstCounter::new(c.wakes),
         );
+        shard.register("checkpoints", "Checkpoints committed", ConstCounter::new(c.checkpoints));
+        shard.register(
+            "resumed_messages",
+            "Messages the start resumed from a checkpoint rather than evaluating them again",
+            ConstGauge::new(c.resumed as i64),
+        );
         shard.register_with_unit(
             "log_unsynced",
             "Log bytes appended but not yet durable",

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use futures_channel::{mpsc, oneshot};
@@ -49,6 +50,39 @@ pub struct NodeConfig {
     pub limits: ShardLimits,
     pub http: HttpLimits,
     pub ao: AoSettings,
+    pub checkpoint: CheckpointConfig,
+}
+
+/// When each shard writes a checkpoint (see `crate::checkpoint`): whichever of the three comes
+/// first, and at a clean stop. All three 0: no checkpoints (and no results file); a restart
+/// replays every log from genesis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointConfig {
+    /// After this many evaluations (messages and cron ticks); 0: not by count.
+    pub every_messages: u64,
+    /// After this much fuel used; 0: not by fuel.
+    pub every_gas: u64,
+    /// After this many seconds (if anything was evaluated); 0: not by time.
+    pub every_seconds: u64,
+    /// Ignore (and start over) the checkpoints: replay every process from genesis once.
+    pub from_genesis: bool,
+}
+
+impl CheckpointConfig {
+    pub fn enabled(&self) -> bool {
+        self.every_messages > 0 || self.every_gas > 0 || self.every_seconds > 0
+    }
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            every_messages: 100_000,
+            every_gas: 1_000_000_000_000,
+            every_seconds: 60,
+            from_genesis: false,
+        }
+    }
 }
 
 /// How the node meets the rest of AO: trusted peers, and the Arweave services it calls.
@@ -125,6 +159,7 @@ impl NodeConfig {
             limits: ShardLimits::default(),
             http: HttpLimits::default(),
             ao: AoSettings::default(),
+            checkpoint: CheckpointConfig::default(),
         }
     }
 }
@@ -265,9 +300,30 @@ pub struct NodeState {
     pub mesh: Rc<crate::mesh::Mesh>,
     /// Per destination shard: wakes the task that sends that shard its deliveries.
     forwarders: RefCell<Vec<Option<mpsc::Sender<()>>>>,
+    checkpoint_config: CheckpointConfig,
+    /// The checkpoints file once recovery opened it (`None` with checkpoints off).
+    checkpoints: RefCell<Option<crate::checkpoint_files::Files>>,
+    /// Held while a checkpoint is written (one at a time).
+    checkpointing: glommio::sync::Semaphore,
 }
 
 impl NodeState {
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn checkpoint_config(&self) -> &CheckpointConfig {
+        &self.checkpoint_config
+    }
+
+    pub fn checkpoints(&self) -> &RefCell<Option<crate::checkpoint_files::Files>> {
+        &self.checkpoints
+    }
+
+    pub fn checkpointing(&self) -> &glommio::sync::Semaphore {
+        &self.checkpointing
+    }
+
     pub fn address(&self) -> Address {
         self.address
     }
@@ -635,6 +691,9 @@ async fn run_shard(
                 recovery_ms,
             }));
             serving.await;
+            if let Err(error) = crate::checkpoint_files::take(&state).await {
+                tracing::warn!(%error, "no checkpoint at stop: the next start replays further");
+            }
             if let Err(error) = state.committer.shutdown().await {
                 tracing::error!(%error, "log could not be flushed at stop");
             }
@@ -685,7 +744,7 @@ fn start_deliveries(
         glommio::channels::shared_channel::ConnectedReceiver<Vec<crate::shard::Remote>>,
     )>,
 ) {
-    for (_, receiver) in receivers {
+    for (from, receiver) in receivers {
         let state = Rc::clone(state);
         glommio::spawn_local(tracing::Instrument::in_current_span(async move {
             while let Some(batch) = receiver.recv().await {
@@ -699,7 +758,7 @@ fn start_deliveries(
                     // sending shard derives these items again.
                     continue;
                 }
-                state.shard.borrow_mut().accept_remote(batch);
+                state.shard.borrow_mut().accept_remote(from, batch);
                 state.wake_pump();
             }
         }))
@@ -787,6 +846,9 @@ async fn open(config: NodeConfig, mesh: Rc<crate::mesh::Mesh>, runtime: Runtime)
         .min((config.compute.instance_count_max as usize / mesh.count).max(1));
     let mut shard = Shard::new(signer, runtime, log, limits);
     shard.set_placement(mesh.index, mesh.count);
+    if mesh.count > 1 {
+        shard.set_settlement(Arc::clone(&mesh.settled));
+    }
     shard.set_trusted_nodes(config.ao.trusted_nodes.iter().copied());
     shard.set_artifact_dir(config.data_dir.join("modules"));
     shard.set_cron_floor(read_lease(&dir)?);
@@ -814,6 +876,9 @@ async fn open(config: NodeConfig, mesh: Rc<crate::mesh::Mesh>, runtime: Runtime)
         pump_wake: RefCell::new(Some(wake_rx)),
         forwarders: RefCell::new((0..mesh.count).map(|_| None).collect()),
         mesh,
+        checkpoint_config: config.checkpoint.clone(),
+        checkpoints: RefCell::new(None),
+        checkpointing: glommio::sync::Semaphore::new(1),
     });
     Ok(state)
 }
@@ -837,6 +902,7 @@ async fn recover(state: &Rc<NodeState>) -> Result<(usize, u128), StartError> {
             futures_lite::future::yield_now().await;
         }
     }
+    crate::checkpoint_files::resume(state)?;
     let (processes, pending) = {
         let mut shard = state.shard.borrow_mut();
         shard.finish_recovery();
@@ -865,6 +931,7 @@ async fn recover(state: &Rc<NodeState>) -> Result<(usize, u128), StartError> {
     state.wake_pump();
     start_uploads(state)?;
     start_crons(state)?;
+    crate::checkpoint_files::start(state);
     Ok((processes, recovery_ms))
 }
 

@@ -18,12 +18,16 @@
 //! afterwards gets a later timestamp than every tick already evaluated, so that replay puts it
 //! in the same place.
 //!
-//! Deliberately absent: cross-shard and cross-node delivery, hibernation and checkpoints (a live
-//! instance per process, bounded by the instance pool).
+//! Checkpoints (`crate::checkpoint`): [`Shard::checkpoint_chunk`] and
+//! [`Shard::checkpoint_commit`] write the processes evaluated since the last checkpoint and the
+//! outbox items not yet durably delivered; [`Shard::apply_checkpoint`] resumes from them after
+//! the log is read back, so a restart replays only the log's tail.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use messenger::Origin;
 use scheduler::chain::{self, AssignmentFields};
@@ -37,6 +41,7 @@ use scheduler::tags::{tag_value, Tag};
 use scheduler::{Address, AssignmentId, BlockHeight, HashChain, MessageId, ModuleId, Nonce, ProcessId, Timestamp};
 
 use crate::abi::{self, Placement, ProcessResult, StoredResult};
+use crate::checkpoint::{self, Pending, ProcessState, ResultsWriter};
 use crate::compute::{CompiledModule, ComputeError, Evaluation, ProcessInstance, ProcessLimits, Runtime, Snapshot};
 use crate::cron::{Schedule, Tick};
 
@@ -224,8 +229,12 @@ struct Process {
     touched: u64,
     /// Bytes of linear memory its live instance holds (0 without one).
     live_bytes: usize,
-    /// Memory at a point of the evaluation; bounds the replay a rollback needs.
-    snapshot: Option<Box<(Point, Snapshot)>>,
+    /// Memory at a point of the evaluation (the latest checkpoint's, or a rollback's target);
+    /// bounds the replay a rollback needs. Shared with `dormant` while the process sleeps at
+    /// that point.
+    snapshot: Option<Box<(Point, Rc<Hibernated>)>>,
+    /// The point its latest checkpoint record holds (`None`: never written).
+    checkpointed: Option<Point>,
     cron: Option<Box<CronState>>,
     /// Entries read back from the log at recovery (see [`Shard::recovery_pending`]).
     recovered: usize,
@@ -242,7 +251,7 @@ enum Dormant {
     /// Nothing evaluated yet (as every process is right after a restart): a fresh instance.
     Genesis,
     /// Hibernated: its memory and globals after its last evaluation.
-    Hibernated(Box<Hibernated>),
+    Hibernated(Rc<Hibernated>),
 }
 
 /// A hibernated process's state: linear memory compressed with zstd (its frame carries zstd's
@@ -330,6 +339,10 @@ pub enum Remote {
     Assign { process: ProcessId, item: DataItem },
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The message fields an `assign` request may ask the process not to see (its `exclude`).
 pub const EXCLUDABLE_FIELDS: [&str; 5] = ["Data", "Anchor", "Tags", "Signature", "Owner"];
 
@@ -393,6 +406,10 @@ pub struct ShardCounters {
     pub cron_ticks: u64,
     /// Fuel used by every evaluation since start (recovery's replay included).
     pub fuel_used: u64,
+    /// Checkpoints committed since start.
+    pub checkpoints: u64,
+    /// Messages the start resumed from a checkpoint instead of evaluating them again.
+    pub resumed: u64,
 }
 
 pub struct Shard {
@@ -447,8 +464,25 @@ pub struct Shard {
     /// Bytes of the items in `remote_out` (a message copy can be megabytes).
     remote_out_bytes: usize,
     /// Items other shards sent, delivered before this shard's own outbox.
-    remote_in: VecDeque<Remote>,
+    remote_in: VecDeque<(usize, Remote)>,
     remote_in_bytes: usize,
+    /// Items sent to each shard that it does not yet hold durably (see [`Shard::set_settlement`]),
+    /// and how many items sent before them it does.
+    sent: Vec<VecDeque<Remote>>,
+    sent_settled: Vec<u64>,
+    /// Items taken from other shards: their sender and the log position after delivering them.
+    settling: VecDeque<(usize, Lsn)>,
+    /// `settled[from * count + to]`: items from shard `from` that shard `to` holds durably.
+    settled: Option<Arc<[AtomicU64]>>,
+    /// Where every evaluation's result is appended (see `crate::checkpoint`); `None` when
+    /// checkpoints are off, or after the file failed.
+    results_out: Option<ResultsWriter>,
+    /// Why results are no longer written (checkpoints stop until a restart).
+    results_failed: Option<String>,
+    /// Evaluations and fuel since the latest checkpoint was begun.
+    since_checkpoint: (u64, u64),
+    /// For `hewitt verify` (see [`Shard::set_replay_only`]).
+    replay_only: bool,
 }
 
 /// Most bytes of items one shard queues for the others before its evaluation pauses, and takes
@@ -458,7 +492,44 @@ const REMOTE_BYTES_MAX: usize = 64 << 20;
 /// About the most bytes one batch between shards carries (at least one item).
 const REMOTE_BATCH_BYTES: usize = 4 << 20;
 
+impl Delivery {
+    fn pending(&self) -> Pending {
+        match self {
+            Delivery::Message { item, cause } => Pending::Message {
+                item: item.clone(),
+                cause: cause.0,
+            },
+            Delivery::Spawn { process, notice, cause } => Pending::Spawn {
+                process: process.clone(),
+                notice: notice.clone(),
+                cause: cause.0,
+            },
+            Delivery::Assign {
+                processes,
+                message,
+                cause,
+            } => Pending::Assign {
+                processes: processes.clone(),
+                message: *message,
+                cause: cause.0,
+            },
+        }
+    }
+}
+
 impl Remote {
+    fn pending(&self, to: u32) -> Pending {
+        match self {
+            Remote::Message(item) => Pending::RemoteMessage { to, item: item.clone() },
+            Remote::Spawn(item) => Pending::RemoteSpawn { to, item: item.clone() },
+            Remote::Assign { process, item } => Pending::RemoteAssign {
+                to,
+                process: *process,
+                item: item.clone(),
+            },
+        }
+    }
+
     /// The bytes this item holds (its data item's).
     fn bytes(&self) -> usize {
         match self {
@@ -561,6 +632,14 @@ impl Shard {
             remote_out_bytes: 0,
             remote_in: VecDeque::new(),
             remote_in_bytes: 0,
+            sent: vec![VecDeque::new()],
+            sent_settled: vec![0],
+            settling: VecDeque::new(),
+            settled: None,
+            results_out: None,
+            results_failed: None,
+            since_checkpoint: (0, 0),
+            replay_only: false,
         }
     }
 
@@ -572,6 +651,42 @@ impl Shard {
         self.shard_index = index;
         self.shard_count = count;
         self.remote_out = (0..count).map(|_| VecDeque::new()).collect();
+        self.sent = (0..count).map(|_| VecDeque::new()).collect();
+        self.sent_settled = vec![0; count];
+    }
+
+    /// Counters shared by the node's shards (`count * count`, see [`Shard::set_placement`]):
+    /// each shard counts the items it holds durably from each other one, and keeps copies of
+    /// what it sent until they are counted, so that a checkpoint can carry what another shard
+    /// might still lose in a crash.
+    pub fn set_settlement(&mut self, settled: Arc<[AtomicU64]>) {
+        assert_eq!(settled.len(), self.shard_count * self.shard_count);
+        self.settled = Some(settled);
+    }
+
+    /// Counts the items from other shards that this shard's log now holds durably.
+    pub fn settle(&mut self) {
+        let Some(settled) = &self.settled else {
+            self.settling.clear();
+            return;
+        };
+        let durable = self.log.borrow().durable_lsn();
+        while let Some(&(from, after)) = self.settling.front() {
+            if after > durable {
+                break;
+            }
+            self.settling.pop_front();
+            settled[from * self.shard_count + self.shard_index].fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Drops the copies of items sent to shard `to` that it now holds durably.
+    fn prune_sent(&mut self, to: usize) {
+        let Some(settled) = &self.settled else { return };
+        let held = settled[self.shard_index * self.shard_count + to].load(Ordering::Acquire);
+        while self.sent_settled[to] < held && self.sent[to].pop_front().is_some() {
+            self.sent_settled[to] += 1;
+        }
     }
 
     /// The shard that owns `pid`.
@@ -637,6 +752,10 @@ impl Shard {
         self.remote_out_len -= taken.len();
         self.remote_out_bytes -= bytes;
         self.counters.forwarded += taken.len() as u64;
+        if self.settled.is_some() {
+            self.sent[to].extend(taken.iter().cloned());
+            self.prune_sent(to);
+        }
         taken
     }
 
@@ -648,11 +767,11 @@ impl Shard {
             || (self.remote_in.len() + items <= self.limits.outbox_items_max && self.remote_in_bytes < REMOTE_BYTES_MAX)
     }
 
-    /// Queues items another shard sent; [`Shard::pump`] delivers them.
-    pub fn accept_remote(&mut self, items: impl IntoIterator<Item = Remote>) {
+    /// Queues items shard `from` sent; [`Shard::pump`] delivers them.
+    pub fn accept_remote(&mut self, from: usize, items: impl IntoIterator<Item = Remote>) {
         for item in items {
             self.remote_in_bytes += item.bytes();
-            self.remote_in.push_back(item);
+            self.remote_in.push_back((from, item));
         }
     }
 
@@ -876,10 +995,16 @@ impl Shard {
     /// Puts `pid` to sleep: its memory compressed, its pool slot given back.
     fn hibernate(&mut self, pid: ProcessId) {
         let process = self.processes.get_mut(&pid).expect("exists");
+        let point = Self::point(process);
         let Some(instance) = process.instance.as_mut() else {
             return;
         };
-        process.dormant = Some(Dormant::Hibernated(Box::new(Hibernated::of(instance.snapshot()))));
+        let hibernated = match process.snapshot.as_deref() {
+            // Not evaluated since its checkpoint: that state is this one.
+            Some((at, base)) if *at == point => Rc::clone(base),
+            _ => Rc::new(Hibernated::of(instance.snapshot())),
+        };
+        process.dormant = Some(Dormant::Hibernated(hibernated));
         process.env = Rc::from(&[][..]);
         self.set_instance(pid, None);
         self.counters.hibernations += 1;
@@ -1213,6 +1338,7 @@ impl Shard {
                     touched: 0,
                     live_bytes: 0,
                     snapshot: None,
+                    checkpointed: None,
                     cron,
                     recovered: 0,
                     slot,
@@ -1664,6 +1790,7 @@ impl Shard {
         evaluations_max: usize,
         evaluated: &mut Vec<Evaluated>,
     ) -> Result<(), ShardError> {
+        self.settle();
         for _ in 0..evaluations_max {
             self.deliver(now)?;
             if self.outbox.len() + self.remote_out_len >= self.limits.outbox_items_max || self.remote_out_full() {
@@ -1686,12 +1813,21 @@ impl Shard {
     }
 
     fn deliver(&mut self, now: Timestamp) -> Result<(), ShardError> {
-        while let Some(remote) = self.remote_in.pop_front() {
+        if self.replay_only {
+            self.outbox.clear();
+            self.remote_in.clear();
+            return Ok(());
+        }
+        while let Some((from, remote)) = self.remote_in.pop_front() {
             if let Err(error) = self.deliver_remote(&remote, now) {
-                self.remote_in.push_front(remote);
+                self.remote_in.push_front((from, remote));
                 return Err(error);
             }
             self.remote_in_bytes -= remote.bytes();
+            if self.settled.is_some() {
+                let after = self.log.borrow().end_lsn();
+                self.settling.push_back((from, after));
+            }
         }
         while let Some(delivery) = self.outbox.pop_front() {
             match self.deliver_one(&delivery, now) {
@@ -2009,6 +2145,377 @@ impl Shard {
         Rc::new(StoredResult::of(&result))
     }
 
+    /// Appends a result to the results file (when checkpoints are on) and counts toward the
+    /// next checkpoint. A failed write stops checkpoints (restarts then replay further) and
+    /// never the evaluation.
+    fn keep_result(&mut self, pid: ProcessId, nonce: usize, tick: Option<Tick>, stored: &StoredResult, gas: u64) {
+        self.since_checkpoint.0 += 1;
+        self.since_checkpoint.1 += gas;
+        let Some(out) = self.results_out.as_mut() else { return };
+        if let Err(error) = out.append(pid, nonce as u64, tick, stored.is_error, stored.text()) {
+            tracing::error!(%error, "results file failed: checkpoints stop until a restart");
+            self.results_failed = Some(error.to_string());
+            self.results_out = None;
+        }
+    }
+
+    /// Where `process` stands: messages evaluated and its next cron tick.
+    fn point(process: &Process) -> Point {
+        Point {
+            nonce: process.evaluated,
+            next: process.cron.as_ref().and_then(|c| c.next),
+        }
+    }
+
+    /// Starts appending results to `writer` (checkpoints on). Before this, nothing is written.
+    pub fn set_results(&mut self, writer: ResultsWriter) {
+        self.results_out = Some(writer);
+    }
+
+    /// Makes this shard a replay that writes nothing (`hewitt verify`): the outbox items its
+    /// evaluations derive are dropped instead of appended (the log holds them already), so each
+    /// process's evaluation depends on its own timeline only.
+    pub fn set_replay_only(&mut self) {
+        self.replay_only = true;
+    }
+
+    /// Keeps in the ready queue only the processes `keep` accepts (`hewitt verify --process`).
+    pub fn retain_ready(&mut self, keep: impl Fn(&ProcessId) -> bool) {
+        let ready = std::mem::take(&mut self.ready);
+        for pid in ready {
+            if keep(&pid) {
+                self.ready.push_back(pid);
+            } else if let Some(process) = self.processes.get_mut(&pid) {
+                process.queued = false;
+            }
+        }
+    }
+
+    /// The result kept for message `nonce` of `pid`, or for its cron tick `tick` (which came
+    /// after `nonce` messages).
+    pub fn stored_result(&self, pid: ProcessId, nonce: u64, tick: Option<Tick>) -> Option<Rc<StoredResult>> {
+        let process = self.processes.get(&pid)?;
+        match tick {
+            None => process.entries.get(nonce as usize)?.result.clone(),
+            Some(tick) => process
+                .cron
+                .as_ref()?
+                .results
+                .iter()
+                .rev()
+                .find(|r| r.tick == tick)
+                .map(|r| Rc::clone(&r.result)),
+        }
+    }
+
+    /// Compares a checkpoint's state of a process with the process now: `None` while the
+    /// process is not at the point the state holds; else whether memory (byte for byte),
+    /// memory size and exported globals agree.
+    pub fn check_checkpoint(&mut self, state: &ProcessState) -> Option<Result<(), String>> {
+        let process = self.processes.get(&state.pid)?;
+        let point = Self::point(process);
+        if point.nonce as u64 != state.nonce || point.next != state.next {
+            return None;
+        }
+        let now = match self.current_snapshot(state.pid) {
+            Ok(snapshot) => snapshot,
+            Err(error) => return Some(Err(format!("the replay's state cannot be read: {error}"))),
+        };
+        let held = Hibernated {
+            memory_zstd: state.memory_zstd.clone(),
+            memory_pages: state.memory_pages,
+            globals: state.globals.clone(),
+        };
+        let held = match held.snapshot() {
+            Ok(snapshot) => snapshot,
+            Err(error) => return Some(Err(format!("its memory cannot be read: {error}"))),
+        };
+        Some(if held.memory_pages != now.memory_pages {
+            Err(format!(
+                "{} memory pages, the replay has {}",
+                held.memory_pages, now.memory_pages
+            ))
+        } else if held.memory != now.memory {
+            let first = held
+                .memory
+                .iter()
+                .zip(&now.memory)
+                .position(|(a, b)| a != b)
+                .unwrap_or(0);
+            Err(format!(
+                "memory differs from the replay's (first at byte {first}; SHA-256 {} vs {})",
+                hex(&held.memory_sha256()),
+                hex(&now.memory_sha256())
+            ))
+        } else if held.globals != now.globals {
+            Err(format!("globals {:?}, the replay has {:?}", held.globals, now.globals))
+        } else {
+            Ok(())
+        })
+    }
+
+    /// Counts a committed checkpoint.
+    pub fn checkpoint_committed(&mut self) {
+        self.counters.checkpoints += 1;
+    }
+
+    /// Why checkpoints stopped, if they did.
+    pub fn checkpoints_failed(&self) -> Option<&str> {
+        self.results_failed.as_deref()
+    }
+
+    /// Evaluations and fuel since the latest checkpoint began.
+    pub fn since_checkpoint(&self) -> (u64, u64) {
+        self.since_checkpoint
+    }
+
+    /// Appends to `out` the checkpoint records of processes from `*cursor` on (in spawn order)
+    /// until `out` holds about `bytes_max`: each process evaluated since its last record (with
+    /// `full`, every process evaluated at all). Returns false once every process is done. Each
+    /// record is the process's state now (its memory compressed); it also becomes the process's
+    /// rollback base.
+    pub fn checkpoint_chunk(&mut self, cursor: &mut usize, full: bool, out: &mut Vec<u8>, bytes_max: usize) -> bool {
+        if *cursor == 0 {
+            self.since_checkpoint = (0, 0);
+        }
+        while *cursor < self.process_ids.len() {
+            if out.len() >= bytes_max {
+                return true;
+            }
+            let pid = self.process_ids[*cursor];
+            *cursor += 1;
+            let process = self.processes.get_mut(&pid).expect("listed processes exist");
+            let point = Self::point(process);
+            // Nothing evaluated yet (no tick comes before nonce 0): genesis needs no record.
+            if point.nonce == 0 || (!full && process.checkpointed == Some(point)) {
+                continue;
+            }
+            let hibernated = match (&mut process.instance, &process.dormant, process.snapshot.as_deref()) {
+                (_, _, Some((at, base))) if *at == point => Rc::clone(base),
+                (Some(instance), _, _) => Rc::new(Hibernated::of(instance.snapshot())),
+                (None, Some(Dormant::Hibernated(asleep)), _) => Rc::clone(asleep),
+                // Asleep at genesis, or its rollback failed: nothing to write.
+                _ => continue,
+            };
+            let (next, through) = process.cron.as_ref().map_or((None, 0), |c| (c.next, c.through));
+            let state = ProcessState {
+                pid,
+                nonce: point.nonce as u64,
+                next,
+                through,
+                memory_pages: hibernated.memory_pages,
+                globals: hibernated.globals.clone(),
+                memory_zstd: Box::default(),
+            };
+            checkpoint::encode_process_with(out, &state, &hibernated.memory_zstd);
+            process.snapshot = Some(Box::new((point, hibernated)));
+            process.checkpointed = Some(point);
+            if let Some(cron) = process.cron.as_mut() {
+                cron.failed.clear(); // they came before the new rollback base
+            }
+        }
+        false
+    }
+
+    /// Ends a checkpoint: appends to `out` the outbox items not yet durably delivered and the
+    /// commit, and hands the results written so far to the kernel. Returns the log position to
+    /// await and a handle to sync the results file with; both must be durable before `out` is
+    /// written. `None` when checkpoints are off or stopped.
+    pub fn checkpoint_commit(&mut self, generation: u64, out: &mut Vec<u8>) -> Option<(Lsn, std::fs::File)> {
+        self.settle();
+        for to in 0..self.shard_count {
+            self.prune_sent(to);
+        }
+        let writer = self.results_out.as_mut()?;
+        let flushed = writer.flush().and_then(|offset| Ok((offset, writer.sync_handle()?)));
+        let (results_offset, results) = match flushed {
+            Ok(done) => done,
+            Err(error) => {
+                tracing::error!(%error, "results file failed: checkpoints stop until a restart");
+                self.results_failed = Some(error.to_string());
+                self.results_out = None;
+                return None;
+            }
+        };
+        for delivery in &self.outbox {
+            checkpoint::encode_pending(out, &delivery.pending());
+        }
+        for (to, queue) in self.remote_out.iter().enumerate() {
+            for remote in queue.iter().map(|(_, r)| r).chain(&self.sent[to]) {
+                checkpoint::encode_pending(out, &remote.pending(to as u32));
+            }
+        }
+        let log_lsn = self.log.borrow().end_lsn();
+        checkpoint::encode_commit(
+            out,
+            &checkpoint::Commit {
+                generation,
+                log_lsn: log_lsn.0,
+                results_offset,
+            },
+        );
+        Some((log_lsn, results))
+    }
+
+    /// Resumes from a checkpoint, after the log is read back and before
+    /// [`Shard::finish_recovery`]: each process it holds starts asleep in its state there, with
+    /// the results it covers (read from `results_path`), and only the messages after it are
+    /// evaluated again; its pending items are queued for delivery. Returns the messages it
+    /// spared from replay. Nothing changes when it does not fit the log (an `Err` says why;
+    /// the node then replays from genesis).
+    pub fn apply_checkpoint(
+        &mut self,
+        loaded: checkpoint::Loaded,
+        results_path: &std::path::Path,
+    ) -> Result<u64, String> {
+        let commit = loaded.commit.ok_or("no committed generation")?;
+        let log_end = self.log.borrow().end_lsn();
+        if commit.log_lsn > log_end.0 {
+            return Err(format!(
+                "it covers the log to {}, but the log ends at {log_end}",
+                commit.log_lsn
+            ));
+        }
+        for state in loaded.processes.values() {
+            let process = self
+                .processes
+                .get(&state.pid)
+                .ok_or_else(|| format!("process {} is not in the log", state.pid))?;
+            if state.nonce > process.entries.len() as u64 {
+                return Err(format!(
+                    "process {} evaluated {} messages, the log holds {}",
+                    state.pid,
+                    state.nonce,
+                    process.entries.len()
+                ));
+            }
+        }
+        for pending in &loaded.pending {
+            if let Pending::RemoteMessage { to, .. }
+            | Pending::RemoteSpawn { to, .. }
+            | Pending::RemoteAssign { to, .. } = pending
+            {
+                if *to as usize >= self.shard_count {
+                    return Err(format!(
+                        "an item for shard {to}, and this node has {}",
+                        self.shard_count
+                    ));
+                }
+            }
+        }
+        let (mut results, mut problem) = (Vec::new(), None);
+        checkpoint::read_results(results_path, commit.results_offset, |record| {
+            let Some(state) = loaded.processes.get(&record.pid) else {
+                return;
+            };
+            let covered = match record.tick {
+                None => record.nonce < state.nonce,
+                Some(tick) => {
+                    record.nonce < state.nonce || (record.nonce == state.nonce && state.next.is_none_or(|n| tick < n))
+                }
+            };
+            let process = &self.processes[&record.pid];
+            // A message's nonce is in the log; a tick follows message `nonce - 1`.
+            let fits = match record.tick {
+                None => record.nonce < process.entries.len() as u64,
+                Some(_) => record.nonce > 0 && record.nonce <= process.entries.len() as u64 && process.cron.is_some(),
+            };
+            if !fits {
+                problem.get_or_insert(format!(
+                    "a result of process {} at nonce {} does not fit its log",
+                    record.pid, record.nonce
+                ));
+            } else if covered {
+                results.push(record);
+            }
+        })
+        .map_err(|e| e.to_string())?;
+        if let Some(problem) = problem {
+            return Err(problem);
+        }
+        let mut spared = 0;
+        for state in loaded.processes.into_values() {
+            let process = self.processes.get_mut(&state.pid).expect("checked above");
+            let nonce = state.nonce as usize;
+            if let Some(cron) = process.cron.as_mut() {
+                cron.next = state.next;
+                cron.through = state.through;
+            }
+            let point = Self::point(process);
+            let point = Point { nonce, ..point };
+            let hibernated = Rc::new(Hibernated {
+                memory_zstd: state.memory_zstd,
+                memory_pages: state.memory_pages,
+                globals: state.globals,
+            });
+            process.evaluated = nonce;
+            process.dormant = Some(Dormant::Hibernated(Rc::clone(&hibernated)));
+            process.snapshot = Some(Box::new((point, hibernated)));
+            process.checkpointed = Some(point);
+            self.unevaluated -= nonce;
+            spared += nonce as u64;
+        }
+        self.counters.resumed = spared;
+        for record in results {
+            let process = self.processes.get_mut(&record.pid).expect("checked above");
+            let stored = Rc::new(StoredResult::from_text(record.text.into_boxed_str(), record.is_error));
+            match record.tick {
+                None => process.entries[record.nonce as usize].result = Some(stored),
+                Some(tick) => {
+                    let cron = process.cron.as_mut().expect("checked above");
+                    if cron.results.len() == CRON_RESULTS_MAX {
+                        cron.results.pop_front();
+                    }
+                    let after = process.entries[record.nonce as usize - 1].lsn;
+                    cron.results.push_back(CronResult {
+                        tick,
+                        after,
+                        result: stored,
+                    });
+                }
+            }
+        }
+        // Processes with nothing left to evaluate leave the ready queue.
+        let ready = std::mem::take(&mut self.ready);
+        for pid in ready {
+            let process = self.processes.get_mut(&pid).expect("queued processes exist");
+            if process.evaluated < process.entries.len() || Self::due_tick(process).is_some() {
+                self.ready.push_back(pid);
+            } else {
+                process.queued = false;
+            }
+        }
+        for pending in loaded.pending {
+            match pending {
+                Pending::Message { item, cause } => self.outbox.push_back(Delivery::Message {
+                    item,
+                    cause: Lsn(cause),
+                }),
+                Pending::Spawn { process, notice, cause } => self.outbox.push_back(Delivery::Spawn {
+                    process,
+                    notice,
+                    cause: Lsn(cause),
+                }),
+                Pending::Assign {
+                    processes,
+                    message,
+                    cause,
+                } => self.outbox.push_back(Delivery::Assign {
+                    processes,
+                    message,
+                    cause: Lsn(cause),
+                }),
+                // Their causes were durable before the checkpoint committed.
+                Pending::RemoteMessage { to, item } => self.queue_remote(to as usize, Lsn(0), Remote::Message(item)),
+                Pending::RemoteSpawn { to, item } => self.queue_remote(to as usize, Lsn(0), Remote::Spawn(item)),
+                Pending::RemoteAssign { to, process, item } => {
+                    self.queue_remote(to as usize, Lsn(0), Remote::Assign { process, item })
+                }
+            }
+        }
+        Ok(spared)
+    }
+
     /// Evaluates the next message of `pid`.
     fn evaluate_message(&mut self, pid: ProcessId) -> Result<Evaluated, ShardError> {
         let (nonce, lsn) = {
@@ -2040,8 +2547,10 @@ impl Shard {
         self.enqueue_outbox(&origin, &result, lsn);
         let gas_used = result.json["GasUsed"].as_u64().unwrap_or(0);
         self.counters.fuel_used += gas_used;
+        let stored = Self::stored(result);
+        self.keep_result(pid, nonce, None, &stored, gas_used);
         let process = self.processes.get_mut(&pid).expect("exists");
-        process.entries[nonce].result = Some(Self::stored(result));
+        process.entries[nonce].result = Some(stored);
         if nonce < process.recovered {
             self.recovery_pending -= 1;
         }
@@ -2100,6 +2609,8 @@ impl Shard {
         let gas_used = result.json["GasUsed"].as_u64().unwrap_or(0);
         self.counters.fuel_used += gas_used;
         self.counters.cron_ticks += 1;
+        let stored = Self::stored(result);
+        self.keep_result(pid, nonce, Some(tick), &stored, gas_used);
         let process = self.processes.get_mut(&pid).expect("exists");
         let cron = process.cron.as_mut().expect("a tick belongs to a process with crons");
         if cron.results.len() == CRON_RESULTS_MAX {
@@ -2108,7 +2619,7 @@ impl Shard {
         cron.results.push_back(CronResult {
             tick,
             after,
-            result: Self::stored(result),
+            result: stored,
         });
         cron.next = cron.schedule.next_after(Some(tick));
         self.requeue(pid);
@@ -2130,6 +2641,10 @@ impl Shard {
         let process = &self.processes[&pid];
         let (module, limits) = (process.module, process.limits);
         let from = process.snapshot.as_ref().map(|taken| taken.0);
+        let base = match process.snapshot.as_deref() {
+            Some((_, hibernated)) => Some(hibernated.snapshot()?),
+            None => None,
+        };
         let env = Rc::clone(&process.env);
         let genesis = Point {
             nonce: 0,
@@ -2137,8 +2652,8 @@ impl Shard {
         };
         let mut instance = self.instance_with_room(Some(pid), |shard| {
             let compiled = &shard.modules[&module].compiled;
-            match shard.processes[&pid].snapshot.as_deref() {
-                Some((_, snapshot)) => compiled.instantiate_from(limits, snapshot),
+            match &base {
+                Some(snapshot) => compiled.instantiate_from(limits, snapshot),
                 None => compiled.instantiate(limits),
             }
         })?;
@@ -2180,7 +2695,7 @@ impl Shard {
             }
             at.nonce += 1;
         }
-        let snapshot = instance.snapshot();
+        let snapshot = Rc::new(Hibernated::of(instance.snapshot()));
         let process = self.processes.get_mut(&pid).expect("exists");
         process.snapshot = Some(Box::new((target, snapshot)));
         if let Some(cron) = process.cron.as_mut() {

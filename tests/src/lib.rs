@@ -27,6 +27,16 @@ impl Node {
         Node::start_in(binary, Path::new("."), data_dir)
     }
 
+    /// Starts `hewitt serve` with extra arguments (such as `--set key=value`).
+    pub fn start_with(binary: &str, data_dir: &Path, extra: &[&str]) -> Node {
+        let mut command = Command::new(binary);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra);
+        Node::launch(command, data_dir)
+    }
+
     /// Starts `hewitt serve` in the working directory `cwd`, with `data_dir` as given (it may
     /// be relative to `cwd`, as an operator would type it).
     pub fn start_in(binary: &str, cwd: &Path, data_dir: &Path) -> Node {

@@ -20,6 +20,8 @@ use tests::{check_timeline, load_sample, spawn, timeline, Node};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_hewitt-under-test");
 const SENDERS: usize = 4;
+/// Checkpoints often, so that restarts resume from them (and from their pending deliveries).
+const CHECKPOINTS: [&str; 2] = ["--set", "checkpoint.every_messages=50"];
 
 /// What one sender had acknowledged, in order.
 type Acknowledged = Vec<(ProcessId, MessageId)>;
@@ -43,7 +45,7 @@ fn acknowledged_messages_survive_repeated_sigkills() {
     println!("crash cycles: {cycles}, seed {seed:#x} (HEWITT_CRASH_SEED replays it)");
     let mut rng = seed.max(1);
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(BINARY, dir.path());
+    let node = Node::start_with(BINARY, dir.path(), &CHECKPOINTS);
     let setup = node.client();
     let module = load_sample(&setup, "counter", &[]);
     let pids: Vec<ProcessId> = (0..2).map(|_| spawn(&setup, &node, module)).collect();
@@ -51,7 +53,9 @@ fn acknowledged_messages_survive_repeated_sigkills() {
     let acked: Arc<Mutex<Vec<Acknowledged>>> = Arc::new(Mutex::new(vec![Vec::new(); SENDERS]));
     let mut node = Some(node);
     for cycle in 0..cycles {
-        let running = node.take().unwrap_or_else(|| Node::start(BINARY, dir.path()));
+        let running = node
+            .take()
+            .unwrap_or_else(|| Node::start_with(BINARY, dir.path(), &CHECKPOINTS));
         let stop = Arc::new(AtomicBool::new(false));
         let senders: Vec<_> = (0..SENDERS)
             .map(|index| {
@@ -77,7 +81,7 @@ fn acknowledged_messages_survive_repeated_sigkills() {
             sender.join().unwrap();
         }
 
-        let restarted = Node::start(BINARY, dir.path());
+        let restarted = Node::start_with(BINARY, dir.path(), &CHECKPOINTS);
         let client = restarted.client();
         let acked = acked.lock().unwrap().clone();
         for pid in &pids {

@@ -40,7 +40,7 @@ fn cron_results(client: &engine::client::Client, pid: ProcessId) -> Vec<serde_js
 #[test]
 fn monitored_cron_delivers_every_tick_once_across_a_sigkill() {
     let data = tempfile::tempdir().expect("temporary directory");
-    let node = Node::start(BINARY, data.path());
+    let node = Node::start_with(BINARY, data.path(), &["--set", "checkpoint.every_messages=10"]);
     let client = node.client();
     let pingpong = load_sample(&client, "pingpong", &[]);
     let peer = spawn(&client, &node, pingpong);
@@ -64,7 +64,7 @@ fn monitored_cron_delivers_every_tick_once_across_a_sigkill() {
     node.kill();
 
     // The monitored set is restored: ticks go on without a new monitor request.
-    let node = Node::start(BINARY, data.path());
+    let node = Node::start_with(BINARY, data.path(), &["--set", "checkpoint.every_messages=10"]);
     let client = node.client();
     let before = received(&client, peer);
     wait_until("ticks after the restart", || received(&client, peer) >= before + 2);

@@ -9,6 +9,16 @@ use scheduler::tags::Tag;
 use tests::{load_sample, spawn, Node};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_hewitt-under-test");
+/// Checkpoints off: a restart replays the whole log (a clean stop would otherwise leave nothing
+/// to replay).
+const NO_CHECKPOINTS: [&str; 6] = [
+    "--set",
+    "checkpoint.every_messages=0",
+    "--set",
+    "checkpoint.every_gas=0",
+    "--set",
+    "checkpoint.every_seconds=0",
+];
 
 /// `GET /metrics`, parsed.
 fn scrape(node: &Node) -> prometheus_parse::Scrape {
@@ -266,7 +276,7 @@ fn the_operators_guide_covers_every_command_and_flag() {
 fn ready_waits_for_the_replay_of_recovered_messages() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let data = dir.path().join("data");
-    let node = Node::start(BINARY, &data);
+    let node = Node::start_with(BINARY, &data, &NO_CHECKPOINTS);
     let client = node.client();
     let module = load_sample(&client, "loop", &[]);
     // Each Loop message burns its whole Compute-Limit (~25 ms) and fails: replaying a hundred
@@ -286,7 +296,7 @@ fn ready_waits_for_the_replay_of_recovered_messages() {
     assert!(last["Error"].is_string(), "{last}");
     assert_eq!(node.terminate().code(), Some(0));
 
-    let node = Node::start(BINARY, &data);
+    let node = Node::start_with(BINARY, &data, &NO_CHECKPOINTS);
     let client = node.client();
     let status = |path: &str| match client.get(path) {
         Ok(_) => 200,

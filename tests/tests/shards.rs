@@ -24,7 +24,9 @@ fn start(data_dir: &Path, shards: usize, fixed_clock: bool) -> Node {
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
-        .args(["--set", &format!("shards={shards}")]);
+        .args(["--set", &format!("shards={shards}")])
+        // Checkpoints often: restarts resume from them and their pending deliveries.
+        .args(["--set", "checkpoint.every_messages=64"]);
     if fixed_clock {
         command.args(["--set", &format!("fixed_clock_ms={CLOCK_MS}")]);
     }
