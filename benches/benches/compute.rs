@@ -10,8 +10,10 @@
 //!   one message in between (the pages it dirties are reset when the slot returns).
 //! - `compute/snapshot/<size>` and `compute/restore_drop/<size>`: a whole-memory snapshot (for
 //!   rollback and hibernation) and an instance rebuilt from it, at the sample's 128 KiB and at
-//!   64 MiB (grown by one large message). Snapshots copy the whole memory; incremental
-//!   (dirty-page) snapshots do not exist yet, so there is nothing to measure for them.
+//!   64 MiB (grown by one large message). Snapshots copy the whole memory.
+//! - `compute/rollback/64MiB/*`: a failed message undone in place, the pages it wrote put back
+//!   (`message_undone`), beside the same process's message that stands, with and without write
+//!   tracking, and a full-copy rollback (see [`rollback`]).
 //! - `compute/limit/*`: the limits these are compared against, measured in the same run: a
 //!   typed host-to-wasm call of an empty function in a default wasmtime engine, a host copy of
 //!   64 MiB into a fresh `Vec` (what a snapshot's copy costs at best, page faults included), and
@@ -95,6 +97,11 @@ impl Fixture {
 
     /// An `Increment` message with 5 tags and `data_bytes` of data.
     fn increment(&self, data_bytes: usize) -> DataItem {
+        self.action("Increment", data_bytes)
+    }
+
+    /// A message of `action` with 5 tags and `data_bytes` of data.
+    fn action(&self, action: &str, data_bytes: usize) -> DataItem {
         self.signer.sign(
             Some(self.placement.process.0),
             Some(*b"00000000000000000000000000000042"),
@@ -102,7 +109,7 @@ impl Fixture {
                 Tag::new("Data-Protocol", "ao"),
                 Tag::new("Variant", "ao.TN.1"),
                 Tag::new("Type", "Message"),
-                Tag::new("Action", "Increment"),
+                Tag::new("Action", action),
                 Tag::new("Quantity", "1"),
             ],
             vec![b'x'; data_bytes],
@@ -196,6 +203,57 @@ fn snapshots(c: &mut Criterion, module: &CompiledModule, fixture: &Fixture) {
     group.finish();
 }
 
+/// Undoing a failed message on a 64 MiB process (the counter's `Fail` adds 1000 to its count,
+/// then returns an Error result: a page or so written, with the msg and output buffers):
+/// - `message_untracked`: an `Increment` on an instance without write tracking (the baseline);
+/// - `message_kept`: the same on a tracked instance, with `keep_message` (the scan and the copy
+///   of the written pages into the undo copy: what tracking costs a message that stands);
+/// - `message_undone`: a `Fail` and `undo_message` (the pages put back in place);
+/// - `message_full_copy_rollback`: a `Fail` and an instance rebuilt from a whole-memory snapshot
+///   (what a rollback costs without tracking, before any replay).
+fn rollback(c: &mut Criterion, module: &CompiledModule, fixture: &Fixture) {
+    let increment = fixture.msg(&fixture.increment(100));
+    let fail = fixture.msg(&fixture.action("Fail", 100));
+    let mut group = c.benchmark_group("compute/rollback/64MiB");
+    group.sample_size(20);
+    let mut untracked = large_instance(module, fixture);
+    group.bench_function("message_untracked", |b| {
+        b.iter(|| returned(untracked.handle(black_box(&increment), &fixture.env)))
+    });
+    let snapshot = untracked.snapshot();
+    group.bench_function("message_full_copy_rollback", |b| {
+        b.iter(|| {
+            returned(untracked.handle(black_box(&fail), &fixture.env));
+            let restored = module
+                .instantiate_from(LARGE_LIMITS, black_box(&snapshot))
+                .expect("fits");
+            black_box(restored.memory().len())
+        })
+    });
+    drop(untracked);
+    match engine::compute::dirty::DirtyTracker::new() {
+        Ok(tracker) => {
+            let tracker = std::sync::Arc::new(tracker);
+            let mut tracked = large_instance(module, fixture);
+            tracked.track(&tracker, None).expect("tracked");
+            group.bench_function("message_kept", |b| {
+                b.iter(|| {
+                    returned(tracked.handle(black_box(&increment), &fixture.env));
+                    tracked.keep_message();
+                })
+            });
+            group.bench_function("message_undone", |b| {
+                b.iter(|| {
+                    returned(tracked.handle(black_box(&fail), &fixture.env));
+                    black_box(tracked.undo_message())
+                })
+            });
+        }
+        Err(error) => eprintln!("compute/rollback: no write tracking here ({error}): in-place undo not measured"),
+    }
+    group.finish();
+}
+
 /// The limits: wasmtime's bare typed call and a host copy of 64 MiB.
 fn limits(c: &mut Criterion) {
     let engine = wasmtime::Engine::default();
@@ -231,6 +289,7 @@ fn compute(c: &mut Criterion) {
     let fixture = Fixture::new();
     handle(c, &module, &fixture);
     snapshots(c, &module, &fixture);
+    rollback(c, &module, &fixture);
     limits(c);
 }
 

@@ -278,6 +278,11 @@ impl Metrics {
         );
         shard.register("checkpoints", "Checkpoints committed", ConstCounter::new(c.checkpoints));
         shard.register(
+            "rollbacks_in_place",
+            "Failed messages undone in place (only the pages they wrote put back)",
+            ConstCounter::new(c.rollbacks_in_place),
+        );
+        shard.register(
             "resumed_messages",
             "Messages the start resumed from a checkpoint rather than evaluating them again",
             ConstGauge::new(c.resumed as i64),

@@ -42,7 +42,9 @@ use scheduler::{Address, AssignmentId, BlockHeight, HashChain, MessageId, Module
 
 use crate::abi::{self, Placement, ProcessResult, StoredResult};
 use crate::checkpoint::{self, Pending, ProcessState, ResultsWriter};
-use crate::compute::{CompiledModule, ComputeError, Evaluation, ProcessInstance, ProcessLimits, Runtime, Snapshot};
+use crate::compute::{
+    CompiledModule, ComputeError, Evaluation, GlobalValue, ProcessInstance, ProcessLimits, Runtime, Snapshot, Undone,
+};
 use crate::cron::{Schedule, Tick};
 
 /// A page of cron results: each tick with its result.
@@ -235,6 +237,8 @@ struct Process {
     snapshot: Option<Box<(Point, Rc<Hibernated>)>>,
     /// The point its latest checkpoint record holds (`None`: never written).
     checkpointed: Option<Point>,
+    /// Messages and ticks of it that failed (rolled back) since the node started.
+    failures: u32,
     cron: Option<Box<CronState>>,
     /// Entries read back from the log at recovery (see [`Shard::recovery_pending`]).
     recovered: usize,
@@ -255,11 +259,75 @@ enum Dormant {
 }
 
 /// A hibernated process's state: linear memory compressed with zstd (its frame carries zstd's
-/// content checksum, checked when it wakes) and the exported mutable globals.
+/// content checksum, checked when it wakes) and the values of its module's mutable globals
+/// (packed, in the module's order: see [`pack_globals`]).
 struct Hibernated {
     memory_zstd: Box<[u8]>,
     memory_pages: u64,
-    globals: Vec<(String, crate::compute::GlobalValue)>,
+    globals: Box<[u8]>,
+}
+
+/// Global values as bytes (a type byte, then the value little-endian): a sleeping process's
+/// globals in tens of bytes, their names being its module's.
+fn pack_globals(globals: &[(String, GlobalValue)]) -> Box<[u8]> {
+    let mut out = Vec::with_capacity(globals.len() * 5);
+    for (_, value) in globals {
+        match *value {
+            GlobalValue::I32(v) => {
+                out.push(0);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            GlobalValue::I64(v) => {
+                out.push(1);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            GlobalValue::F32(v) => {
+                out.push(2);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            GlobalValue::F64(v) => {
+                out.push(3);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            GlobalValue::V128(v) => {
+                out.push(4);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+    out.into_boxed_slice()
+}
+
+/// The globals [`pack_globals`] packed, named by `names` (the module's).
+fn unpack_globals(mut bytes: &[u8], names: &[String]) -> Vec<(String, GlobalValue)> {
+    let mut globals = Vec::with_capacity(names.len());
+    for name in names {
+        let (value, size) = match bytes[0] {
+            0 => (
+                GlobalValue::I32(i32::from_le_bytes(bytes[1..5].try_into().expect("4 bytes"))),
+                5,
+            ),
+            1 => (
+                GlobalValue::I64(i64::from_le_bytes(bytes[1..9].try_into().expect("8 bytes"))),
+                9,
+            ),
+            2 => (
+                GlobalValue::F32(u32::from_le_bytes(bytes[1..5].try_into().expect("4 bytes"))),
+                5,
+            ),
+            3 => (
+                GlobalValue::F64(u64::from_le_bytes(bytes[1..9].try_into().expect("8 bytes"))),
+                9,
+            ),
+            _ => (
+                GlobalValue::V128(u128::from_le_bytes(bytes[1..17].try_into().expect("16 bytes"))),
+                17,
+            ),
+        };
+        globals.push((name.clone(), value));
+        bytes = &bytes[size..];
+    }
+    globals
 }
 
 /// zstd level of hibernated memory: fast to write, and wasm memories (mostly zero pages)
@@ -278,11 +346,32 @@ impl Hibernated {
             // The buffer was sized for the worst case (about the memory's size): keep what is used.
             memory_zstd: compressed.into_boxed_slice(),
             memory_pages: snapshot.memory_pages,
-            globals: snapshot.globals,
+            globals: pack_globals(&snapshot.globals),
         }
     }
 
-    fn snapshot(&self) -> Result<Snapshot, ShardError> {
+    /// A checkpoint's state of a process of a module whose globals are `names`; `Err` when they
+    /// are not the globals the state holds.
+    fn of_state(
+        memory_zstd: Box<[u8]>,
+        memory_pages: u64,
+        globals: &[(String, GlobalValue)],
+        names: &[String],
+    ) -> Result<Hibernated, String> {
+        if !globals.iter().map(|(name, _)| name).eq(names.iter()) {
+            return Err(format!(
+                "it holds the globals {:?}, the module has {names:?}",
+                globals.iter().map(|(name, _)| name).collect::<Vec<_>>()
+            ));
+        }
+        Ok(Hibernated {
+            memory_zstd,
+            memory_pages,
+            globals: pack_globals(globals),
+        })
+    }
+
+    fn snapshot(&self, names: &[String]) -> Result<Snapshot, ShardError> {
         let bytes = (self.memory_pages * crate::compute::WASM_PAGE_BYTES) as usize;
         // zstd checks the frame's content checksum as it decompresses.
         let memory = zstd::bulk::decompress(&self.memory_zstd, bytes)
@@ -296,7 +385,7 @@ impl Hibernated {
         Ok(Snapshot {
             memory,
             memory_pages: self.memory_pages,
-            globals: self.globals.clone(),
+            globals: unpack_globals(&self.globals, names),
         })
     }
 }
@@ -337,6 +426,21 @@ pub enum Remote {
     /// A result's `Assignments` entry: a copy of a message the sending shard holds, for the
     /// timeline of `process`.
     Assign { process: ProcessId, item: DataItem },
+}
+
+/// A write tracker for this thread's instances, if the kernel offers one (said once per
+/// process otherwise).
+fn tracker() -> Option<Arc<crate::compute::dirty::DirtyTracker>> {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    match crate::compute::dirty::DirtyTracker::new() {
+        Ok(tracker) => Some(Arc::new(tracker)),
+        Err(error) => {
+            SAID.call_once(|| {
+                tracing::info!(%error, "no page-level rollback here: a failed message rolls back by a rebuild");
+            });
+            None
+        }
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -402,6 +506,9 @@ pub struct ShardCounters {
     pub hibernations: u64,
     pub wakes: u64,
     pub rollbacks: u64,
+    /// Rollbacks done in place (see `compute::dirty`), and the 4 KiB pages they put back.
+    pub rollbacks_in_place: u64,
+    pub rollback_pages: u64,
     /// Cron ticks evaluated.
     pub cron_ticks: u64,
     /// Fuel used by every evaluation since start (recovery's replay included).
@@ -483,7 +590,15 @@ pub struct Shard {
     since_checkpoint: (u64, u64),
     /// For `hewitt verify` (see [`Shard::set_replay_only`]).
     replay_only: bool,
+    /// Tracks which pages each message writes, when the kernel can (see `compute::dirty`):
+    /// a failed message is then undone in place.
+    dirty: Option<Arc<crate::compute::dirty::DirtyTracker>>,
 }
+
+/// Live instances with at least this much memory are tracked for undo in place from the start
+/// (smaller ones once their process has failed: their rebuild is cheap, and tracking costs
+/// every wake a copy of the memory).
+const UNDO_TRACKING_MIN_BYTES: usize = 1 << 20;
 
 /// Most bytes of items one shard queues for the others before its evaluation pauses, and takes
 /// from them before their batches wait in the rings.
@@ -640,6 +755,7 @@ impl Shard {
             results_failed: None,
             since_checkpoint: (0, 0),
             replay_only: false,
+            dirty: tracker(),
         }
     }
 
@@ -947,12 +1063,29 @@ impl Shard {
 
     /// Records that `pid` now holds `instance` (or none).
     fn set_instance(&mut self, pid: ProcessId, instance: Option<ProcessInstance>) {
+        self.set_instance_with(pid, instance, None);
+    }
+
+    /// [`Shard::set_instance`], starting page-level undo on a new instance (see
+    /// `compute::dirty`); `memory`, if given, is a copy of its memory as it is.
+    fn set_instance_with(&mut self, pid: ProcessId, mut instance: Option<ProcessInstance>, memory: Option<Vec<u8>>) {
+        let failed_before = self.processes[&pid].failures > 0;
+        if let (Some(tracker), Some(instance)) = (&self.dirty, instance.as_mut()) {
+            // Worth its cost (a copy of the memory, a scan per message) where a rebuild would
+            // cost more: a large memory, or a process that has failed before.
+            let wanted = failed_before || instance.memory().len() >= UNDO_TRACKING_MIN_BYTES;
+            if wanted && !instance.is_tracked() {
+                if let Err(reason) = instance.track(tracker, memory) {
+                    tracing::debug!(%pid, %reason, "failed messages of this process roll back by rebuild");
+                }
+            }
+        }
         let process = self.processes.get_mut(&pid).expect("exists");
         if process.instance.is_some() {
             self.live -= 1;
         }
         self.live_bytes -= process.live_bytes;
-        process.live_bytes = instance.as_ref().map_or(0, |i| i.memory().len());
+        process.live_bytes = instance.as_ref().map_or(0, Self::held_bytes);
         self.live_bytes += process.live_bytes;
         if instance.is_some() {
             self.live += 1;
@@ -960,10 +1093,15 @@ impl Shard {
         process.instance = instance;
     }
 
+    /// The bytes a live instance holds: its memory, twice when a copy is kept for undo.
+    fn held_bytes(instance: &ProcessInstance) -> usize {
+        instance.memory().len() * if instance.is_tracked() { 2 } else { 1 }
+    }
+
     /// Records how much memory `pid`'s live instance holds now (it may have grown).
     fn note_memory(&mut self, pid: ProcessId) {
         let process = self.processes.get_mut(&pid).expect("exists");
-        let now = process.instance.as_ref().map_or(0, |i| i.memory().len());
+        let now = process.instance.as_ref().map_or(0, Self::held_bytes);
         self.live_bytes = self.live_bytes - process.live_bytes + now;
         process.live_bytes = now;
     }
@@ -1078,20 +1216,25 @@ impl Shard {
         let (module, limits) = (process.module, process.limits);
         let snapshot = match &dormant {
             Dormant::Genesis => None,
-            Dormant::Hibernated(hibernated) => Some(hibernated.snapshot()),
+            Dormant::Hibernated(hibernated) => Some(hibernated.snapshot(self.modules[&module].compiled.global_names())),
         };
+        let mut memory = None;
         let made = match snapshot {
             Some(Err(error)) => Err(error),
-            Some(Ok(snapshot)) => self.instance_with_room(Some(pid), |shard| {
-                shard.modules[&module].compiled.instantiate_from(limits, &snapshot)
-            }),
+            Some(Ok(snapshot)) => {
+                let made = self.instance_with_room(Some(pid), |shard| {
+                    shard.modules[&module].compiled.instantiate_from(limits, &snapshot)
+                });
+                memory = Some(snapshot.memory);
+                made
+            }
             None => self.instance_with_room(Some(pid), |shard| shard.modules[&module].compiled.instantiate(limits)),
         };
         match made {
             Ok(instance) => {
                 let env = self.env_json(pid);
                 self.processes.get_mut(&pid).expect("exists").env = env;
-                self.set_instance(pid, Some(instance));
+                self.set_instance_with(pid, Some(instance), memory);
                 if matches!(dormant, Dormant::Hibernated(_)) {
                     self.counters.wakes += 1;
                 }
@@ -1111,7 +1254,9 @@ impl Shard {
             return Ok(instance.snapshot());
         }
         match &process.dormant {
-            Some(Dormant::Hibernated(hibernated)) => hibernated.snapshot(),
+            Some(Dormant::Hibernated(hibernated)) => {
+                hibernated.snapshot(self.modules[&process.module].compiled.global_names())
+            }
             Some(Dormant::Genesis) => {
                 let (module, limits) = (process.module, process.limits);
                 let mut fresh =
@@ -1339,6 +1484,7 @@ impl Shard {
                     live_bytes: 0,
                     snapshot: None,
                     checkpointed: None,
+                    failures: 0,
                     cron,
                     recovered: 0,
                     slot,
@@ -2140,6 +2286,23 @@ impl Shard {
         }
     }
 
+    /// After an evaluation: a failed one is undone (in place when the instance is tracked), a
+    /// successful one's writes are kept in the undo copy. `None` when it succeeded.
+    fn undo_or_keep(instance: &mut ProcessInstance, result: &ProcessResult) -> Option<Undone> {
+        if result.is_error {
+            Some(instance.undo_message())
+        } else {
+            instance.keep_message();
+            None
+        }
+    }
+
+    fn count_undo(&mut self, pages: usize) {
+        self.counters.rollbacks += 1;
+        self.counters.rollbacks_in_place += 1;
+        self.counters.rollback_pages += pages as u64;
+    }
+
     /// What `/result` keeps of a result: its JSON text (the outbox is queued separately).
     fn stored(result: ProcessResult) -> Rc<StoredResult> {
         Rc::new(StoredResult::of(&result))
@@ -2221,12 +2384,11 @@ impl Shard {
             Ok(snapshot) => snapshot,
             Err(error) => return Some(Err(format!("the replay's state cannot be read: {error}"))),
         };
-        let held = Hibernated {
-            memory_zstd: state.memory_zstd.clone(),
-            memory_pages: state.memory_pages,
-            globals: state.globals.clone(),
-        };
-        let held = match held.snapshot() {
+        let names = self.modules[&self.processes[&state.pid].module].compiled.global_names();
+        let held = Hibernated::of_state(state.memory_zstd.clone(), state.memory_pages, &state.globals, names)
+            .map_err(ShardError::BadRequest)
+            .and_then(|held| held.snapshot(names));
+        let held = match held {
             Ok(snapshot) => snapshot,
             Err(error) => return Some(Err(format!("its memory cannot be read: {error}"))),
         };
@@ -2304,7 +2466,10 @@ impl Shard {
                 next,
                 through,
                 memory_pages: hibernated.memory_pages,
-                globals: hibernated.globals.clone(),
+                globals: unpack_globals(
+                    &hibernated.globals,
+                    self.modules[&process.module].compiled.global_names(),
+                ),
                 memory_zstd: Box::default(),
             };
             checkpoint::encode_process_with(out, &state, &hibernated.memory_zstd);
@@ -2381,6 +2546,13 @@ impl Shard {
                 .processes
                 .get(&state.pid)
                 .ok_or_else(|| format!("process {} is not in the log", state.pid))?;
+            let names = self.modules[&process.module].compiled.global_names();
+            if !state.globals.iter().map(|(name, _)| name).eq(names.iter()) {
+                return Err(format!(
+                    "process {}: the checkpoint's globals are not its module's (compiled otherwise)",
+                    state.pid
+                ));
+            }
             if state.nonce > process.entries.len() as u64 {
                 return Err(format!(
                     "process {} evaluated {} messages, the log holds {}",
@@ -2443,11 +2615,11 @@ impl Shard {
             }
             let point = Self::point(process);
             let point = Point { nonce, ..point };
-            let hibernated = Rc::new(Hibernated {
-                memory_zstd: state.memory_zstd,
-                memory_pages: state.memory_pages,
-                globals: state.globals,
-            });
+            let names = self.modules[&process.module].compiled.global_names();
+            let hibernated = Rc::new(
+                Hibernated::of_state(state.memory_zstd, state.memory_pages, &state.globals, names)
+                    .expect("checked above"),
+            );
             process.evaluated = nonce;
             process.dormant = Some(Dormant::Hibernated(Rc::clone(&hibernated)));
             process.snapshot = Some(Box::new((point, hibernated)));
@@ -2529,12 +2701,19 @@ impl Shard {
         let instance = process.instance.as_mut().ok_or_else(|| no_instance(pid))?;
         debug_assert!(!process.env.is_empty(), "a live process has its env");
         let result = Self::run_handle(instance, &msg, &process.env);
+        let undone = Self::undo_or_keep(instance, &result);
         self.note_memory(pid);
         let process = self.processes.get_mut(&pid).expect("exists");
-        if result.is_error {
-            self.counters.rollbacks += 1;
-            let next = process.cron.as_ref().and_then(|c| c.next);
-            self.rebuild_instance(pid, Point { nonce, next }, None)?;
+        match undone {
+            None => {}
+            Some(Undone::InPlace { pages }) => self.count_undo(pages),
+            Some(Undone::Rebuild) => {
+                self.counters.rollbacks += 1;
+                // Its next instance is tracked for undo in place.
+                process.failures = process.failures.saturating_add(1);
+                let next = process.cron.as_ref().and_then(|c| c.next);
+                self.rebuild_instance(pid, Point { nonce, next }, None)?;
+            }
         }
         let message_id = MessageId::from(item.id());
         let origin = Origin {
@@ -2589,14 +2768,31 @@ impl Shard {
         let instance = process.instance.as_mut().ok_or_else(|| no_instance(pid))?;
         debug_assert!(!process.env.is_empty(), "a live process has its env");
         let result = Self::run_handle(instance, &msg, &process.env);
+        let undone = Self::undo_or_keep(instance, &result);
         self.note_memory(pid);
-        if result.is_error {
-            self.counters.rollbacks += 1;
-            let point = Point {
-                nonce,
-                next: Some(tick),
-            };
-            self.rebuild_instance(pid, point, Some(tick))?;
+        match undone {
+            None => {}
+            Some(Undone::InPlace { pages }) => {
+                self.count_undo(pages);
+                // A rebuild from the rollback base later must skip it too.
+                let process = self.processes.get_mut(&pid).expect("exists");
+                process
+                    .cron
+                    .as_mut()
+                    .expect("ticks belong to processes with crons")
+                    .failed
+                    .push(tick);
+            }
+            Some(Undone::Rebuild) => {
+                self.counters.rollbacks += 1;
+                let process = self.processes.get_mut(&pid).expect("exists");
+                process.failures = process.failures.saturating_add(1);
+                let point = Point {
+                    nonce,
+                    next: Some(tick),
+                };
+                self.rebuild_instance(pid, point, Some(tick))?;
+            }
         }
         let origin = Origin {
             process: pid,
@@ -2642,7 +2838,7 @@ impl Shard {
         let (module, limits) = (process.module, process.limits);
         let from = process.snapshot.as_ref().map(|taken| taken.0);
         let base = match process.snapshot.as_deref() {
-            Some((_, hibernated)) => Some(hibernated.snapshot()?),
+            Some((_, hibernated)) => Some(hibernated.snapshot(self.modules[&module].compiled.global_names())?),
             None => None,
         };
         let env = Rc::clone(&process.env);
@@ -3236,6 +3432,55 @@ mod tests {
         assert!(f.shard.result(pid, failed).unwrap().unwrap().is_error);
         assert_eq!(f.shard.result(pid, after).unwrap().unwrap().json()["Output"], "4");
         assert_eq!(f.shard.counters().rollbacks, 1);
+    }
+
+    #[test]
+    fn a_failed_message_leaves_memory_exactly_as_before_whether_undone_in_place_or_rebuilt() {
+        for in_place in [true, false] {
+            let mut f = fixture(8);
+            if !in_place {
+                f.shard.dirty = None;
+            } else if f.shard.dirty.is_none() {
+                eprintln!("no write tracking on this kernel: only the rebuild is tested");
+                continue;
+            }
+            let counter = f.module("counter");
+            let pid = f.spawn(counter, "a").unwrap();
+            for anchor in 0..3 {
+                f.send(pid, "Increment", anchor);
+            }
+            f.settle();
+            // A small process is tracked once it has failed: the first failure rebuilds, the
+            // second (if the kernel tracks writes) is undone in place.
+            for (round, anchor) in [(0u64, 10u8), (1, 12)] {
+                let before = f.shard.memory_hash(pid).unwrap().0;
+                let failed = f.send(pid, "Fail", anchor);
+                f.settle();
+                assert!(f.shard.result(pid, failed).unwrap().unwrap().is_error);
+                assert_eq!(
+                    f.shard.memory_hash(pid).unwrap().0,
+                    before,
+                    "in place: {in_place}, round {round}"
+                );
+                let after = f.send(pid, "Increment", anchor + 1);
+                f.settle();
+                let want = (4 + round).to_string();
+                assert_eq!(
+                    f.shard.result(pid, after).unwrap().unwrap().json()["Output"],
+                    want.as_str()
+                );
+            }
+            let counters = f.shard.counters();
+            assert_eq!(counters.rollbacks, 2);
+            assert_eq!(counters.rollbacks_in_place, in_place as u64);
+            if in_place {
+                assert!(
+                    (1..=4).contains(&counters.rollback_pages),
+                    "the pages Fail wrote: {}",
+                    counters.rollback_pages
+                );
+            }
+        }
     }
 
     #[test]

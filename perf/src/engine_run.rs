@@ -9,10 +9,12 @@
 //! where a message's microseconds go.
 
 use std::cell::RefCell;
+use std::io::Write;
 use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use engine::checkpoint::{self, ResultsWriter};
 use engine::compute::{ComputeConfig, Runtime};
 use engine::node::{now, NodeConfig};
 use engine::shard::{Shard, ShardError, ShardLimits};
@@ -218,6 +220,16 @@ pub struct RestartRun {
     pub replay_messages_per_s: f64,
     /// Linear extrapolation of open + index to 10 M records: the time to serving.
     pub serving_ms_at_10m_records: f64,
+    /// A checkpoint of every process after the replay: taking it (state compressed, records
+    /// written and synced) and its size.
+    pub checkpoint_ms: f64,
+    pub checkpoint_bytes: u64,
+    /// The restart again, resuming from that checkpoint: open + index + resume (every process
+    /// state and result read back), then the replay left (none: the checkpoint covers the log).
+    pub resumed_serving_ms: f64,
+    pub resume_ms: f64,
+    pub resumed_replay_ms: f64,
+    pub resumed_messages: u64,
 }
 
 /// Writes `messages` counter messages over `processes` processes through the engine (as the
@@ -237,9 +249,12 @@ pub fn restart(data_dir: &Path, processes: usize, messages: usize, batch: usize)
             let log = Rc::new(RefCell::new(log));
             let runtime = Runtime::new(ComputeConfig::default()).map_err(|e| e.to_string())?;
             let began = Instant::now();
-            let mut shard = Shard::recover(Signer::generate_ed25519(), runtime, log, ShardLimits::default())
-                .map_err(|e| e.to_string())?;
+            let signer = Signer::generate_ed25519();
+            let mut shard =
+                Shard::recover(signer, runtime.clone(), log, ShardLimits::default()).map_err(|e| e.to_string())?;
             let index_ms = began.elapsed().as_secs_f64() * 1e3;
+            let results_path = dir.join(engine::checkpoint_files::RESULTS_FILE);
+            shard.set_results(ResultsWriter::open(&results_path, 0).map_err(|e| e.to_string())?);
             // Every assignment read back waits for its replay.
             let records = shard.recovery_pending() as u64;
             let pending = records as f64;
@@ -247,8 +262,61 @@ pub fn restart(data_dir: &Path, processes: usize, messages: usize, batch: usize)
             settle(&mut shard)?;
             let replay_ms = began.elapsed().as_secs_f64() * 1e3;
             let serving_ms = open_ms + index_ms;
+
+            // A checkpoint of it all, then the restart again from it.
+            let began = Instant::now();
+            let checkpoint_path = dir.join(engine::checkpoint_files::CHECKPOINTS_FILE);
+            let mut file = checkpoint::open_checkpoints(&checkpoint_path, 0).map_err(|e| e.to_string())?;
+            let (mut cursor, mut chunk) = (0, Vec::new());
+            loop {
+                chunk.clear();
+                let more = shard.checkpoint_chunk(&mut cursor, true, &mut chunk, 4 << 20);
+                file.write_all(&chunk).map_err(|e| e.to_string())?;
+                if !more {
+                    break;
+                }
+            }
+            chunk.clear();
+            let (_, results) = shard.checkpoint_commit(1, &mut chunk).ok_or("checkpoints are off")?;
+            results.sync_data().map_err(|e| e.to_string())?;
+            file.write_all(&chunk).map_err(|e| e.to_string())?;
+            file.sync_data().map_err(|e| e.to_string())?;
+            let checkpoint_ms = began.elapsed().as_secs_f64() * 1e3;
+            let checkpoint_bytes = file.metadata().map_err(|e| e.to_string())?.len();
+            let processes = shard.process_count();
+            drop(shard);
+
+            let began = Instant::now();
+            let log = Log::open(&dir.join("log"), config.log).map_err(|e| e.to_string())?;
+            let mut shard = Shard::new(
+                Signer::generate_ed25519(),
+                runtime,
+                Rc::new(RefCell::new(log)),
+                ShardLimits::default(),
+            );
+            let mut next = Some(scheduler::log::Lsn(0));
+            while let Some(at) = next {
+                next = shard.recover_from(at, usize::MAX).map_err(|e| e.to_string())?;
+            }
+            let resuming = Instant::now();
+            let loaded = checkpoint::load(&checkpoint_path)
+                .map_err(|e| e.to_string())?
+                .ok_or("the checkpoint is missing")?;
+            let resumed_messages = shard.apply_checkpoint(loaded, &results_path)?;
+            shard.finish_recovery();
+            let resume_ms = resuming.elapsed().as_secs_f64() * 1e3;
+            let resumed_serving_ms = began.elapsed().as_secs_f64() * 1e3;
+            let began = Instant::now();
+            settle(&mut shard)?;
+            let resumed_replay_ms = began.elapsed().as_secs_f64() * 1e3;
             Ok(RestartRun {
-                processes: shard.process_count(),
+                checkpoint_ms,
+                checkpoint_bytes,
+                resumed_serving_ms,
+                resume_ms,
+                resumed_replay_ms,
+                resumed_messages,
+                processes,
                 records,
                 log_bytes,
                 open_ms,

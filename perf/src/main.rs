@@ -283,8 +283,17 @@ fn run(command: Command) -> Result<(), String> {
                 let dir = work_dir.join("restart");
                 let run = engine_run::restart(&dir, http.processes, restart_messages, batch)?;
                 eprintln!(
-                    "restart: {} records, open {:.0} ms, index {:.0} ms, replay {:.0} ms",
-                    run.records, run.open_ms, run.index_ms, run.replay_ms
+                    "restart: {} records, open {:.0} ms, index {:.0} ms, replay {:.0} ms; checkpoint {:.0} ms ({} B); from it: serving after {:.0} ms (resume {:.0} ms, {} messages spared), replay {:.0} ms",
+                    run.records,
+                    run.open_ms,
+                    run.index_ms,
+                    run.replay_ms,
+                    run.checkpoint_ms,
+                    run.checkpoint_bytes,
+                    run.resumed_serving_ms,
+                    run.resume_ms,
+                    run.resumed_messages,
+                    run.resumed_replay_ms
                 );
                 report.restart = Some(run);
             }

@@ -117,6 +117,9 @@ impl ResourceLimiter for MemoryLimiter {
 /// [`ProcessInstance::handle`] and [`ProcessInstance::snapshot`] on a poisoned instance are
 /// caller bugs and panic. Dropping the instance returns its slot to the pool.
 pub struct ProcessInstance {
+    /// Page-level undo, when tracked (dropped first: it stops the tracking before the store
+    /// gives the memory back).
+    undo: Option<Undo>,
     store: Store<StoreState>,
     memory: Memory,
     malloc: TypedFunc<i32, i32>,
@@ -126,6 +129,35 @@ pub struct ProcessInstance {
     limits: ProcessLimits,
     output_bytes_max: u64,
     poisoned: bool,
+    /// Every mutable global is in `globals` (see `ModuleInner::globals_complete`).
+    globals_complete: bool,
+}
+
+/// What puts a tracked instance back as it was before a failed message: the memory and globals
+/// after the last message that stood, and the tracker that says which pages changed since.
+struct Undo {
+    tracker: std::sync::Arc<super::dirty::DirtyTracker>,
+    base: usize,
+    shadow: Vec<u8>,
+    globals: Vec<(String, GlobalValue)>,
+    written: Vec<(usize, usize)>,
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        if let Err(error) = self.tracker.unregister(self.base, self.shadow.len()) {
+            tracing::warn!(%error, "memory write tracking not stopped");
+        }
+    }
+}
+
+/// What [`ProcessInstance::undo_message`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Undone {
+    /// The instance is as it was before the message; it took the pages the message wrote.
+    InPlace { pages: usize },
+    /// It cannot be put back in place (untracked, or its memory grew): rebuild it.
+    Rebuild,
 }
 
 impl std::fmt::Debug for ProcessInstance {
@@ -195,6 +227,8 @@ impl ProcessInstance {
             limits,
             output_bytes_max: module.config.output_bytes_max,
             poisoned: false,
+            globals_complete: module.globals_complete,
+            undo: None,
         })
     }
 
@@ -376,6 +410,140 @@ impl ProcessInstance {
         Ok(output.to_vec())
     }
 
+    fn globals_now(&mut self) -> Vec<(String, GlobalValue)> {
+        self.globals
+            .iter()
+            .map(|(name, global)| {
+                let value = match global.get(&mut self.store) {
+                    Val::I32(v) => GlobalValue::I32(v),
+                    Val::I64(v) => GlobalValue::I64(v),
+                    Val::F32(bits) => GlobalValue::F32(bits),
+                    Val::F64(bits) => GlobalValue::F64(bits),
+                    Val::V128(v) => GlobalValue::V128(v.as_u128()),
+                    other => unreachable!("compile refuses non-numeric mutable globals, yet `{name}` is {other:?}"),
+                };
+                (name.clone(), value)
+            })
+            .collect()
+    }
+
+    /// Starts page-level undo (see [`super::dirty`]): from now on a failed message can be put
+    /// back by [`ProcessInstance::undo_message`] at the cost of the pages it wrote. `memory`,
+    /// if given, is a copy of the memory as it is now (a snapshot the instance was made from),
+    /// which saves copying it. Fails when the module hides a global that could not be exported,
+    /// or the kernel refuses the tracking; the instance is unchanged then.
+    pub fn track(
+        &mut self,
+        tracker: &std::sync::Arc<super::dirty::DirtyTracker>,
+        memory: Option<Vec<u8>>,
+    ) -> Result<(), String> {
+        assert!(!self.poisoned, "track called on a poisoned ProcessInstance");
+        if !self.globals_complete {
+            return Err("the module hides a mutable global that cannot be exported".into());
+        }
+        self.undo = None;
+        let data = self.memory.data(&self.store);
+        let shadow = match memory {
+            Some(memory) if memory.len() == data.len() => memory,
+            _ => data.to_vec(),
+        };
+        debug_assert!(shadow == data, "the copy given is the memory");
+        let base = data.as_ptr() as usize;
+        if !base.is_multiple_of(super::dirty::PAGE_BYTES) {
+            return Err(format!("linear memory at {base:#x} is not page-aligned"));
+        }
+        tracker.register(base, shadow.len()).map_err(|e| e.to_string())?;
+        self.undo = Some(Undo {
+            tracker: std::sync::Arc::clone(tracker),
+            base,
+            shadow,
+            globals: self.globals_now(),
+            written: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// Whether failed messages are undone in place.
+    pub fn is_tracked(&self) -> bool {
+        self.undo.is_some()
+    }
+
+    /// After a message that stands: the pages it wrote go into the undo copy (a grown memory is
+    /// copied whole and tracked anew). Untracked instances: nothing to do.
+    pub fn keep_message(&mut self) {
+        let Some(mut undo) = self.undo.take() else { return };
+        let data = self.memory.data(&self.store);
+        if data.as_ptr() as usize != undo.base || data.len() != undo.shadow.len() {
+            let tracker = std::sync::Arc::clone(&undo.tracker);
+            drop(undo); // stops tracking the old range
+            if let Err(error) = self.track(&tracker, None) {
+                tracing::warn!(%error, "memory write tracking stopped after growth");
+            }
+            return;
+        }
+        undo.written.clear();
+        match undo
+            .tracker
+            .take_written(undo.base, undo.shadow.len(), &mut undo.written)
+        {
+            Ok(()) => {
+                for &(from, to) in &undo.written {
+                    undo.shadow[from..to].copy_from_slice(&data[from..to]);
+                }
+                undo.globals = self.globals_now();
+                self.undo = Some(undo);
+            }
+            Err(error) => tracing::warn!(%error, "memory write tracking failed; rollbacks rebuild"),
+        }
+    }
+
+    /// After a message that failed: puts back the pages it wrote and every global, and makes
+    /// the instance usable again; or says it must be rebuilt.
+    pub fn undo_message(&mut self) -> Undone {
+        let Some(mut undo) = self.undo.take() else {
+            return Undone::Rebuild;
+        };
+        let base = self.memory.data(&self.store).as_ptr() as usize;
+        if base != undo.base || self.memory.data_size(&self.store) != undo.shadow.len() {
+            return Undone::Rebuild; // grown: a memory cannot shrink
+        }
+        undo.written.clear();
+        // Listed, put back, then protected again: one scan, and the protection costs the pages.
+        if let Err(error) = undo
+            .tracker
+            .list_written(undo.base, undo.shadow.len(), &mut undo.written)
+        {
+            tracing::warn!(%error, "memory write tracking failed; rollbacks rebuild");
+            return Undone::Rebuild;
+        }
+        let data = self.memory.data_mut(&mut self.store);
+        let mut pages = 0;
+        for &(from, to) in &undo.written {
+            data[from..to].copy_from_slice(&undo.shadow[from..to]);
+            pages += (to - from) / super::dirty::PAGE_BYTES;
+        }
+        for ((name, global), (saved, value)) in self.globals.iter().zip(&undo.globals) {
+            debug_assert_eq!(name, saved);
+            let val = match *value {
+                GlobalValue::I32(v) => Val::I32(v),
+                GlobalValue::I64(v) => Val::I64(v),
+                GlobalValue::F32(bits) => Val::F32(bits),
+                GlobalValue::F64(bits) => Val::F64(bits),
+                GlobalValue::V128(bits) => Val::V128(V128::from(bits)),
+            };
+            global
+                .set(&mut self.store, val)
+                .expect("a global takes back its own value");
+        }
+        if let Err(error) = undo.tracker.protect(undo.base, &undo.written) {
+            tracing::warn!(%error, "memory write tracking failed; rollbacks rebuild");
+            return Undone::Rebuild;
+        }
+        self.undo = Some(undo);
+        self.poisoned = false;
+        Undone::InPlace { pages }
+    }
+
     /// Whether an earlier message failed, leaving this instance unusable (see the type's docs).
     pub fn is_poisoned(&self) -> bool {
         self.poisoned
@@ -410,21 +578,7 @@ impl ProcessInstance {
         let memory = self.memory.data(&self.store).to_vec();
         let memory_pages = self.memory.size(&self.store);
         assert_eq!(memory.len() as u64, memory_pages * WASM_PAGE_BYTES);
-        let globals = self
-            .globals
-            .iter()
-            .map(|(name, global)| {
-                let value = match global.get(&mut self.store) {
-                    Val::I32(v) => GlobalValue::I32(v),
-                    Val::I64(v) => GlobalValue::I64(v),
-                    Val::F32(bits) => GlobalValue::F32(bits),
-                    Val::F64(bits) => GlobalValue::F64(bits),
-                    Val::V128(v) => GlobalValue::V128(v.as_u128()),
-                    other => unreachable!("compile refuses non-numeric mutable globals, yet `{name}` is {other:?}"),
-                };
-                (name.clone(), value)
-            })
-            .collect();
+        let globals = self.globals_now();
         Snapshot {
             memory,
             memory_pages,

@@ -29,6 +29,7 @@
 //! caching and scheduling.
 
 mod config;
+pub mod dirty;
 mod instance;
 mod module;
 pub mod samples;
@@ -39,7 +40,7 @@ mod exchange_tests;
 mod tests;
 
 pub use config::{ComputeConfig, ProcessLimits, WASM_PAGE_BYTES};
-pub use instance::{Evaluation, GlobalValue, ProcessInstance, Snapshot};
+pub use instance::{Evaluation, GlobalValue, ProcessInstance, Snapshot, Undone};
 pub use module::{CompiledModule, Runtime, MODULE_FORMAT_WASM32};
 
 /// Why the compute unit could not do what was asked. Guest faults during a message are not

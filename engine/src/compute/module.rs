@@ -136,7 +136,7 @@ impl Runtime {
         artifact: &Path,
     ) -> Result<CompiledModule, ComputeError> {
         check_format(module_format)?;
-        let source_sum: [u8; 32] = Sha256::digest(wasm).into();
+        let source_sum = source_sum(wasm);
         let module = self.once(source_sum, || {
             if let Some(module) = self.load_artifact(artifact, &source_sum) {
                 self.counts.loaded.fetch_add(1, Ordering::Relaxed);
@@ -148,7 +148,12 @@ impl Runtime {
             }
             Ok(module)
         })?;
-        self.checked(source_sum, module, module_format)
+        self.checked(
+            source_sum,
+            module,
+            module_format,
+            hidden_globals(wasm).is_some_and(|h| h.complete),
+        )
     }
 
     /// [`Runtime::check`]; a module that fails it leaves the node-wide cache.
@@ -157,8 +162,9 @@ impl Runtime {
         source_sum: [u8; 32],
         module: Module,
         module_format: &str,
+        globals_complete: bool,
     ) -> Result<CompiledModule, ComputeError> {
-        let checked = self.check(module, module_format);
+        let checked = self.check(module, module_format, globals_complete);
         if checked.is_err() {
             self.compiled
                 .lock()
@@ -220,8 +226,11 @@ impl Runtime {
     }
 
     fn compile_wasm(&self, wasm: &[u8]) -> Result<Module, ComputeError> {
-        let module = Module::new(&self.engine, wasm).map_err(|err| ComputeError::ModuleRefused {
-            reason: format!("the module is not valid wasm: {err:#}"),
+        let rewritten = export_hidden_globals(wasm);
+        let module = Module::new(&self.engine, rewritten.as_deref().unwrap_or(wasm)).map_err(|err| {
+            ComputeError::ModuleRefused {
+                reason: format!("the module is not valid wasm: {err:#}"),
+            }
         })?;
         self.counts.compiled.fetch_add(1, Ordering::Relaxed);
         Ok(module)
@@ -241,13 +250,23 @@ impl Runtime {
     /// snapshots can hold them.
     pub fn compile(&self, wasm: &[u8], module_format: &str) -> Result<CompiledModule, ComputeError> {
         check_format(module_format)?;
-        let source_sum: [u8; 32] = Sha256::digest(wasm).into();
+        let source_sum = source_sum(wasm);
         let module = self.once(source_sum, || self.compile_wasm(wasm))?;
-        self.checked(source_sum, module, module_format)
+        self.checked(
+            source_sum,
+            module,
+            module_format,
+            hidden_globals(wasm).is_some_and(|h| h.complete),
+        )
     }
 
     /// The checks of a compiled module's imports and exports, then its `InstancePre`.
-    fn check(&self, module: Module, module_format: &str) -> Result<CompiledModule, ComputeError> {
+    fn check(
+        &self,
+        module: Module,
+        module_format: &str,
+        globals_complete: bool,
+    ) -> Result<CompiledModule, ComputeError> {
         let refuse = |reason: String| ComputeError::ModuleRefused { reason };
         if let Some(import) = module.imports().next() {
             return Err(refuse(format!(
@@ -269,6 +288,7 @@ impl Runtime {
         Ok(CompiledModule {
             inner: Arc::new(ModuleInner {
                 pre,
+                globals_complete,
                 global_names,
                 config: Arc::clone(&self.config),
             }),
@@ -296,10 +316,20 @@ pub(super) struct ModuleInner {
     /// Export names of the module's mutable globals, in export order: the globals a
     /// [`Snapshot`] holds.
     pub(super) global_names: Vec<String>,
+    /// Whether `global_names` holds every mutable global of the module (the hidden ones were
+    /// exported, see [`export_hidden_globals`]): then an instance can be put back in place
+    /// after a trap.
+    pub(super) globals_complete: bool,
     pub(super) config: Arc<ComputeConfig>,
 }
 
 impl CompiledModule {
+    /// The names of the module's mutable globals (its own exports, then the hidden ones this
+    /// node exported), in the order snapshots hold them.
+    pub fn global_names(&self) -> &[String] {
+        &self.inner.global_names
+    }
+
     /// A fresh process instance (the module's initial memory, from its copy-on-write image),
     /// holding one pool slot until dropped. Fails with [`ComputeError::PoolExhausted`] when
     /// every slot is taken.
@@ -427,4 +457,113 @@ fn mutable_global_names(module: &Module) -> Result<Vec<String>, String> {
         }
     }
     Ok(names)
+}
+
+/// What compiled modules are cached under: the SHA-256 of the wasm, salted with how it is
+/// compiled (a module from before its hidden globals were exported is compiled again).
+fn source_sum(wasm: &[u8]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(b"hewitt: mutable globals exported\n");
+    hasher.update(wasm);
+    hasher.finalize().into()
+}
+
+/// Export-name prefix of the mutable globals a module did not export itself.
+pub const HIDDEN_GLOBAL_PREFIX: &str = "__hewitt_global_";
+
+/// The mutable globals a module defines without exporting them.
+struct HiddenGlobals {
+    /// Numeric ones (by global index), which [`export_hidden_globals`] exports.
+    numeric: Vec<u32>,
+    /// No other (reference-typed) mutable global is hidden.
+    complete: bool,
+}
+
+/// Reads the module's globals and exports; `None` if it does not parse (compiling says why).
+fn hidden_globals(wasm: &[u8]) -> Option<HiddenGlobals> {
+    let (mut imported, mut defined, mut exported) = (0u32, Vec::new(), std::collections::HashSet::new());
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        match payload.ok()? {
+            wasmparser::Payload::ImportSection(section) => {
+                for import in section.into_imports() {
+                    if matches!(import.ok()?.ty, wasmparser::TypeRef::Global(_)) {
+                        imported += 1;
+                    }
+                }
+            }
+            wasmparser::Payload::GlobalSection(section) => {
+                for global in section {
+                    defined.push(global.ok()?.ty);
+                }
+            }
+            wasmparser::Payload::ExportSection(section) => {
+                for export in section {
+                    let export = export.ok()?;
+                    if export.kind == wasmparser::ExternalKind::Global {
+                        exported.insert(export.index);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut hidden = HiddenGlobals {
+        numeric: Vec::new(),
+        complete: true,
+    };
+    for (i, ty) in defined.iter().enumerate() {
+        let index = imported + i as u32;
+        if !ty.mutable || exported.contains(&index) {
+            continue;
+        }
+        use wasmparser::ValType as V;
+        match ty.content_type {
+            V::I32 | V::I64 | V::F32 | V::F64 | V::V128 => hidden.numeric.push(index),
+            V::Ref(_) => hidden.complete = false,
+        }
+    }
+    Some(hidden)
+}
+
+/// The module with every numeric mutable global it defines exported (as
+/// `__hewitt_global_<index>` when it did not export it itself), or `None` when there is none
+/// to add. Exports change no code, no fuel and no behaviour; they let snapshots, hibernation and
+/// in-place rollback read and restore every global, such as LLVM's `__stack_pointer`, which a
+/// trap can leave moved. Modules this cannot parse are returned as they are (compiling them
+/// reports why).
+pub fn export_hidden_globals(wasm: &[u8]) -> Option<Vec<u8>> {
+    use wasm_encoder::reencode::{utils, Error, Reencode};
+
+    let hidden = hidden_globals(wasm)?.numeric;
+    if hidden.is_empty() {
+        return None;
+    }
+
+    struct AddExports {
+        hidden: Vec<u32>,
+    }
+    impl Reencode for AddExports {
+        type Error = std::convert::Infallible;
+
+        fn parse_export_section(
+            &mut self,
+            exports: &mut wasm_encoder::ExportSection,
+            section: wasmparser::ExportSectionReader<'_>,
+        ) -> Result<(), Error<Self::Error>> {
+            utils::parse_export_section(self, exports, section)?;
+            for index in &self.hidden {
+                exports.export(
+                    &format!("{HIDDEN_GLOBAL_PREFIX}{index}"),
+                    wasm_encoder::ExportKind::Global,
+                    *index,
+                );
+            }
+            Ok(())
+        }
+    }
+    let mut module = wasm_encoder::Module::new();
+    AddExports { hidden }
+        .parse_core_module(&mut module, wasmparser::Parser::new(0), wasm)
+        .ok()?;
+    Some(module.finish())
 }

@@ -204,7 +204,17 @@ fn snapshot_reproduces_memory_hash_and_behaviour() {
             .iter()
             .map(|(name, _)| name.as_str())
             .collect::<Vec<_>>(),
-        ["heap_top", "heap_reset"]
+        // The module's own exports, then the globals it hid, exported by the compiler.
+        [
+            "heap_top",
+            "heap_reset",
+            "__hewitt_global_2",
+            "__hewitt_global_3",
+            "__hewitt_global_4",
+            "__hewitt_global_5",
+            "__hewitt_global_6",
+            "__hewitt_global_7"
+        ]
     );
 
     let mut copy = module.instantiate_from(LIMITS, &snapshot).unwrap();
