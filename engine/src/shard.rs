@@ -235,8 +235,8 @@ struct Process {
     /// bounds the replay a rollback needs. Shared with `dormant` while the process sleeps at
     /// that point.
     snapshot: Option<Box<(Point, Rc<Hibernated>)>>,
-    /// The point its latest checkpoint record holds (`None`: never written).
-    checkpointed: Option<Point>,
+    /// Its latest checkpoint record holds its state now (nothing evaluated since).
+    checkpointed: bool,
     /// Messages and ticks of it that failed (rolled back) since the node started.
     failures: u32,
     cron: Option<Box<CronState>>,
@@ -1483,7 +1483,7 @@ impl Shard {
                     touched: 0,
                     live_bytes: 0,
                     snapshot: None,
-                    checkpointed: None,
+                    checkpointed: false,
                     failures: 0,
                     cron,
                     recovered: 0,
@@ -2314,6 +2314,7 @@ impl Shard {
     fn keep_result(&mut self, pid: ProcessId, nonce: usize, tick: Option<Tick>, stored: &StoredResult, gas: u64) {
         self.since_checkpoint.0 += 1;
         self.since_checkpoint.1 += gas;
+        self.processes.get_mut(&pid).expect("exists").checkpointed = false;
         let Some(out) = self.results_out.as_mut() else { return };
         if let Err(error) = out.append(pid, nonce as u64, tick, stored.is_error, stored.text()) {
             tracing::error!(%error, "results file failed: checkpoints stop until a restart");
@@ -2449,7 +2450,7 @@ impl Shard {
             let process = self.processes.get_mut(&pid).expect("listed processes exist");
             let point = Self::point(process);
             // Nothing evaluated yet (no tick comes before nonce 0): genesis needs no record.
-            if point.nonce == 0 || (!full && process.checkpointed == Some(point)) {
+            if point.nonce == 0 || (!full && process.checkpointed) {
                 continue;
             }
             let hibernated = match (&mut process.instance, &process.dormant, process.snapshot.as_deref()) {
@@ -2474,7 +2475,7 @@ impl Shard {
             };
             checkpoint::encode_process_with(out, &state, &hibernated.memory_zstd);
             process.snapshot = Some(Box::new((point, hibernated)));
-            process.checkpointed = Some(point);
+            process.checkpointed = true;
             if let Some(cron) = process.cron.as_mut() {
                 cron.failed.clear(); // they came before the new rollback base
             }
@@ -2623,7 +2624,7 @@ impl Shard {
             process.evaluated = nonce;
             process.dormant = Some(Dormant::Hibernated(Rc::clone(&hibernated)));
             process.snapshot = Some(Box::new((point, hibernated)));
-            process.checkpointed = Some(point);
+            process.checkpointed = true;
             self.unevaluated -= nonce;
             spared += nonce as u64;
         }

@@ -16,6 +16,7 @@ mod limits;
 mod log_run;
 mod plot;
 mod report;
+mod rollback_run;
 mod workload;
 
 use std::path::PathBuf;
@@ -54,6 +55,9 @@ enum Part {
     Overload,
     /// A spawn storm with few processes live (the rest hibernate), then wakes.
     Hibernation,
+    /// A failed message on a 64 MiB process undone in place, beside a message that stands and
+    /// a full-copy rollback.
+    Rollback,
 }
 
 // Parsed once at start: the size of the report's options costs nothing.
@@ -73,7 +77,7 @@ enum Command {
             long,
             value_enum,
             value_delimiter = ',',
-            default_value = "log,engine,restart,big-restart,http,scaling,overload,hibernation"
+            default_value = "log,engine,restart,big-restart,http,scaling,overload,hibernation,rollback"
         )]
         parts: Vec<Part>,
         /// Scenarios to run (engine and HTTP parts).
@@ -361,6 +365,19 @@ fn run(command: Command) -> Result<(), String> {
                     });
                     std::thread::sleep(Duration::from_millis(200));
                 }
+            }
+            if parts.contains(&Part::Rollback) {
+                let run = rollback_run::run(if smoke { 5 } else { 200 })?;
+                println!(
+                    "rollback on {} MiB: a message that stands {:.1} µs untracked, {:.1} µs tracked; a failed one undone in place {:.1} µs ({} pages); full-copy rollback {:.0} µs",
+                    run.memory_bytes >> 20,
+                    run.untracked_message_us,
+                    run.tracked_message_us,
+                    run.undone_message_us,
+                    run.pages_undone,
+                    run.full_copy_rollback_us
+                );
+                report.rollback = Some(run);
             }
             if parts.contains(&Part::Hibernation) {
                 let (count, wakes) = if smoke {

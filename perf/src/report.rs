@@ -119,6 +119,8 @@ pub struct Report {
     pub overload: Option<crate::http_run::OverloadRun>,
     /// A spawn storm with few processes live (see `hibernation_run`).
     pub hibernation: Option<crate::hibernation_run::HibernationRun>,
+    /// In-place undo on a 64 MiB process (see `rollback_run`).
+    pub rollback: Option<crate::rollback_run::RollbackRun>,
 }
 
 /// One point of the scaling curve.
@@ -165,6 +167,7 @@ impl Report {
             scaling: Vec::new(),
             overload: None,
             hibernation: None,
+            rollback: None,
         }
     }
 
@@ -578,6 +581,47 @@ impl Report {
                 h.wake.p99_us,
                 h.live.p50_us,
                 h.live.p99_us
+            );
+        }
+
+        if let Some(r) = &self.rollback {
+            let _ = writeln!(
+                md,
+                "\n## Rollback ({} MiB counter process, compute API)\n",
+                r.memory_bytes >> 20
+            );
+            let _ = writeln!(
+                md,
+                "The counter's `Fail` writes a page or so (its count, the msg and output buffers) and returns an \
+                 Error result; medians of each.\n"
+            );
+            let _ = writeln!(md, "| what | µs |\n|---|---|");
+            let _ = writeln!(
+                md,
+                "| a message that stands, untracked | {:.1} |",
+                r.untracked_message_us
+            );
+            match &r.untracked_reason {
+                None => {
+                    let _ = writeln!(
+                        md,
+                        "| a message that stands, tracked (page-table scan, written pages copied) | {:.1} |",
+                        r.tracked_message_us
+                    );
+                    let _ = writeln!(
+                        md,
+                        "| **a failed message undone in place** ({} pages put back) | **{:.1}** |",
+                        r.pages_undone, r.undone_message_us
+                    );
+                }
+                Some(reason) => {
+                    let _ = writeln!(md, "| undone in place | not measured: {reason} |");
+                }
+            }
+            let _ = writeln!(
+                md,
+                "| a failed message, full-copy rollback (fresh instance from a snapshot) | {:.0} |",
+                r.full_copy_rollback_us
             );
         }
 

@@ -93,7 +93,23 @@ fn report_smoke_runs_every_part_and_scenario() {
     assert_eq!(big["records"].as_u64(), Some(2000 + 1000), "{big}");
     assert_eq!(big["serving_ms_each"].as_array().map(Vec::len), Some(3), "{big}");
 
+    // A restart from a checkpoint spares the replay of every message.
+    assert_eq!(
+        restart["resumed_messages"].as_u64(),
+        restart["records"].as_u64(),
+        "{restart}"
+    );
+
+    // Rollback on 64 MiB: measured (undone in place where the kernel tracks writes).
+    let rollback = &report["rollback"];
+    assert_eq!(rollback["memory_bytes"].as_u64(), Some(64 << 20), "{rollback}");
+    assert!(
+        rollback["full_copy_rollback_us"].as_f64().unwrap_or(0.0) > 0.0,
+        "{rollback}"
+    );
+
     let md = std::fs::read_to_string(out.join("report.md")).expect("report.md");
+    assert!(md.contains("## Rollback"), "{md}");
     assert!(md.contains("## Limits, measured in this run"), "{md}");
     assert!(md.contains("## Restart with a large log"), "{md}");
     for plot in [

@@ -292,10 +292,18 @@ impl ProcessInstance {
         }
         // Pages that already hold the snapshot's bytes (the module's copy-on-write image, zero
         // pages: most of a small process's memory) are left alone: writing one would fault in
-        // a private copy of it for nothing.
+        // a private copy of it for nothing. They are compared with the module's initial memory
+        // kept on the host, not with the instance's, whose pages a read would fault in too.
+        let initial = module.initial_memory.get_or_init(|| {
+            // The fresh instance's memory as it is before growing: its start was just run.
+            instance.memory.data(&instance.store)[..(pages_now * WASM_PAGE_BYTES) as usize].into()
+        });
+        const PAGE: usize = 4096;
+        static ZERO: [u8; PAGE] = [0; PAGE];
         let memory = instance.memory.data_mut(&mut instance.store);
-        for (to, from) in memory.chunks_mut(4096).zip(snapshot.memory.chunks(4096)) {
-            if *to != *from {
+        for (index, (to, from)) in memory.chunks_mut(PAGE).zip(snapshot.memory.chunks(PAGE)).enumerate() {
+            let before = initial.get(index * PAGE..(index + 1) * PAGE).unwrap_or(&ZERO);
+            if before != from {
                 to.copy_from_slice(from);
             }
         }

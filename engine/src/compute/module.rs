@@ -289,6 +289,7 @@ impl Runtime {
             inner: Arc::new(ModuleInner {
                 pre,
                 globals_complete,
+                initial_memory: std::sync::OnceLock::new(),
                 global_names,
                 config: Arc::clone(&self.config),
             }),
@@ -321,6 +322,10 @@ pub(super) struct ModuleInner {
     /// after a trap.
     pub(super) globals_complete: bool,
     pub(super) config: Arc<ComputeConfig>,
+    /// The memory of a fresh instance (its copy-on-write image, start function run), kept on
+    /// the host once the first snapshot is restored: a restore compares against it and writes
+    /// only the pages that differ, without reading (faulting in) the instance's own pages.
+    pub(super) initial_memory: std::sync::OnceLock<Box<[u8]>>,
 }
 
 impl CompiledModule {
