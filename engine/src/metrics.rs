@@ -278,6 +278,11 @@ impl Metrics {
         );
         shard.register("checkpoints", "Checkpoints committed", ConstCounter::new(c.checkpoints));
         shard.register(
+            "spares_used",
+            "Spawns and wakes that took a fresh instance made ahead",
+            ConstCounter::new(c.spares_used),
+        );
+        shard.register(
             "rollbacks_in_place",
             "Failed messages undone in place (only the pages they wrote put back)",
             ConstCounter::new(c.rollbacks_in_place),

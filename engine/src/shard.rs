@@ -509,6 +509,8 @@ pub struct ShardCounters {
     /// Rollbacks done in place (see `compute::dirty`), and the 4 KiB pages they put back.
     pub rollbacks_in_place: u64,
     pub rollback_pages: u64,
+    /// Spawns and wakes that took a spare instance made ahead.
+    pub spares_used: u64,
     /// Cron ticks evaluated.
     pub cron_ticks: u64,
     /// Fuel used by every evaluation since start (recovery's replay included).
@@ -593,7 +595,16 @@ pub struct Shard {
     /// Tracks which pages each message writes, when the kernel can (see `compute::dirty`):
     /// a failed message is then undone in place.
     dirty: Option<Arc<crate::compute::dirty::DirtyTracker>>,
+    /// Fresh instances made ahead (after an evaluation, in the room the shard keeps), by module
+    /// and limits, so that a spawn or a wake does not instantiate; for the modules spawned or
+    /// woken most recently (at most [`SPARE_MODULES`]), oldest first.
+    spares: Vec<((ModuleId, ProcessLimits), Vec<ProcessInstance>)>,
+    spare_count: usize,
 }
+
+/// Modules (with their limits) that keep spare instances, and spares each keeps.
+const SPARE_MODULES: usize = 4;
+const SPARES_EACH: usize = 2;
 
 /// Live instances with at least this much memory are tracked for undo in place from the start
 /// (smaller ones once their process has failed: their rebuild is cheap, and tracking costs
@@ -756,6 +767,8 @@ impl Shard {
             since_checkpoint: (0, 0),
             replay_only: false,
             dirty: tracker(),
+            spares: Vec::new(),
+            spare_count: 0,
         }
     }
 
@@ -1156,10 +1169,14 @@ impl Shard {
         let mut freed = false;
         let mut waiting = Vec::new();
         let over = |shard: &Shard, freed: bool| {
-            shard.live + room > shard.limits.live_instances_max
+            shard.live + shard.spare_count + room > shard.limits.live_instances_max
                 || shard.live_bytes as u64 > shard.limits.live_memory_bytes_max
                 || (force && !freed)
         };
+        // Spares go first: they hold slots and no process's state.
+        if over(self, true) {
+            self.drop_spares();
+        }
         while over(self, freed) {
             let Some((pid, at)) = self.lru.pop_front() else { break };
             let Some(process) = self.processes.get(&pid) else {
@@ -1197,11 +1214,78 @@ impl Shard {
     ) -> Result<ProcessInstance, ShardError> {
         self.make_room(keep, 1, false);
         match make(self) {
-            Err(crate::compute::ComputeError::PoolExhausted { .. }) if self.make_room(keep, 1, true) => {
-                make(self).map_err(ShardError::Compute)
+            Err(crate::compute::ComputeError::PoolExhausted { .. })
+                if self.drop_spares() || self.make_room(keep, 1, true) =>
+            {
+                match make(self) {
+                    Err(crate::compute::ComputeError::PoolExhausted { .. }) if self.make_room(keep, 1, true) => {
+                        make(self).map_err(ShardError::Compute)
+                    }
+                    other => other.map_err(ShardError::Compute),
+                }
             }
             other => other.map_err(ShardError::Compute),
         }
+    }
+
+    /// A fresh instance of `module` with `limits`: a spare if one is ready, else made now
+    /// (hibernating others first if the shard is at its limits). Either way the module keeps
+    /// spares from now on.
+    fn fresh_instance(
+        &mut self,
+        keep: Option<ProcessId>,
+        module: ModuleId,
+        limits: ProcessLimits,
+    ) -> Result<ProcessInstance, ShardError> {
+        let key = (module, limits);
+        let at = match self.spares.iter().position(|(k, _)| *k == key) {
+            Some(at) => at,
+            None => {
+                if self.spares.len() == SPARE_MODULES {
+                    let (_, dropped) = self.spares.remove(0);
+                    self.spare_count -= dropped.len();
+                }
+                self.spares.push((key, Vec::new()));
+                self.spares.len() - 1
+            }
+        };
+        if let Some(spare) = self.spares[at].1.pop() {
+            self.spare_count -= 1;
+            self.counters.spares_used += 1;
+            return Ok(spare);
+        }
+        self.instance_with_room(keep, |shard| shard.modules[&module].compiled.instantiate(limits))
+    }
+
+    /// Makes spare instances while the shard is below its share of the pool (keeping room for
+    /// one more live instance); stops at the first that cannot be had.
+    fn refill_spares(&mut self) {
+        for at in (0..self.spares.len()).rev() {
+            // The room for one more live instance stays free.
+            while self.spares[at].1.len() < SPARES_EACH
+                && self.live + self.spare_count + 1 < self.limits.live_instances_max
+            {
+                let (module, limits) = self.spares[at].0;
+                let Some(entry) = self.modules.get(&module) else { break };
+                match entry.compiled.instantiate(limits) {
+                    Ok(spare) => {
+                        self.spares[at].1.push(spare);
+                        self.spare_count += 1;
+                    }
+                    Err(_) => return, // the pool is the node's: another shard needs it more
+                }
+            }
+        }
+    }
+
+    /// Gives every spare's pool slot back.
+    fn drop_spares(&mut self) -> bool {
+        let had = self.spare_count > 0;
+        for (_, spares) in &mut self.spares {
+            spares.clear();
+        }
+        self.spare_count = 0;
+        had
     }
 
     /// Makes sure `pid` has a live instance, waking it if it sleeps.
@@ -1222,13 +1306,14 @@ impl Shard {
         let made = match snapshot {
             Some(Err(error)) => Err(error),
             Some(Ok(snapshot)) => {
-                let made = self.instance_with_room(Some(pid), |shard| {
-                    shard.modules[&module].compiled.instantiate_from(limits, &snapshot)
+                let made = self.fresh_instance(Some(pid), module, limits).and_then(|mut instance| {
+                    instance.restore_snapshot(&snapshot).map_err(ShardError::Compute)?;
+                    Ok(instance)
                 });
                 memory = Some(snapshot.memory);
                 made
             }
-            None => self.instance_with_room(Some(pid), |shard| shard.modules[&module].compiled.instantiate(limits)),
+            None => self.fresh_instance(Some(pid), module, limits),
         };
         match made {
             Ok(instance) => {
@@ -1689,7 +1774,7 @@ impl Shard {
             .get(&module_id)
             .ok_or_else(|| ShardError::NotFound(format!("module {module_id} is not loaded on this node")))?;
         let limits = self.limits_for(item, &module.meta)?;
-        self.instance_with_room(None, |shard| shard.modules[&module_id].compiled.instantiate(limits))
+        self.fresh_instance(None, module_id, limits)
     }
 
     /// The module a process item names, once its process id is known to be free.
@@ -1950,6 +2035,11 @@ impl Shard {
             // Over the shard's budget (keeping room for one more, so that the next wake need
             // not put another process to sleep first): the least recently used go to sleep.
             self.make_room(None, 1, false);
+            // Below its share of the pool, the shard keeps spare instances, so that the next
+            // spawn or wake need not make one.
+            if !self.replay_only {
+                self.refill_spares();
+            }
         }
         self.deliver(now)
     }
@@ -3482,6 +3572,44 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn spawns_and_wakes_take_spare_instances_made_ahead_and_behave_the_same() {
+        let mut f = fixture(8);
+        f.shard.limits.live_instances_max = 8;
+        let counter = f.module("counter");
+        let first = f.spawn(counter, "a").unwrap();
+        f.settle();
+        assert!(f.shard.spare_count > 0, "spares made while below the pool share");
+        let second = f.spawn(counter, "b").unwrap();
+        f.settle();
+        assert_eq!(f.shard.counters().spares_used, 1);
+        for anchor in 0..3 {
+            f.send(first, "Increment", anchor);
+            f.send(second, "Increment", anchor + 10);
+        }
+        f.settle();
+        assert_eq!(count(&mut f, first), "3");
+        assert_eq!(count(&mut f, second), "3");
+        // Asleep, then woken into a spare: the same state.
+        let before = f.shard.memory_hash(first).unwrap().0;
+        f.shard.hibernate(first);
+        f.send(first, "Increment", 30);
+        f.settle();
+        assert!(f.shard.counters().spares_used >= 2, "{:?}", f.shard.counters());
+        assert_eq!(count(&mut f, first), "4");
+        assert_ne!(f.shard.memory_hash(first).unwrap().0, before);
+        // A full pool takes the spares' slots back before putting a process to sleep.
+        let live_before = f.shard.instances_live();
+        assert!(f.shard.spare_count > 0);
+        f.shard.make_room(None, 8 - live_before, false);
+        assert_eq!(f.shard.spare_count, 0);
+        assert_eq!(
+            f.shard.instances_live(),
+            live_before,
+            "no process hibernated for spares"
+        );
     }
 
     #[test]

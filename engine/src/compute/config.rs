@@ -83,7 +83,7 @@ impl ComputeConfig {
 
 /// One process's limits, from its spawn tags. Both are enforced deterministically, so a limit
 /// hit is the same on every node and every replay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ProcessLimits {
     /// Linear memory bytes the process may reach (AO's `Memory-Limit`); at most
     /// [`ComputeConfig::memory_bytes_max`]. Growth past it traps, and the message fails with

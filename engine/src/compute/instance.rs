@@ -131,6 +131,10 @@ pub struct ProcessInstance {
     poisoned: bool,
     /// Every mutable global is in `globals` (see `ModuleInner::globals_complete`).
     globals_complete: bool,
+    /// Nothing ran in it since it was made: its memory is the module's initial memory.
+    fresh: bool,
+    /// The module it is an instance of (restores compare with its initial memory).
+    module: std::sync::Arc<ModuleInner>,
 }
 
 /// What puts a tracked instance back as it was before a failed message: the memory and globals
@@ -172,7 +176,10 @@ impl std::fmt::Debug for ProcessInstance {
 
 impl ProcessInstance {
     /// A fresh instance of `module`, in a new store bounded by `limits`.
-    pub(super) fn start(module: &ModuleInner, limits: ProcessLimits) -> Result<ProcessInstance, ComputeError> {
+    pub(super) fn start(
+        module: &std::sync::Arc<ModuleInner>,
+        limits: ProcessLimits,
+    ) -> Result<ProcessInstance, ComputeError> {
         let node_memory_bytes_max = module.config.memory_bytes_max;
         if limits.memory_bytes_max > node_memory_bytes_max {
             return Err(ComputeError::Instantiate {
@@ -229,16 +236,29 @@ impl ProcessInstance {
             poisoned: false,
             globals_complete: module.globals_complete,
             undo: None,
+            fresh: true,
+            module: std::sync::Arc::clone(module),
         })
     }
 
     /// A fresh instance of `module` whose memory and exported globals are those of `snapshot`.
     pub(super) fn restore(
-        module: &ModuleInner,
+        module: &std::sync::Arc<ModuleInner>,
         limits: ProcessLimits,
         snapshot: &Snapshot,
     ) -> Result<ProcessInstance, ComputeError> {
+        let mut instance = ProcessInstance::start(module, limits)?;
+        instance.restore_snapshot(snapshot)?;
+        Ok(instance)
+    }
+
+    /// Makes this fresh instance (nothing ran in it) hold `snapshot`'s memory and globals,
+    /// taken from an instance of the same module.
+    pub fn restore_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), ComputeError> {
         let refuse = |reason: String| Err(ComputeError::Instantiate { reason });
+        if !self.fresh {
+            return refuse("a snapshot is restored only into a fresh instance".into());
+        }
         let snapshot_bytes = snapshot.memory_pages.checked_mul(WASM_PAGE_BYTES);
         if snapshot_bytes != Some(snapshot.memory.len() as u64) {
             return refuse(format!(
@@ -247,7 +267,8 @@ impl ProcessInstance {
                 snapshot.memory.len()
             ));
         }
-        let mut instance = ProcessInstance::start(module, limits)?;
+        let limits = self.limits;
+        let instance = self;
         if snapshot.globals.len() != instance.globals.len() {
             return refuse(format!(
                 "the snapshot has {} exported mutable globals but the module has {}",
@@ -294,7 +315,7 @@ impl ProcessInstance {
         // pages: most of a small process's memory) are left alone: writing one would fault in
         // a private copy of it for nothing. They are compared with the module's initial memory
         // kept on the host, not with the instance's, whose pages a read would fault in too.
-        let initial = module.initial_memory.get_or_init(|| {
+        let initial = instance.module.initial_memory.get_or_init(|| {
             // The fresh instance's memory as it is before growing: its start was just run.
             instance.memory.data(&instance.store)[..(pages_now * WASM_PAGE_BYTES) as usize].into()
         });
@@ -307,7 +328,8 @@ impl ProcessInstance {
                 to.copy_from_slice(from);
             }
         }
-        Ok(instance)
+        instance.fresh = false;
+        Ok(())
     }
 
     /// Evaluates one message through AO's C-level ABI: `malloc` and fill a NUL-terminated copy
@@ -327,6 +349,7 @@ impl ProcessInstance {
         );
         let fuel = self.limits.fuel_per_message;
         self.store.set_fuel(fuel).expect("the runtime enables fuel metering");
+        self.fresh = false;
         let outcome = self.evaluate(msg_json, env_json);
         let fuel_left = self.store.get_fuel().expect("the runtime enables fuel metering");
         assert!(fuel_left <= fuel, "fuel grew during a call");
