@@ -73,14 +73,20 @@ fn load_spawn_message_result_with_both_signature_types() {
             "{kind}"
         );
 
-        // A dry run sees the state and changes nothing.
+        // A dry run sees the state and changes nothing: not the memory, not the log.
+        let memory = client.get_bytes(&format!("/state/{pid}")).unwrap();
+        assert!(memory.len() >= 65536 && memory.len().is_multiple_of(65536));
         let dry = client.dry_run(pid, &action("Increment"), "").unwrap();
         assert_eq!(dry["Output"], "4");
+        let dry = client.dry_run(pid, &action("Fail"), "").unwrap();
+        assert!(dry["Error"].is_string(), "{dry}");
         let dry = client.dry_run(pid, &action("Get"), "").unwrap();
         assert_eq!(dry["Output"], "3");
         assert_eq!(timeline(&client, pid).len(), 4, "dry runs are not logged");
-        let memory = client.get_bytes(&format!("/state/{pid}")).unwrap();
-        assert!(memory.len() >= 65536 && memory.len().is_multiple_of(65536));
+        assert!(
+            client.get_bytes(&format!("/state/{pid}")).unwrap() == memory,
+            "dry runs leave the live memory as it was"
+        );
     }
     // POST / answers the assignment's timestamp.
     let client = node.client();
