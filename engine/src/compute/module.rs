@@ -487,6 +487,7 @@ struct HiddenGlobals {
 /// Reads the module's globals and exports; `None` if it does not parse (compiling says why).
 fn hidden_globals(wasm: &[u8]) -> Option<HiddenGlobals> {
     let (mut imported, mut defined, mut exported) = (0u32, Vec::new(), std::collections::HashSet::new());
+    let mut prefix_taken = false;
     for payload in wasmparser::Parser::new(0).parse_all(wasm) {
         match payload.ok()? {
             wasmparser::Payload::ImportSection(section) => {
@@ -504,6 +505,7 @@ fn hidden_globals(wasm: &[u8]) -> Option<HiddenGlobals> {
             wasmparser::Payload::ExportSection(section) => {
                 for export in section {
                     let export = export.ok()?;
+                    prefix_taken |= export.name.starts_with(HIDDEN_GLOBAL_PREFIX);
                     if export.kind == wasmparser::ExternalKind::Global {
                         exported.insert(export.index);
                     }
@@ -526,6 +528,11 @@ fn hidden_globals(wasm: &[u8]) -> Option<HiddenGlobals> {
             V::I32 | V::I64 | V::F32 | V::F64 | V::V128 => hidden.numeric.push(index),
             V::Ref(_) => hidden.complete = false,
         }
+    }
+    if prefix_taken && !hidden.numeric.is_empty() {
+        // The module uses the names this node would export under: leave it as it is.
+        hidden.numeric.clear();
+        hidden.complete = false;
     }
     Some(hidden)
 }

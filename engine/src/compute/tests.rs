@@ -663,3 +663,58 @@ fn compiled_modules_are_cached_on_disk_and_checked_before_use() {
     fifth.compile_cached(&trap, MODULE_FORMAT_WASM32, &artifact).unwrap();
     assert_eq!(fifth.compile_counts(), (1, 0));
 }
+
+#[test]
+fn hidden_mutable_globals_are_exported_and_a_prefix_clash_leaves_the_module_alone() {
+    let hidden = wat::parse_str(
+        r#"(module
+            (global $a (mut i32) (i32.const 1))
+            (global $b i32 (i32.const 2))
+            (global $c (export "c") (mut i64) (i64.const 3))
+            (global $d (mut f64) (f64.const 4))
+            (func (export "get") (result i32) (global.get $a)))"#,
+    )
+    .unwrap();
+    let rewritten = super::module::export_hidden_globals(&hidden).expect("two hidden mutable globals");
+    let engine = wasmtime::Engine::default();
+    let module = wasmtime::Module::new(&engine, &rewritten).expect("still valid");
+    let exports: Vec<_> = module.exports().map(|e| e.name().to_owned()).collect();
+    assert_eq!(exports, ["c", "get", "__hewitt_global_0", "__hewitt_global_3"]);
+
+    let clash = wat::parse_str(
+        r#"(module
+            (global (mut i32) (i32.const 1))
+            (func (export "__hewitt_global_0")))"#,
+    )
+    .unwrap();
+    assert_eq!(super::module::export_hidden_globals(&clash), None);
+    let none = wat::parse_str(r#"(module (global (export "g") (mut i32) (i32.const 1)))"#).unwrap();
+    assert_eq!(super::module::export_hidden_globals(&none), None);
+}
+
+#[test]
+fn a_trap_is_undone_in_place_memory_and_every_global_where_the_kernel_tracks_writes() {
+    let Ok(tracker) = super::dirty::DirtyTracker::new() else {
+        eprintln!("this kernel cannot track writes asynchronously: nothing to test");
+        return;
+    };
+    let tracker = std::sync::Arc::new(tracker);
+    let runtime = runtime(2);
+    let module = sample(&runtime, "trap");
+    let mut process = module.instantiate(LIMITS).unwrap();
+    assert_eq!(output(&process.handle(&msg(&[]), &env())), "ok");
+    process.track(&tracker, None).unwrap();
+    let before = process.snapshot();
+    // The prelude's hidden globals (the msg and env pointers) move before the trap.
+    let evaluation = process.handle(&msg(&[("Action", "Trap"), ("Pad", &"x".repeat(9000))]), &env());
+    assert!(failure(&evaluation).contains("unreachable"));
+    assert!(process.is_poisoned());
+    match process.undo_message() {
+        super::Undone::InPlace { pages } => assert!(pages >= 3, "the long msg spans pages: {pages}"),
+        super::Undone::Rebuild => panic!("a tracked instance of unchanged size is undone in place"),
+    }
+    assert!(!process.is_poisoned());
+    assert_eq!(process.snapshot(), before, "memory and every global as before the trap");
+    assert_eq!(output(&process.handle(&msg(&[]), &env())), "ok");
+    process.keep_message();
+}
