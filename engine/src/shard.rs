@@ -334,13 +334,25 @@ fn unpack_globals(mut bytes: &[u8], names: &[String]) -> Vec<(String, GlobalValu
 /// shrink a hundredfold at it.
 const HIBERNATION_ZSTD_LEVEL: i32 = 1;
 
+thread_local! {
+    /// One zstd context each way per shard thread: making one allocates and faults in hundreds
+    /// of KB, which cost more than compressing a small process's memory.
+    static COMPRESSOR: RefCell<zstd::bulk::Compressor<'static>> = RefCell::new({
+        let mut compressor =
+            zstd::bulk::Compressor::new(HIBERNATION_ZSTD_LEVEL).expect("zstd makes a compression context");
+        compressor
+            .set_parameter(zstd::stream::raw::CParameter::ChecksumFlag(true))
+            .expect("zstd takes its own checksum flag");
+        compressor
+    });
+    static DECOMPRESSOR: RefCell<zstd::bulk::Decompressor<'static>> =
+        RefCell::new(zstd::bulk::Decompressor::new().expect("zstd makes a decompression context"));
+}
+
 impl Hibernated {
     fn of(snapshot: Snapshot) -> Hibernated {
-        let compressed = zstd::bulk::Compressor::new(HIBERNATION_ZSTD_LEVEL)
-            .and_then(|mut compressor| {
-                compressor.set_parameter(zstd::stream::raw::CParameter::ChecksumFlag(true))?;
-                compressor.compress(&snapshot.memory)
-            })
+        let compressed = COMPRESSOR
+            .with(|compressor| compressor.borrow_mut().compress(&snapshot.memory))
             .expect("compressing into a fresh buffer cannot fail");
         Hibernated {
             // The buffer was sized for the worst case (about the memory's size): keep what is used.
@@ -374,7 +386,8 @@ impl Hibernated {
     fn snapshot(&self, names: &[String]) -> Result<Snapshot, ShardError> {
         let bytes = (self.memory_pages * crate::compute::WASM_PAGE_BYTES) as usize;
         // zstd checks the frame's content checksum as it decompresses.
-        let memory = zstd::bulk::decompress(&self.memory_zstd, bytes)
+        let memory = DECOMPRESSOR
+            .with(|decompressor| decompressor.borrow_mut().decompress(&self.memory_zstd, bytes))
             .map_err(|e| ShardError::Busy(format!("hibernated memory does not decompress: {e}")))?;
         if memory.len() != bytes {
             return Err(ShardError::Busy(format!(
@@ -601,6 +614,10 @@ pub struct Shard {
     spares: Vec<((ModuleId, ProcessLimits), Vec<ProcessInstance>)>,
     spare_count: usize,
 }
+
+/// How many processes waiting to be evaluated [`Shard::make_room`] passes over looking for an
+/// idle one before it puts the oldest of them to sleep instead.
+const MAKE_ROOM_SCAN_WAITING: usize = 64;
 
 /// Modules (with their limits) that keep spare instances, and spares each keeps.
 const SPARE_MODULES: usize = 4;
@@ -1187,6 +1204,11 @@ impl Shard {
             }
             if process.queued {
                 waiting.push((pid, at));
+                if waiting.len() == MAKE_ROOM_SCAN_WAITING {
+                    // Every process looked at waits (a replay, a burst): do not walk them all
+                    // on every call; the oldest of these goes.
+                    break;
+                }
                 continue;
             }
             self.hibernate(pid);
