@@ -178,13 +178,17 @@ fn put_tick(out: &mut Vec<u8>, tick: Option<Tick>) {
 }
 
 /// Appends the record of `state` to `out`.
-pub fn encode_process(out: &mut Vec<u8>, state: &ProcessState) {
+pub fn encode_process(out: &mut Vec<u8>, state: &ProcessState) -> bool {
     encode_process_with(out, state, &state.memory_zstd)
 }
 
 /// Appends the record of `state` with `memory_zstd` as its memory (the state's own is ignored:
-/// the caller need not copy the frame into it).
-pub fn encode_process_with(out: &mut Vec<u8>, state: &ProcessState, memory_zstd: &[u8]) {
+/// the caller need not copy the frame into it). Returns false, appending nothing, for a record
+/// larger than a record may be (the process is then not in this checkpoint).
+pub fn encode_process_with(out: &mut Vec<u8>, state: &ProcessState, memory_zstd: &[u8]) -> bool {
+    if memory_zstd.len() as u64 + 4096 > u64::from(RECORD_BYTES_MAX) {
+        return false;
+    }
     frame(out, |out| {
         out.push(KIND_PROCESS);
         out.extend_from_slice(&state.pid.0);
@@ -208,6 +212,7 @@ pub fn encode_process_with(out: &mut Vec<u8>, state: &ProcessState, memory_zstd:
         }
         out.extend_from_slice(memory_zstd);
     });
+    true
 }
 
 /// Appends the record of `pending` to `out`.

@@ -754,8 +754,9 @@ fn start_deliveries(
                     glommio::timer::sleep(std::time::Duration::from_micros(500)).await;
                 }
                 if state.failure().is_some() {
-                    // This shard evaluates nothing more until a restart, whose replay on the
-                    // sending shard derives these items again.
+                    // This shard evaluates nothing more until a restart; the sending shard
+                    // keeps these copied (they are never counted as held here) and carries
+                    // them in its checkpoints, or derives them again by replay.
                     continue;
                 }
                 state.shard.borrow_mut().accept_remote(from, batch);
@@ -786,6 +787,8 @@ fn start_deliveries(
                     .borrow_mut()
                     .take_remote(to, crate::mesh::DELIVERY_BATCH_MAX);
                 if batch.is_empty() {
+                    // The other shard holds none of what was sent durably yet: wait for it.
+                    glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
                     continue;
                 }
                 state.wake_pump(); // room in the queue the pump may be waiting on

@@ -884,6 +884,15 @@ impl Shard {
     /// are durable, in order; never more than a receiving shard takes at once.
     pub fn take_remote(&mut self, to: usize, max: usize) -> Vec<Remote> {
         let durable = self.log.borrow().durable_lsn();
+        if self.settled.is_some() {
+            self.prune_sent(to);
+            if self.sent[to].len() >= self.limits.outbox_items_max {
+                // The other shard holds nothing durably any more (it failed): what is sent must
+                // stay copied until it does, so sending stops (and evaluation, once the queue
+                // to it is full) rather than the copies growing without bound.
+                return Vec::new();
+            }
+        }
         let max = max.min(self.limits.outbox_items_max).max(1);
         let queue = &mut self.remote_out[to];
         let (mut taken, mut bytes) = (Vec::new(), 0);
@@ -1190,9 +1199,9 @@ impl Shard {
                 || shard.live_bytes as u64 > shard.limits.live_memory_bytes_max
                 || (force && !freed)
         };
-        // Spares go first: they hold slots and no process's state.
-        if over(self, true) {
-            self.drop_spares();
+        // Spares go first when slots are short: they hold no process's state.
+        while self.spare_count > 0 && self.live + self.spare_count + room > self.limits.live_instances_max {
+            self.drop_one_spare();
         }
         while over(self, freed) {
             let Some((pid, at)) = self.lru.pop_front() else { break };
@@ -1261,7 +1270,12 @@ impl Shard {
     ) -> Result<ProcessInstance, ShardError> {
         let key = (module, limits);
         let at = match self.spares.iter().position(|(k, _)| *k == key) {
-            Some(at) => at,
+            Some(at) => {
+                // Most recently used last.
+                let entry = self.spares.remove(at);
+                self.spares.push(entry);
+                self.spares.len() - 1
+            }
             None => {
                 if self.spares.len() == SPARE_MODULES {
                     let (_, dropped) = self.spares.remove(0);
@@ -1297,6 +1311,14 @@ impl Shard {
                     Err(_) => return, // the pool is the node's: another shard needs it more
                 }
             }
+        }
+    }
+
+    /// Gives one spare's pool slot back (from the module used least recently).
+    fn drop_one_spare(&mut self) {
+        if let Some((_, spares)) = self.spares.iter_mut().find(|(_, spares)| !spares.is_empty()) {
+            spares.pop();
+            self.spare_count -= 1;
         }
     }
 
@@ -2585,7 +2607,10 @@ impl Shard {
                 ),
                 memory_zstd: Box::default(),
             };
-            checkpoint::encode_process_with(out, &state, &hibernated.memory_zstd);
+            if !checkpoint::encode_process_with(out, &state, &hibernated.memory_zstd) {
+                tracing::warn!(%pid, bytes = hibernated.memory_zstd.len(), "process too large for a checkpoint record: a restart replays it from its previous one");
+                continue;
+            }
             process.snapshot = Some(Box::new((point, hibernated)));
             process.checkpointed = true;
             if let Some(cron) = process.cron.as_mut() {
@@ -2619,7 +2644,8 @@ impl Shard {
             checkpoint::encode_pending(out, &delivery.pending());
         }
         for (to, queue) in self.remote_out.iter().enumerate() {
-            for remote in queue.iter().map(|(_, r)| r).chain(&self.sent[to]) {
+            // Sent (older) before queued (newer): a restart sends them again in this order.
+            for remote in self.sent[to].iter().chain(queue.iter().map(|(_, r)| r)) {
                 checkpoint::encode_pending(out, &remote.pending(to as u32));
             }
         }
@@ -2748,6 +2774,11 @@ impl Shard {
                 None => process.entries[record.nonce as usize].result = Some(stored),
                 Some(tick) => {
                     let cron = process.cron.as_mut().expect("checked above");
+                    // A tick evaluated again after an earlier restart (it came after its
+                    // process's record in that checkpoint) is in the file twice: once is kept.
+                    if cron.results.back().is_some_and(|last| last.tick >= tick) {
+                        continue;
+                    }
                     if cron.results.len() == CRON_RESULTS_MAX {
                         cron.results.pop_front();
                     }

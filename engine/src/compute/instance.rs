@@ -470,7 +470,7 @@ impl ProcessInstance {
     ) -> Result<(), String> {
         assert!(!self.poisoned, "track called on a poisoned ProcessInstance");
         if !self.globals_complete {
-            return Err("the module hides a mutable global that cannot be exported".into());
+            return Err("the module keeps state a rollback in place would not restore (a hidden non-numeric global, tables or passive segments changed by code)".into());
         }
         self.undo = None;
         let data = self.memory.data(&self.store);
@@ -504,6 +504,27 @@ impl ProcessInstance {
     pub fn keep_message(&mut self) {
         let Some(mut undo) = self.undo.take() else { return };
         let data = self.memory.data(&self.store);
+        if data.as_ptr() as usize == undo.base && data.len() > undo.shadow.len() {
+            // Grown in place: the pages written below the old size, then the new pages whole,
+            // which start being tracked.
+            let old_len = undo.shadow.len();
+            undo.written.clear();
+            let grown = undo
+                .tracker
+                .take_written(undo.base, old_len, &mut undo.written)
+                .and_then(|()| undo.tracker.register(undo.base + old_len, data.len() - old_len));
+            if let Err(error) = grown {
+                tracing::warn!(%error, "memory write tracking stopped after growth");
+                return; // dropping `undo` unregisters the old range
+            }
+            for &(from, to) in &undo.written {
+                undo.shadow[from..to].copy_from_slice(&data[from..to]);
+            }
+            undo.shadow.extend_from_slice(&data[old_len..]);
+            undo.globals = self.globals_now();
+            self.undo = Some(undo);
+            return;
+        }
         if data.as_ptr() as usize != undo.base || data.len() != undo.shadow.len() {
             let tracker = std::sync::Arc::clone(&undo.tracker);
             drop(undo); // stops tracking the old range

@@ -148,12 +148,7 @@ impl Runtime {
             }
             Ok(module)
         })?;
-        self.checked(
-            source_sum,
-            module,
-            module_format,
-            hidden_globals(wasm).is_some_and(|h| h.complete),
-        )
+        self.checked(source_sum, module, module_format, undo_in_place_possible(wasm))
     }
 
     /// [`Runtime::check`]; a module that fails it leaves the node-wide cache.
@@ -252,12 +247,7 @@ impl Runtime {
         check_format(module_format)?;
         let source_sum = source_sum(wasm);
         let module = self.once(source_sum, || self.compile_wasm(wasm))?;
-        self.checked(
-            source_sum,
-            module,
-            module_format,
-            hidden_globals(wasm).is_some_and(|h| h.complete),
-        )
+        self.checked(source_sum, module, module_format, undo_in_place_possible(wasm))
     }
 
     /// The checks of a compiled module's imports and exports, then its `InstancePre`.
@@ -317,9 +307,8 @@ pub(super) struct ModuleInner {
     /// Export names of the module's mutable globals, in export order: the globals a
     /// [`Snapshot`] holds.
     pub(super) global_names: Vec<String>,
-    /// Whether `global_names` holds every mutable global of the module (the hidden ones were
-    /// exported, see [`export_hidden_globals`]): then an instance can be put back in place
-    /// after a trap.
+    /// Whether a failed message can be undone in place with the outcome of a rebuild (see
+    /// [`undo_in_place_possible`]).
     pub(super) globals_complete: bool,
     pub(super) config: Arc<ComputeConfig>,
     /// The memory of a fresh instance (its copy-on-write image, start function run), kept on
@@ -475,6 +464,44 @@ fn source_sum(wasm: &[u8]) -> [u8; 32] {
 
 /// Export-name prefix of the mutable globals a module did not export itself.
 pub const HIDDEN_GLOBAL_PREFIX: &str = "__hewitt_global_";
+
+/// Whether a failed message of this module can be undone in place (memory and globals put
+/// back, see `ProcessInstance::undo_message`) with the same outcome as a rebuild: every mutable
+/// global is exported (by the module or by [`export_hidden_globals`]) and no instruction changes
+/// state outside memory and globals (tables, passive segments).
+pub(super) fn undo_in_place_possible(wasm: &[u8]) -> bool {
+    let Some(hidden) = hidden_globals(wasm) else {
+        return false;
+    };
+    if !hidden.complete || (!hidden.numeric.is_empty() && export_hidden_globals(wasm).is_none()) {
+        return false;
+    }
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        let Ok(payload) = payload else { return false };
+        if let wasmparser::Payload::CodeSectionEntry(body) = payload {
+            let Ok(mut operators) = body.get_operators_reader() else {
+                return false;
+            };
+            while !operators.eof() {
+                let Ok(operator) = operators.read() else { return false };
+                use wasmparser::Operator as O;
+                if matches!(
+                    operator,
+                    O::TableSet { .. }
+                        | O::TableGrow { .. }
+                        | O::TableFill { .. }
+                        | O::TableCopy { .. }
+                        | O::TableInit { .. }
+                        | O::ElemDrop { .. }
+                        | O::DataDrop { .. }
+                ) {
+                    return false;
+                }
+            }
+        }
+    }
+    true
+}
 
 /// The mutable globals a module defines without exporting them.
 struct HiddenGlobals {

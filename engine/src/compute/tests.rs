@@ -718,3 +718,53 @@ fn a_trap_is_undone_in_place_memory_and_every_global_where_the_kernel_tracks_wri
     assert_eq!(output(&process.handle(&msg(&[]), &env())), "ok");
     process.keep_message();
 }
+
+#[test]
+fn undo_in_place_is_offered_only_where_memory_and_globals_are_the_whole_state() {
+    let possible = |text: &str| super::module::undo_in_place_possible(&wat::parse_str(text).unwrap());
+    assert!(possible(
+        r#"(module (memory 1) (global (mut i32) (i32.const 0)) (func (global.set 0 (i32.const 1))))"#
+    ));
+    assert!(!possible(
+        r#"(module (table 1 funcref) (func $f) (func (table.set 0 (i32.const 0) (ref.func $f))) (elem declare func $f))"#
+    ));
+    assert!(!possible(r#"(module (memory 1) (data "x") (func (data.drop 0)))"#));
+    assert!(!possible(r#"(module (global (mut funcref) (ref.null func)))"#));
+    for name in samples::NAMES {
+        assert!(
+            super::module::undo_in_place_possible(&samples::wasm(name).unwrap()),
+            "sample {name}"
+        );
+    }
+}
+
+#[test]
+fn a_tracked_instance_keeps_undoing_in_place_after_its_memory_grows() {
+    let Ok(tracker) = super::dirty::DirtyTracker::new() else {
+        eprintln!("this kernel cannot track writes asynchronously: nothing to test");
+        return;
+    };
+    let tracker = std::sync::Arc::new(tracker);
+    let runtime = runtime(2);
+    let module = sample(&runtime, "counter");
+    let mut process = module.instantiate(LIMITS).unwrap();
+    process.track(&tracker, None).unwrap();
+    let small = process.memory().len();
+    let big = msg_with(&id('G'), &"z".repeat(2 * MIB as usize), &[]);
+    response(&process.handle(&big, &env()));
+    process.keep_message();
+    assert!(process.memory().len() > small, "the large message grew memory");
+    assert!(process.is_tracked());
+    assert_eq!(output(&process.handle(&msg(&[("Action", "Increment")]), &env())), "1");
+    process.keep_message();
+    let before = process.snapshot();
+    let failed = process.handle(&msg(&[("Action", "Fail")]), &env());
+    assert!(response(&failed)["Error"].is_string());
+    assert!(matches!(process.undo_message(), super::Undone::InPlace { .. }));
+    assert_eq!(
+        process.snapshot(),
+        before,
+        "as before the failed message, grown memory included"
+    );
+    assert_eq!(output(&process.handle(&msg(&[("Action", "Increment")]), &env())), "2");
+}
