@@ -278,6 +278,11 @@ impl Metrics {
         );
         shard.register("checkpoints", "Checkpoints committed", ConstCounter::new(c.checkpoints));
         shard.register(
+            "wake_failures",
+            "Processes that could not be woken (their state does not fit this node's configuration); their messages wait",
+            ConstCounter::new(c.wake_failures),
+        );
+        shard.register(
             "spares_used",
             "Spawns and wakes that took a fresh instance made ahead",
             ConstCounter::new(c.spares_used),

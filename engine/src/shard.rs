@@ -524,6 +524,8 @@ pub struct ShardCounters {
     pub rollback_pages: u64,
     /// Spawns and wakes that took a spare instance made ahead.
     pub spares_used: u64,
+    /// Processes that could not be woken (their state does not fit the node's configuration).
+    pub wake_failures: u64,
     /// Cron ticks evaluated.
     pub cron_ticks: u64,
     /// Fuel used by every evaluation since start (recovery's replay included).
@@ -2073,7 +2075,9 @@ impl Shard {
             }
             let Some(pid) = self.ready.pop_front() else { break };
             let began = std::time::Instant::now();
-            let mut done = self.evaluate_next(pid)?;
+            let Some(mut done) = self.evaluate_next(pid)? else {
+                continue;
+            };
             done.duration = began.elapsed();
             evaluated.push(done);
             // Over the shard's budget (keeping room for one more, so that the next wake need
@@ -2373,17 +2377,32 @@ impl Shard {
     }
 
     /// Evaluates what comes next for `pid`: a due cron tick, else its next message.
-    fn evaluate_next(&mut self, pid: ProcessId) -> Result<Evaluated, ShardError> {
-        if let Err(error) = self.wake(pid) {
-            // Still queued: it runs once an instance can be had (the pool is the node's).
-            self.ready.push_front(pid);
-            return Err(error);
+    /// `None` when the process cannot be woken at all (see below): it is left out and the shard
+    /// goes on with the others.
+    fn evaluate_next(&mut self, pid: ProcessId) -> Result<Option<Evaluated>, ShardError> {
+        match self.wake(pid) {
+            Ok(()) => {}
+            Err(error @ ShardError::Compute(ComputeError::PoolExhausted { .. })) => {
+                // Still queued: it runs once an instance can be had (the pool is the node's).
+                self.ready.push_front(pid);
+                return Err(error);
+            }
+            Err(error) => {
+                // Its state does not fit this node any more (a snapshot larger than the
+                // configured memory limit, memory that does not decompress): its messages wait
+                // (a restart with the configuration that fits evaluates them) rather than the
+                // whole shard stopping.
+                tracing::error!(%pid, %error, "process cannot be woken: its messages wait until a restart");
+                self.processes.get_mut(&pid).expect("ready processes exist").queued = false;
+                self.counters.wake_failures += 1;
+                return Ok(None);
+            }
         }
         self.touch(pid);
         let process = self.processes.get(&pid).expect("ready processes exist");
         match Self::due_tick(process) {
-            Some(tick) => self.evaluate_tick(pid, tick),
-            None => self.evaluate_message(pid),
+            Some(tick) => self.evaluate_tick(pid, tick).map(Some),
+            None => self.evaluate_message(pid).map(Some),
         }
     }
 
@@ -3663,6 +3682,27 @@ mod tests {
             live_before,
             "no process hibernated for spares"
         );
+    }
+
+    #[test]
+    fn a_process_that_cannot_be_woken_is_left_out_and_the_others_go_on() {
+        let mut f = fixture(8);
+        let counter = f.module("counter");
+        let broken = f.spawn(counter, "a").unwrap();
+        let fine = f.spawn(counter, "b").unwrap();
+        f.settle();
+        f.shard.hibernate(broken);
+        let process = f.shard.processes.get_mut(&broken).unwrap();
+        process.dormant = Some(Dormant::Hibernated(Rc::new(Hibernated {
+            memory_zstd: vec![0x5a; 64].into(),
+            memory_pages: 2,
+            globals: Box::default(),
+        })));
+        f.send(broken, "Increment", 1);
+        f.send(fine, "Increment", 2);
+        f.settle();
+        assert_eq!(f.shard.counters().wake_failures, 1);
+        assert_eq!(count(&mut f, fine), "1", "the shard went on");
     }
 
     #[test]
