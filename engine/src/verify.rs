@@ -240,6 +240,13 @@ fn verify_shard(
 
     // States reached before any evaluation (none: records are written only after one).
     let total = shard.recovery_pending() as u64;
+    let at = |done| Progress {
+        shard: index,
+        shards,
+        done,
+        total,
+        elapsed: Duration::ZERO,
+    };
     let mut done = 0u64;
     let mut evaluated = Vec::new();
     let mut last_progress = Instant::now();
@@ -294,22 +301,10 @@ fn verify_shard(
         }
         if last_progress.elapsed() >= Duration::from_millis(250) {
             last_progress = Instant::now();
-            progress(&Progress {
-                shard: index,
-                shards,
-                done,
-                total,
-                elapsed: Duration::ZERO,
-            });
+            progress(&at(done));
         }
     }
-    progress(&Progress {
-        shard: index,
-        shards,
-        done,
-        total,
-        elapsed: Duration::ZERO,
-    });
+    progress(&at(done));
     for (pid, state) in states {
         problem(
             report,

@@ -197,6 +197,16 @@ pub fn counter_value(client: &Client, pid: ProcessId) -> u64 {
         .unwrap_or_else(|| panic!("count in {answer}"))
 }
 
+/// The sum over every sample (every shard) of the metric `name` on the node's `/metrics`.
+pub fn metric(node: &Node, name: &str) -> f64 {
+    let page = String::from_utf8(node.client().get_bytes("/metrics").expect("metrics")).expect("UTF-8");
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
 /// Runs `hewitt log verify` on a stopped node's data dir and fails the test unless every frame,
 /// record, nonce and hash chain checks out.
 pub fn assert_log_verifies(binary: &str, data_dir: &Path) {

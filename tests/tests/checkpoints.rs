@@ -8,31 +8,14 @@ use std::process::Command;
 use scheduler::tags::Tag;
 use scheduler::{MessageId, ProcessId};
 use sha2::{Digest, Sha256};
-use tests::{counter_value, load_sample, spawn, wait_until, Node};
+use tests::{counter_value, load_sample, metric, spawn, wait_until, Node};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_hewitt-under-test");
 
 fn start(data: &Path, extra: &[&str]) -> Node {
-    let mut command = Command::new(BINARY);
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .args(["--set", "shards=2", "--set", "checkpoint.every_messages=5"])
-        .args(extra);
-    Node::launch(command, data)
-}
-
-fn metric(node: &Node, name: &str) -> f64 {
-    let page = ureq::get(&format!("{}/metrics", node.url))
-        .call()
-        .expect("metrics")
-        .into_string()
-        .expect("text");
-    page.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.split(['{', ' ']).next() == Some(name))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum()
+    let mut args = vec!["--set", "shards=2", "--set", "checkpoint.every_messages=5"];
+    args.extend_from_slice(extra);
+    Node::start_with(BINARY, data, &args)
 }
 
 struct Seen {

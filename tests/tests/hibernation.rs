@@ -2,33 +2,18 @@
 //! process answering with its own state, puts idle ones to sleep and wakes them, and comes back
 //! after a restart with the same memory.
 
-use std::process::Command;
-
 use scheduler::tags::Tag;
 use sha2::{Digest, Sha256};
-use tests::{counter_value, load_sample, spawn, wait_until, Node};
+use tests::{counter_value, load_sample, metric, spawn, wait_until, Node};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_hewitt-under-test");
 
 fn start(data: &std::path::Path) -> Node {
-    let mut command = Command::new(BINARY);
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .args(["--set", "shards=2", "--set", "compute.instance_count_max=8"]);
-    Node::launch(command, data)
-}
-
-fn metric(node: &Node, name: &str) -> f64 {
-    let page = ureq::get(&format!("{}/metrics", node.url))
-        .call()
-        .expect("metrics")
-        .into_string()
-        .expect("text");
-    page.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum()
+    Node::start_with(
+        BINARY,
+        data,
+        &["--set", "shards=2", "--set", "compute.instance_count_max=8"],
+    )
 }
 
 #[test]

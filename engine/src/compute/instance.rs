@@ -49,6 +49,19 @@ pub enum GlobalValue {
     V128(u128),
 }
 
+impl GlobalValue {
+    /// The value as wasmtime sets it.
+    fn val(self) -> Val {
+        match self {
+            GlobalValue::I32(v) => Val::I32(v),
+            GlobalValue::I64(v) => Val::I64(v),
+            GlobalValue::F32(bits) => Val::F32(bits),
+            GlobalValue::F64(bits) => Val::F64(bits),
+            GlobalValue::V128(bits) => Val::V128(V128::from(bits)),
+        }
+    }
+}
+
 /// A process's whole state between two messages: its linear memory and the values of its
 /// exported mutable globals. Globals that a module does not export are not captured: they are
 /// assumed to be back at their initial values whenever `handle` has returned, which holds for
@@ -282,13 +295,7 @@ impl ProcessInstance {
                     "the snapshot's global `{name}` is not an exported mutable global of the module"
                 ));
             };
-            let val = match *value {
-                GlobalValue::I32(v) => Val::I32(v),
-                GlobalValue::I64(v) => Val::I64(v),
-                GlobalValue::F32(bits) => Val::F32(bits),
-                GlobalValue::F64(bits) => Val::F64(bits),
-                GlobalValue::V128(bits) => Val::V128(V128::from(bits)),
-            };
+            let val = value.val();
             if let Err(err) = global.set(&mut instance.store, val) {
                 return refuse(format!("the snapshot's global `{name}` does not fit: {err}"));
             }
@@ -576,13 +583,7 @@ impl ProcessInstance {
         }
         for ((name, global), (saved, value)) in self.globals.iter().zip(&undo.globals) {
             debug_assert_eq!(name, saved);
-            let val = match *value {
-                GlobalValue::I32(v) => Val::I32(v),
-                GlobalValue::I64(v) => Val::I64(v),
-                GlobalValue::F32(bits) => Val::F32(bits),
-                GlobalValue::F64(bits) => Val::F64(bits),
-                GlobalValue::V128(bits) => Val::V128(V128::from(bits)),
-            };
+            let val = value.val();
             global
                 .set(&mut self.store, val)
                 .expect("a global takes back its own value");
