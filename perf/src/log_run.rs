@@ -149,6 +149,9 @@ pub struct AckRun {
     pub records_per_batch: f64,
     /// From each record's intended append time to the moment its fdatasync was seen done.
     pub latency: crate::report::Latency,
+    /// The same offered load on the same disk with no log at all (see [`raw_open_loop`]),
+    /// measured right after: the limit this latency is compared with.
+    pub raw_open_loop: crate::report::Latency,
 }
 
 /// Appends records of `record_bytes` at `rate` per second for `seconds` (open loop: each
@@ -166,9 +169,61 @@ pub fn ack_latency(
         .name("hewitt-perf-log-ack")
         .spawn(move || async move { ack_loop(&owned, record_bytes, rate, load_fraction, seconds).await })
         .map_err(|e| e.to_string())?;
-    let run = handle.join().map_err(|e| e.to_string())?;
+    let mut run = handle.join().map_err(|e| e.to_string())??;
+    // Frames as the log writes them: the record and its 16-byte header.
+    run.raw_open_loop = raw_open_loop(dir, record_bytes + 16, rate, seconds)?;
     std::fs::remove_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    run
+    Ok(run)
+}
+
+/// The acknowledgement latency this disk allows at an offered load: records arrive at `rate`
+/// per second (open loop) and a writer does nothing but write every record arrived so far and
+/// fdatasync, again and again (a group commit with no overhead at all); each record is durable
+/// when the first fdatasync begun after its arrival completes. Weighted by records, as the
+/// log's latency is, so a stall of the disk counts once for every record it delays, where a
+/// probe timing single syncs counts it once.
+pub fn raw_open_loop(
+    dir: &Path,
+    frame_bytes: usize,
+    rate: f64,
+    seconds: f64,
+) -> Result<crate::report::Latency, String> {
+    use std::io::Write;
+    let path = dir.join("raw-open-loop");
+    let io = |e: std::io::Error| format!("{}: {e}", path.display());
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    let frame = vec![0x5a_u8; frame_bytes];
+    let total = (rate * seconds) as u64;
+    let mut histogram = crate::report::histogram();
+    let (mut written, mut batch) = (0u64, Vec::new());
+    let started = Instant::now();
+    while written < total {
+        let arrived = ((started.elapsed().as_secs_f64() * rate) as u64).min(total);
+        if arrived == written {
+            std::thread::sleep(std::time::Duration::from_micros(20));
+            continue;
+        }
+        batch.clear();
+        for _ in written..arrived {
+            batch.extend_from_slice(&frame);
+        }
+        file.write_all(&batch).map_err(io)?;
+        file.sync_data().map_err(io)?;
+        let done = Instant::now();
+        for i in written..arrived {
+            let due = started + std::time::Duration::from_secs_f64(i as f64 / rate);
+            crate::report::record(&mut histogram, done.saturating_duration_since(due));
+        }
+        written = arrived;
+    }
+    drop(file);
+    std::fs::remove_file(&path).map_err(io)?;
+    Ok(crate::report::Latency::of(&histogram))
 }
 
 async fn ack_loop(
@@ -264,5 +319,7 @@ async fn ack_loop(
         achieved_per_s: total as f64 / elapsed,
         records_per_batch: (stats.record_count - stats_before.record_count) as f64 / batches.max(1) as f64,
         latency,
+        // Measured after the log's run, outside its executor (see `ack_latency`).
+        raw_open_loop: crate::report::Latency::of(&crate::report::histogram()),
     })
 }

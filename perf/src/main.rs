@@ -257,12 +257,14 @@ fn run(command: Command) -> Result<(), String> {
                     let seconds = if smoke { 0.3 } else { 3.0 };
                     let run = log_run::ack_latency(&dir, 1024, peak * fraction, fraction, seconds)?;
                     eprintln!(
-                        "log ack at {:.0} % ({:.0} records/s): p50 {} µs, p99 {} µs, {:.0} records per fdatasync",
+                        "log ack at {:.0} % ({:.0} records/s): p50 {} µs, p99 {} µs, {:.0} records per fdatasync; raw open loop p50 {} µs, p99 {} µs",
                         fraction * 100.0,
                         run.offered_per_s,
                         run.latency.p50_us,
                         run.latency.p99_us,
-                        run.records_per_batch
+                        run.records_per_batch,
+                        run.raw_open_loop.p50_us,
+                        run.raw_open_loop.p99_us
                     );
                     report.log_ack.push(run);
                 }

@@ -87,6 +87,12 @@ fn report_smoke_runs_every_part_and_scenario() {
         acks.iter().all(|a| a["latency"]["count"].as_u64().unwrap_or(0) > 0),
         "{acks:?}"
     );
+    // Beside the disk's own limit at the same load, timed the same way.
+    assert!(
+        acks.iter()
+            .all(|a| a["raw_open_loop"]["count"].as_u64() == a["latency"]["count"].as_u64()),
+        "{acks:?}"
+    );
 
     // The large restart, at smoke size: every record written is read back.
     let big = &report["big_restart"];
