@@ -366,22 +366,29 @@ impl ProgressLine {
     }
 
     fn show(&mut self, status: &Status) {
-        if self.last.elapsed() < PROGRESS_INTERVAL {
+        self.show_line(status.done_bytes, status.total_bytes, false, || {
+            format!(
+                "log verify: {:.1} of {:.1} MiB, {} records, {} messages",
+                mib(status.done_bytes),
+                mib(status.total_bytes),
+                status.counts.records,
+                status.counts.messages
+            )
+        });
+    }
+
+    /// Shows `line` with a bar at `done` of `total` (`force`: even within the interval).
+    fn show_line(&mut self, done: u64, total: u64, force: bool, line: impl FnOnce() -> String) {
+        if !force && self.last.elapsed() < PROGRESS_INTERVAL {
             return;
         }
         self.last = Instant::now();
-        let line = format!(
-            "log verify: {:.1} of {:.1} MiB, {} records, {} messages",
-            mib(status.done_bytes),
-            mib(status.total_bytes),
-            status.counts.records,
-            status.counts.messages
-        );
+        let line = line();
         if self.terminal {
-            let done = if status.total_bytes == 0 {
+            let done = if total == 0 {
                 1.0
             } else {
-                (status.done_bytes as f64 / status.total_bytes as f64).clamp(0.0, 1.0)
+                (done as f64 / total as f64).clamp(0.0, 1.0)
             };
             const WIDTH: usize = 30;
             let filled = (done * WIDTH as f64).round() as usize;
@@ -406,44 +413,20 @@ impl ProgressLine {
 
 /// Runs `hewitt verify`; true when everything agrees.
 fn verify(config: &node::NodeConfig, from: crate::verify::From, only: Option<ProcessId>) -> Result<bool, String> {
-    let terminal = std::io::stderr().is_terminal();
-    let mut last = Instant::now();
-    let mut printed = false;
+    let mut progress = ProgressLine::new();
     let report = crate::verify::verify(config, from, only, &mut |p| {
-        if last.elapsed() < PROGRESS_INTERVAL && p.done < p.total {
-            return;
-        }
-        last = Instant::now();
-        let done = if p.total == 0 {
-            1.0
-        } else {
-            (p.done as f64 / p.total as f64).min(1.0)
-        };
-        let line = format!(
-            "verify: shard {} of {}: {} of {} messages replayed, {:.1} s",
-            p.shard + 1,
-            p.shards,
-            p.done,
-            p.total,
-            p.elapsed.as_secs_f64()
-        );
-        if terminal {
-            const WIDTH: usize = 30;
-            let filled = (done * WIDTH as f64).round() as usize;
-            eprint!(
-                "\r[{}{}] {:>3.0} % {line}",
-                "#".repeat(filled),
-                ".".repeat(WIDTH - filled),
-                done * 100.0
-            );
-            printed = true;
-        } else {
-            eprintln!("{line}");
-        }
+        progress.show_line(p.done, p.total, p.done >= p.total, || {
+            format!(
+                "verify: shard {} of {}: {} of {} messages replayed, {:.1} s",
+                p.shard + 1,
+                p.shards,
+                p.done,
+                p.total,
+                p.elapsed.as_secs_f64()
+            )
+        })
     })?;
-    if printed {
-        eprintln!();
-    }
+    progress.finish();
     for problem in &report.problems {
         println!("{problem}");
     }
