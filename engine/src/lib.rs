@@ -12,6 +12,8 @@ pub mod cron;
 pub mod demo;
 pub mod gateway;
 pub mod http;
+pub mod index;
+pub mod index_files;
 pub mod inspect;
 pub mod mesh;
 pub mod metrics;

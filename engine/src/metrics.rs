@@ -293,6 +293,16 @@ impl Metrics {
             ConstCounter::new(c.rollbacks_in_place),
         );
         shard.register(
+            "index_loaded_records",
+            "Log records the start took from the saved index instead of reading them from the log",
+            ConstGauge::new(c.index_loaded as i64),
+        );
+        shard.register(
+            "index_saves",
+            "Saves of the index committed",
+            ConstCounter::new(c.index_saves),
+        );
+        shard.register(
             "resumed_messages",
             "Messages the start resumed from a checkpoint rather than evaluating them again",
             ConstGauge::new(c.resumed as i64),

@@ -19,7 +19,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use futures_channel::{mpsc, oneshot};
 use futures_lite::StreamExt;
 use scheduler::data_item::DATA_ITEM_BYTES_MAX;
-use scheduler::log::{Committer, Log, LogConfig, LogError};
+use scheduler::log::{Committer, LogConfig, LogError};
 use scheduler::signer::Signer;
 use scheduler::{Address, MessageId, Nonce, ProcessId, Timestamp};
 
@@ -305,6 +305,13 @@ pub struct NodeState {
     checkpoints: RefCell<Option<crate::checkpoint_files::Files>>,
     /// Held while a checkpoint is written (one at a time).
     checkpointing: glommio::sync::Semaphore,
+    /// The saved index read at open, until recovery loads it, and the sealed log segments the
+    /// log trusted it for (checked once the node serves).
+    index_loaded: RefCell<Option<(crate::index::Loaded, Vec<u64>)>>,
+    /// The index files once recovery opened them.
+    index_files: RefCell<Option<crate::index_files::IndexFiles>>,
+    /// Held while the index is saved (one save at a time).
+    index_saving: glommio::sync::Semaphore,
 }
 
 impl NodeState {
@@ -322,6 +329,22 @@ impl NodeState {
 
     pub fn checkpointing(&self) -> &glommio::sync::Semaphore {
         &self.checkpointing
+    }
+
+    pub fn index_files(&self) -> &RefCell<Option<crate::index_files::IndexFiles>> {
+        &self.index_files
+    }
+
+    pub fn index_saving(&self) -> &glommio::sync::Semaphore {
+        &self.index_saving
+    }
+
+    /// Stops writes for `reason` (ingress answers 503, `/ready` names it).
+    pub fn fail(&self, reason: String) {
+        let mut failure = self.failure.borrow_mut();
+        if failure.is_none() {
+            *failure = Some(reason);
+        }
     }
 
     pub fn address(&self) -> Address {
@@ -694,6 +717,9 @@ async fn run_shard(
             if let Err(error) = crate::checkpoint_files::take(&state).await {
                 tracing::warn!(%error, "no checkpoint at stop: the next start replays further");
             }
+            if let Err(error) = crate::index_files::save(&state).await {
+                tracing::warn!(%error, "no index saved at stop: the next start reads more of the log");
+            }
             if let Err(error) = state.committer.shutdown().await {
                 tracing::error!(%error, "log could not be flushed at stop");
             }
@@ -818,7 +844,9 @@ async fn open(config: NodeConfig, mesh: Rc<crate::mesh::Mesh>, runtime: Runtime)
     })?;
     let signer = load_or_create_key(&config.data_dir.join("node-key.json"))?;
     let address = signer.address();
-    let log = Rc::new(RefCell::new(Log::open(&dir.join("log"), config.log)?));
+    let mut loaded = crate::index_files::read(&dir);
+    let (log, trusted) = crate::index_files::open_log(&dir.join("log"), config.log, &mut loaded)?;
+    let log = Rc::new(RefCell::new(log));
     let committer = Committer::new(Rc::clone(&log));
     // The committer runs in a latency-sensitive task queue: glommio then submits its writes and
     // syncs on the latency ring and preempts busy tasks (HTTP, evaluation) within
@@ -848,6 +876,7 @@ async fn open(config: NodeConfig, mesh: Rc<crate::mesh::Mesh>, runtime: Runtime)
         .live_instances_max
         .min((config.compute.instance_count_max as usize / mesh.count).max(1));
     let mut shard = Shard::new(signer, runtime, log, limits);
+    shard.keep_index_journal();
     shard.set_placement(mesh.index, mesh.count);
     if mesh.count > 1 {
         shard.set_settlement(Arc::clone(&mesh.settled));
@@ -882,6 +911,9 @@ async fn open(config: NodeConfig, mesh: Rc<crate::mesh::Mesh>, runtime: Runtime)
         checkpoint_config: config.checkpoint.clone(),
         checkpoints: RefCell::new(None),
         checkpointing: glommio::sync::Semaphore::new(1),
+        index_loaded: RefCell::new(loaded.map(|loaded| (loaded, trusted))),
+        index_files: RefCell::new(None),
+        index_saving: glommio::sync::Semaphore::new(1),
     });
     Ok(state)
 }
@@ -892,7 +924,8 @@ async fn open(config: NodeConfig, mesh: Rc<crate::mesh::Mesh>, runtime: Runtime)
 /// it took.
 async fn recover(state: &Rc<NodeState>) -> Result<(usize, u128), StartError> {
     let total = state.recovering().map_or(0, |(_, total)| total);
-    let mut next = Some(scheduler::log::Lsn(0));
+    let (loaded, trusted) = state.index_loaded.borrow_mut().take().unzip();
+    let mut next = Some(crate::index_files::load(state, loaded)?);
     let mut reported = Instant::now();
     while let Some(from) = next {
         next = state.shard.borrow_mut().recover_from(from, RECOVERY_CHUNK_RECORDS)?;
@@ -935,6 +968,8 @@ async fn recover(state: &Rc<NodeState>) -> Result<(usize, u128), StartError> {
     start_uploads(state)?;
     start_crons(state)?;
     crate::checkpoint_files::start(state);
+    crate::index_files::start(state);
+    crate::index_files::check_trusted(state, trusted.unwrap_or_default());
     Ok((processes, recovery_ms))
 }
 

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use messenger::Origin;
 use scheduler::chain::{self, AssignmentFields};
 use scheduler::data_item::DataItem;
-use scheduler::log::{Log, LogError, Lsn};
+use scheduler::log::{Log, LogError, Lsn, Record};
 use scheduler::record::{
     Assigned, AssignmentRecord, GatewayModuleRecord, KIND_ASSIGNED, KIND_ASSIGNMENT, KIND_GATEWAY_MODULE, KIND_MODULE,
 };
@@ -46,6 +46,7 @@ use crate::compute::{
     CompiledModule, ComputeError, Evaluation, GlobalValue, ProcessInstance, ProcessLimits, Runtime, Snapshot, Undone,
 };
 use crate::cron::{Schedule, Tick};
+use crate::index::{Digest, Journal, Loaded, MessageDigest, MessageIndex, Run, Save};
 
 /// A page of cron results: each tick with its result.
 pub type CronPage = Vec<(Tick, Rc<StoredResult>)>;
@@ -116,6 +117,9 @@ pub enum ShardError {
     /// The data dir holds something this node cannot make sense of.
     #[error("data dir is inconsistent at {lsn:?}: {reason}")]
     Corrupt { lsn: Lsn, reason: String },
+    /// A saved index that cannot be used (the log is then read whole).
+    #[error("index: {0}")]
+    Index(String),
 }
 
 /// What the node knows of a module besides its code: what `env`, the limits and GraphQL need.
@@ -534,6 +538,10 @@ pub struct ShardCounters {
     pub checkpoints: u64,
     /// Messages the start resumed from a checkpoint instead of evaluating them again.
     pub resumed: u64,
+    /// Records the start took from the saved index instead of the log.
+    pub index_loaded: u64,
+    /// Saves of the index committed since start.
+    pub index_saves: u64,
 }
 
 pub struct Shard {
@@ -546,7 +554,12 @@ pub struct Shard {
     processes: IdMap<ProcessId, Process>,
     /// Every message id assigned, process ids (their nonce 0) included: the process (its slot
     /// in `process_ids`, to keep this, the largest map, small) and the nonce.
-    messages: IdMap<MessageId, (u32, Nonce)>,
+    messages: MessageIndex,
+    /// The digests of the records appended since the last save of the index, when the shell
+    /// saves one (see [`Shard::keep_index_journal`]).
+    journal: Option<Journal>,
+    /// Set while a saved index is loaded: the records it names are already in it.
+    loading_index: bool,
     /// The processes in spawn order; a process's slot indexes this.
     process_ids: Vec<ProcessId>,
     /// Messages assigned (by `assign` or a result's `Assignments`) to processes other than the
@@ -753,7 +766,9 @@ impl Shard {
             limits,
             modules: IdMap::default(),
             processes: IdMap::default(),
-            messages: IdMap::default(),
+            messages: MessageIndex::default(),
+            journal: None,
+            loading_index: false,
             process_ids: Vec::new(),
             assigned: IdMap::default(),
             ready: VecDeque::new(),
@@ -952,33 +967,7 @@ impl Shard {
             let Some(record) = records.next() else {
                 return Ok(None);
             };
-            let record = record?;
-            let corrupt = |reason: String| ShardError::Corrupt {
-                lsn: record.lsn,
-                reason,
-            };
-            match record.kind {
-                KIND_MODULE => {
-                    let item = DataItem::parse(record.payload).map_err(|e| corrupt(e.to_string()))?;
-                    let id = self.register_module(item).map_err(|e| corrupt(e.to_string()))?;
-                    self.set_module_lsn(id, record.lsn);
-                }
-                KIND_GATEWAY_MODULE => {
-                    let module = GatewayModuleRecord::decode(record.payload).map_err(|e| corrupt(e.to_string()))?;
-                    let meta = Self::gateway_meta(&module).map_err(corrupt)?;
-                    let id = self
-                        .register_meta(meta, module.data)
-                        .map_err(|e| corrupt(e.to_string()))?;
-                    self.set_module_lsn(id, record.lsn);
-                }
-                KIND_ASSIGNMENT | KIND_ASSIGNED => {
-                    let assignment =
-                        AssignmentRecord::decode(record.kind, record.payload).map_err(|e| corrupt(e.to_string()))?;
-                    self.register_assignment(&assignment, record.lsn, None)
-                        .map_err(|e| corrupt(e.to_string()))?;
-                }
-                other => return Err(corrupt(format!("unknown record kind {other}"))),
-            }
+            self.recover_record(record?)?;
         }
         let next = records.next_lsn();
         if from == Lsn(0) && next.0 > 0 {
@@ -989,6 +978,208 @@ impl Shard {
             self.messages.reserve(expected.saturating_sub(self.messages.len()));
         }
         Ok(Some(next))
+    }
+
+    /// Reads one record of the log back into the index (see [`Shard::recover_from`]).
+    fn recover_record(&mut self, record: Record<'_>) -> Result<(), ShardError> {
+        let corrupt = |reason: String| ShardError::Corrupt {
+            lsn: record.lsn,
+            reason,
+        };
+        match record.kind {
+            KIND_MODULE => {
+                let item = DataItem::parse(record.payload).map_err(|e| corrupt(e.to_string()))?;
+                let id = self.register_module(item).map_err(|e| corrupt(e.to_string()))?;
+                self.set_module_lsn(id, record.lsn);
+            }
+            KIND_GATEWAY_MODULE => {
+                let module = GatewayModuleRecord::decode(record.payload).map_err(|e| corrupt(e.to_string()))?;
+                let meta = Self::gateway_meta(&module).map_err(corrupt)?;
+                let id = self
+                    .register_meta(meta, module.data)
+                    .map_err(|e| corrupt(e.to_string()))?;
+                self.set_module_lsn(id, record.lsn);
+            }
+            KIND_ASSIGNMENT | KIND_ASSIGNED => {
+                let assignment =
+                    AssignmentRecord::decode(record.kind, record.payload).map_err(|e| corrupt(e.to_string()))?;
+                self.register_assignment(&assignment, record.lsn, None)
+                    .map_err(|e| corrupt(e.to_string()))?;
+            }
+            other => return Err(corrupt(format!("unknown record kind {other}"))),
+        }
+        Ok(())
+    }
+
+    /// Keeps a journal of the records appended (and read back) from now on, for the shell's
+    /// saves of the index ([`Shard::index_save`]). Call before recovery.
+    pub fn keep_index_journal(&mut self) {
+        self.journal = Some(Journal::default());
+    }
+
+    /// Reads a saved index back instead of the log below its `to` (see `crate::index`): the
+    /// processes' timelines from its digests (process and module records are read from the
+    /// log), the message places from its runs. Returns where to go on reading the log with
+    /// [`Shard::recover_from`]. Call on an empty shard, after checking the index against the
+    /// log ([`Loaded::matches`]); every digest is checked before anything is loaded, so an `Err`
+    /// that names the index leaves the shard empty (the log is then read whole), while one that
+    /// names a log record is the log's (a full read would fail the same way).
+    pub fn load_index(&mut self, loaded: &Loaded) -> Result<Lsn, ShardError> {
+        assert!(
+            self.processes.is_empty() && self.modules.is_empty(),
+            "load an index into an empty shard"
+        );
+        let to = loaded.commit.to;
+        let mut processes = 0u64;
+        let mut previous: Option<Lsn> = None;
+        for (body_at, body) in loaded.bodies().enumerate() {
+            for digest in crate::index::digests(body) {
+                let bad = |reason: String| ShardError::Index(format!("digest body {body_at}: {reason}"));
+                let lsn = match digest.map_err(|at| bad(format!("malformed digest at byte {at}")))? {
+                    Digest::Module(lsn) => lsn,
+                    Digest::Process(lsn) => {
+                        processes += 1;
+                        lsn
+                    }
+                    Digest::Message(m) | Digest::Assigned(m, _) => {
+                        if u64::from(m.slot) >= processes {
+                            return Err(bad(format!(
+                                "message at {} names process slot {} of {processes}",
+                                m.lsn, m.slot
+                            )));
+                        }
+                        m.lsn
+                    }
+                };
+                if previous.is_some_and(|p| p >= lsn) || lsn >= to {
+                    return Err(bad(format!("{lsn} out of order (before {to})")));
+                }
+                previous = Some(lsn);
+            }
+        }
+        if previous != Some(loaded.commit.last) {
+            return Err(ShardError::Index(format!(
+                "its digests end at {previous:?}, its commit at {}",
+                loaded.commit.last
+            )));
+        }
+        self.loading_index = true;
+        let loaded_all = self.load_digests(loaded);
+        self.loading_index = false;
+        loaded_all?;
+        self.messages.set_runs(loaded.runs.clone());
+        if let Some(journal) = &mut self.journal {
+            journal.resume_after(loaded.commit.last);
+        }
+        Ok(to)
+    }
+
+    fn load_digests(&mut self, loaded: &Loaded) -> Result<(), ShardError> {
+        let log = Rc::clone(&self.log);
+        for body in loaded.bodies() {
+            for digest in crate::index::digests(body) {
+                match digest.expect("checked by load_index") {
+                    Digest::Module(lsn) | Digest::Process(lsn) => {
+                        let log = log.borrow();
+                        let record = log.read(lsn)?;
+                        self.recover_record(record)?;
+                    }
+                    Digest::Message(m) => self.load_message(&m, None),
+                    Digest::Assigned(m, message) => self.load_message(&m, Some(message)),
+                }
+                self.counters.index_loaded += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// A timeline entry from the index: [`Shard::register_assignment`] without its checks (made
+    /// when the record was first read) and without indexing the message (the runs hold it).
+    fn load_message(&mut self, m: &MessageDigest, assigned: Option<MessageId>) {
+        let pid = self.process_ids[m.slot as usize];
+        let process = self.processes.get_mut(&pid).expect("slots name registered processes");
+        if let Some(message) = assigned {
+            self.assigned
+                .insert((pid, message), Nonce(process.entries.len() as u64));
+        }
+        process.last_assignment = None;
+        process.entries.push(Entry {
+            lsn: m.lsn,
+            timestamp: m.timestamp,
+            block_height: m.block_height,
+            hash_chain: m.hash_chain,
+            result: None,
+        });
+        self.unevaluated += 1;
+        if !process.queued {
+            process.queued = true;
+            self.ready.push_back(pid);
+        }
+    }
+
+    /// The runs that hold the saved message ids (for a save to merge).
+    pub fn index_runs(&self) -> Vec<Arc<Run>> {
+        self.messages.runs()
+    }
+
+    /// The log's directory and configuration.
+    pub fn log_dir(&self) -> std::path::PathBuf {
+        self.log.borrow().dir().to_owned()
+    }
+
+    pub fn log_config(&self) -> scheduler::log::LogConfig {
+        *self.log.borrow().config()
+    }
+
+    /// Records appended since the index was last saved (0 when no journal is kept).
+    pub fn index_unsaved(&self) -> u64 {
+        self.journal.as_ref().map_or(0, Journal::records)
+    }
+
+    /// Starts a save of the index: hands over the digests and message ids since the last one
+    /// (the ids stay searchable) and what the commit must say. `None` when nothing is new. The
+    /// shell waits for the log to be durable through [`Save::last`], writes the save
+    /// (`index::Files::save`) and reports with [`Shard::index_saved`].
+    pub fn index_save(&mut self) -> Option<Save> {
+        let journal = self.journal.as_mut()?;
+        if journal.records() == 0 {
+            return None;
+        }
+        let last = journal.last().expect("records were digested");
+        let (last_crc, commit_to, sealed_ends) = {
+            let log = self.log.borrow();
+            let mut records = log.records_from(last);
+            let record = records.next()?.ok()?;
+            (crc32c::crc32c(record.payload), records.next_lsn(), log.sealed_ends())
+        };
+        let records = journal.records();
+        let digests = journal.take();
+        Some(Save {
+            commit_to,
+            last,
+            last_crc,
+            sealed_ends,
+            digests,
+            records,
+            ids: self.messages.freeze(),
+        })
+    }
+
+    /// Ends a save begun by [`Shard::index_save`]: `Ok` with the runs that now hold its ids, or
+    /// `Err` with the save back (its digests are kept for the next one).
+    pub fn index_saved(&mut self, outcome: Result<Vec<Arc<Run>>, Save>) {
+        match outcome {
+            Ok(runs) => {
+                self.messages.thaw(Some(runs));
+                self.counters.index_saves += 1;
+            }
+            Err(save) => {
+                self.messages.thaw(None);
+                if let Some(journal) = &mut self.journal {
+                    journal.give_back(save.digests, save.records);
+                }
+            }
+        }
     }
 
     /// Ends recovery: from now on [`Shard::recovery_pending`] counts the recovered messages
@@ -1445,13 +1636,21 @@ impl Shard {
 
     fn set_module_lsn(&mut self, id: ModuleId, lsn: Lsn) {
         self.modules.get_mut(&id).expect("registered just before").lsn = lsn;
+        self.digest(Digest::Module(lsn));
+    }
+
+    /// Adds a record to the index's journal (unless it came from the index).
+    fn digest(&mut self, digest: Digest) {
+        if let (Some(journal), false) = (&mut self.journal, self.loading_index) {
+            journal.push(&digest);
+        }
     }
 
     /// The process a message was sent to and its nonce there.
     fn owner_of(&self, message: MessageId) -> Option<(ProcessId, Nonce)> {
         self.messages
             .get(&message)
-            .map(|(slot, nonce)| (self.process_ids[*slot as usize], *nonce))
+            .map(|(slot, nonce)| (self.process_ids[slot as usize], nonce))
     }
 
     /// Whether the module `id` is loaded.
@@ -1598,7 +1797,10 @@ impl Shard {
             let slot = u32::try_from(self.process_ids.len())
                 .map_err(|_| corrupt("more than 4 billion processes on one shard".to_owned()))?;
             self.process_ids.push(pid);
-            self.messages.insert(MessageId::from(pid), (slot, Nonce(0)));
+            if !self.loading_index {
+                self.messages.insert(MessageId::from(pid), (slot, Nonce(0)));
+            }
+            self.digest(Digest::Process(lsn));
             self.processes.insert(
                 pid,
                 Process {
@@ -1647,7 +1849,7 @@ impl Shard {
                 let owner = self
                     .messages
                     .get(&assignment.message)
-                    .map(|(slot, _)| self.process_ids[*slot as usize]);
+                    .map(|(slot, _)| self.process_ids[slot as usize]);
                 match owner {
                     // With several shards, the record's copy may come from another shard's log.
                     None if self.shard_count > 1 => {}
@@ -1682,7 +1884,18 @@ impl Shard {
             {
                 return Err(corrupt(format!("message {} assigned twice", assignment.message)));
             }
+            let digest = MessageDigest {
+                slot: process.slot,
+                lsn,
+                timestamp: entry.timestamp,
+                block_height: entry.block_height,
+                hash_chain: entry.hash_chain,
+            };
             process.entries.push(entry);
+            self.digest(match assignment.assigned {
+                Some(_) => Digest::Assigned(digest, assignment.message),
+                None => Digest::Message(digest),
+            });
         }
         let process = self.processes.get_mut(&assignment.process).expect("registered above");
         self.unevaluated += 1;

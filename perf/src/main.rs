@@ -312,9 +312,14 @@ fn run(command: Command) -> Result<(), String> {
                 };
                 let run = big_restart::run(&dir, 1000.min(records as usize).max(1), records)?;
                 eprintln!(
-                    "big restart: {} records ({:.1} GiB), open {:.0} ms, index {:.0} ms: serving after {:.2} s (each: {:?} ms)",
+                    "big restart: {} records ({:.1} GiB); with the saved index: open {:.0} ms, load {:.0} ms: serving after {:.2} s (each: {:?} ms); \
+                     without: open {:.0} ms, read {:.0} ms: serving after {:.2} s (each: {:?} ms)",
                     run.records,
                     run.log_bytes as f64 / f64::from(1 << 30),
+                    run.indexed_open_ms,
+                    run.indexed_load_ms,
+                    run.indexed_serving_ms / 1e3,
+                    run.indexed_serving_ms_each.iter().map(|ms| ms.round()).collect::<Vec<_>>(),
                     run.open_ms,
                     run.index_ms,
                     run.serving_ms / 1e3,

@@ -43,7 +43,9 @@ fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> LogError {
     }
 }
 
-pub(super) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, LogError> {
+/// `trusted[i]` is the end of data of sealed segment `i` as a persisted index recorded it: such
+/// a segment (if it is still sealed, not the last) is mapped without reading its frames.
+pub(super) fn recover(dir: &Path, config: &LogConfig, trusted: &[u64]) -> Result<Recovered, LogError> {
     config.validate()?;
     std::fs::create_dir_all(dir).map_err(io_error(dir))?;
     let dir_lock = lock(dir)?;
@@ -115,6 +117,19 @@ pub(super) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, LogEr
         } else {
             Position::Sealed
         };
+        if let (Position::Sealed, Some(&data_end)) = (position, trusted.get(position_index(index))) {
+            match Segment::trust(path.clone(), index, segment_bytes, data_end)? {
+                Some(segment) => {
+                    segments.push(segment);
+                    continue;
+                }
+                None => tracing::warn!(
+                    file = %path.display(),
+                    data_end,
+                    "sealed segment does not end where the index says; checking it whole"
+                ),
+            }
+        }
         segments.push(Segment::recover(path, index, segment_bytes, position)?);
     }
     let end_lsn = segments.last().map_or(0, |s| s.first_lsn(segment_bytes) + s.data_end);
@@ -123,6 +138,10 @@ pub(super) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, LogEr
         segments,
         end_lsn,
     })
+}
+
+fn position_index(index: u64) -> usize {
+    usize::try_from(index).unwrap_or(usize::MAX)
 }
 
 /// Opens `dir` and takes an exclusive, non-blocking `flock` on it, held while the file is open.

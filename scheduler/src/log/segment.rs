@@ -222,6 +222,41 @@ impl Segment {
         })
     }
 
+    /// Opens a sealed segment whose end of data the caller vouches for (read from a persisted
+    /// index written when the segment was already sealed and checked), without reading its
+    /// frames: only the file size and the end-of-data marker at `data_end` are checked. `None`
+    /// when those do not hold (the caller then recovers the segment with a full scan).
+    pub(super) fn trust(
+        path: PathBuf,
+        index: u64,
+        segment_bytes: u64,
+        data_end: u64,
+    ) -> Result<Option<Segment>, LogError> {
+        let file = OpenOptions::new().read(true).open(&path).map_err(io_error(&path))?;
+        let file_bytes = file.metadata().map_err(io_error(&path))?.len();
+        if file_bytes != segment_bytes
+            || data_end > segment_bytes
+            || !data_end.is_multiple_of(frame::ALIGN_BYTES as u64)
+        {
+            return Ok(None);
+        }
+        let map = map(&file, segment_bytes).map_err(io_error(&path))?;
+        let marker_ok = {
+            // SAFETY: as in `recover`: the mapping is `segment_bytes` long and alive for this
+            // block, and the file is sealed (nothing writes it while the directory is locked).
+            let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
+            let end = data_end as usize;
+            let marker = &bytes[end..(end + frame::HEADER_BYTES).min(bytes.len())];
+            marker.iter().all(|&b| b == 0)
+        };
+        Ok(marker_ok.then_some(Segment {
+            index,
+            path,
+            data_end,
+            map,
+        }))
+    }
+
     /// The first LSN of this segment.
     pub(super) fn first_lsn(&self, segment_bytes: u64) -> u64 {
         self.index * segment_bytes
@@ -241,6 +276,44 @@ impl Segment {
         // returned borrow.
         unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(start), len) }
     }
+}
+
+/// Checks a sealed segment read-only, the way [`Segment::recover`] does (every frame, then
+/// zeros to the end), and that its data ends at `data_end`: for checking, off the shard's
+/// thread, the segments a start trusted (see [`Segment::trust`]).
+pub(super) fn check_sealed(path: &Path, segment_bytes: u64, data_end: u64) -> Result<(), LogError> {
+    let file = File::open(path).map_err(io_error(path))?;
+    let file_bytes = file.metadata().map_err(io_error(path))?.len();
+    if file_bytes != segment_bytes {
+        return Err(corrupt(
+            path,
+            file_bytes.min(segment_bytes),
+            format!("segment is {file_bytes} bytes long, not segment_bytes {segment_bytes}"),
+        ));
+    }
+    let map = map(&file, segment_bytes).map_err(io_error(path))?;
+    // SAFETY: the mapping is `segment_bytes` long and lives for this function; a sealed segment
+    // is never written again.
+    let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
+    let Scan { data_end: found, bad } = scan(bytes);
+    if let Some(bad) = bad {
+        return Err(corrupt(path, found, bad.to_string()));
+    }
+    if found != data_end {
+        return Err(corrupt(
+            path,
+            found.min(data_end),
+            format!("data ends at {found}, where the index says {data_end}"),
+        ));
+    }
+    if let Some(at) = first_nonzero(&bytes[found as usize..]) {
+        return Err(corrupt(
+            path,
+            found + at as u64,
+            "nonzero byte after the end of data in a sealed segment".to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// What recovery must zero after the valid frames.

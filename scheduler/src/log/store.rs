@@ -100,7 +100,17 @@ impl Log {
     /// module docs). Fails on an invalid configuration, an I/O error, a directory already open,
     /// or corruption.
     pub fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {
-        let recovered = recovery::recover(dir, &config)?;
+        Log::open_trusting(dir, config, &[])
+    }
+
+    /// [`Log::open`], except that sealed segment `i` is mapped without reading its frames when
+    /// `sealed_ends[i]` is where its data ends (the caller's record of it, from
+    /// [`Log::sealed_ends`] at a time it was sealed and checked, such as a persisted index). Only
+    /// the file's size and the end-of-data marker are checked; check the whole segments later,
+    /// off the hot path, with [`super::check_sealed`]. A segment that does not match is scanned
+    /// as by [`Log::open`].
+    pub fn open_trusting(dir: &Path, config: LogConfig, sealed_ends: &[u64]) -> Result<Log, LogError> {
+        let recovered = recovery::recover(dir, &config, sealed_ends)?;
         // glommio opens files and the directory (for its fsync at rollover) by absolute path
         // only: a relative one fails there with EBADF and would poison the log.
         let dir = std::fs::canonicalize(dir).map_err(|source| LogError::Io {
@@ -239,6 +249,13 @@ impl Log {
             lsn: lsn.0,
             failed: false,
         }
+    }
+
+    /// Where the data of every sealed segment ends (all segments but the last), in order: what
+    /// [`Log::open_trusting`] takes back.
+    pub fn sealed_ends(&self) -> Vec<u64> {
+        let sealed = self.segments.len().saturating_sub(1);
+        self.segments[..sealed].iter().map(|s| s.data_end).collect()
     }
 
     /// Position just past the last appended record; the next record goes here, or at the start

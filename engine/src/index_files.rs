@@ -1,0 +1,213 @@
+//! The shell around a shard's saved index (`crate::index`): reading it at start (before the log
+//! is opened, so that the log can trust the sealed segments it vouches for), saving it when
+//! enough was appended and at a clean stop, and checking, off the shard's thread, the segments
+//! a start trusted.
+//!
+//! A start with an index that checks reads only the log after it, and opens the sealed segments
+//! below it without reading their frames. Those segments are then read whole on glommio's
+//! blocking pool while the node serves: damage found there stops the node's writes (ingress
+//! answers 503 and `/ready` names the file and offset) exactly as a start that read them would
+//! have refused to start.
+
+use std::path::Path;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use scheduler::log::{Log, LogConfig, LogError};
+
+use crate::index::{self, Files, Loaded, INDEX_DIR};
+use crate::node::NodeState;
+use crate::shard::ShardError;
+
+/// A save is due once this many records were appended since the last...
+const SAVE_RECORDS: u64 = 1 << 18;
+/// ...or this long after it, if anything was appended.
+const SAVE_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the driver looks whether a save is due.
+const DRIVE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A shard's index files, between saves.
+pub struct IndexFiles {
+    files: Option<Files>,
+    last: Instant,
+}
+
+/// Reads the saved index of the shard in `shard_dir`, if there is one that reads back.
+pub fn read(shard_dir: &Path) -> Option<Loaded> {
+    match index::load(&shard_dir.join(INDEX_DIR)) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            tracing::warn!(%error, "saved index unreadable: the log is read whole");
+            None
+        }
+    }
+}
+
+/// Opens the log in `log_dir`, trusting the sealed segments `loaded` vouches for, and checks
+/// `loaded` against it (dropping it if it does not match). Returns the log and the sealed
+/// segment ends it trusted (to check later with [`check_trusted`]).
+pub fn open_log(log_dir: &Path, config: LogConfig, loaded: &mut Option<Loaded>) -> Result<(Log, Vec<u64>), LogError> {
+    let trusted = loaded
+        .as_ref()
+        .map(|l| l.commit.sealed_ends.clone())
+        .unwrap_or_default();
+    let log = Log::open_trusting(log_dir, config, &trusted)?;
+    let mismatch = loaded.as_ref().and_then(|l| l.matches(&log).err());
+    let Some(reason) = mismatch else {
+        return Ok((log, trusted));
+    };
+    tracing::warn!(%reason, "saved index does not match the log: the log is read whole");
+    *loaded = None;
+    if trusted.is_empty() {
+        return Ok((log, trusted));
+    }
+    drop(log);
+    Ok((Log::open(log_dir, config)?, Vec::new()))
+}
+
+/// At start, before the log is read back: loads the saved index into the shard (returning
+/// where the log must be read from) and opens the index files for the saves to come.
+pub fn load(state: &Rc<NodeState>, loaded: Option<Loaded>) -> Result<scheduler::log::Lsn, ShardError> {
+    let began = Instant::now();
+    let mut from = scheduler::log::Lsn(0);
+    let mut used = None;
+    if let Some(loaded) = loaded {
+        match state.shard.borrow_mut().load_index(&loaded) {
+            Ok(to) => {
+                tracing::info!(
+                    read_from = to.0,
+                    runs = loaded.runs.len(),
+                    ms = began.elapsed().as_millis() as u64,
+                    "saved index loaded"
+                );
+                from = to;
+                used = Some(loaded);
+            }
+            Err(ShardError::Index(reason)) => {
+                tracing::warn!(%reason, "saved index not used: the log is read whole");
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    let dir = state.data_dir().join(INDEX_DIR);
+    let files = match Files::open(&dir, used.as_ref()) {
+        Ok(files) => Some(files),
+        Err(error) => {
+            tracing::warn!(%error, "index files cannot be written: every start reads the log whole");
+            None
+        }
+    };
+    *state.index_files().borrow_mut() = Some(IndexFiles {
+        files,
+        last: Instant::now(),
+    });
+    Ok(from)
+}
+
+/// Reads, on the blocking pool, the sealed segments the start trusted; damage found there stops
+/// the node's writes with the file and offset.
+pub fn check_trusted(state: &Rc<NodeState>, trusted: Vec<u64>) {
+    if trusted.is_empty() {
+        return;
+    }
+    let state = Rc::clone(state);
+    glommio::spawn_local(tracing::Instrument::in_current_span(async move {
+        let (dir, segment_bytes) = {
+            let shard = state.shard.borrow();
+            (shard.log_dir(), shard.log_config().segment_bytes)
+        };
+        let began = Instant::now();
+        let segments = trusted.len();
+        let checked = glommio::executor()
+            .spawn_blocking(move || scheduler::log::check_sealed(&dir, segment_bytes, &trusted))
+            .await;
+        match checked {
+            Ok(()) => tracing::info!(
+                segments,
+                ms = began.elapsed().as_millis() as u64,
+                "log segments below the saved index checked"
+            ),
+            Err(error) => {
+                tracing::error!(%error, "log damaged below the saved index: writes stop");
+                state.fail(format!("log damaged: {error}"));
+            }
+        }
+    }))
+    .detach();
+}
+
+/// Starts the task that saves the index whenever a save is due.
+pub fn start(state: &Rc<NodeState>) {
+    let state = Rc::clone(state);
+    glommio::spawn_local(tracing::Instrument::in_current_span(async move {
+        loop {
+            glommio::timer::sleep(DRIVE_INTERVAL).await;
+            let unsaved = state.shard.borrow().index_unsaved();
+            let last = state.index_files().borrow().as_ref().map(|f| f.last);
+            let Some(last) = last else { return };
+            if unsaved >= SAVE_RECORDS || (unsaved > 0 && last.elapsed() >= SAVE_INTERVAL) {
+                if let Err(error) = save(&state).await {
+                    tracing::warn!(%error, "index not saved: the next start reads more of the log");
+                }
+            }
+        }
+    }))
+    .detach();
+}
+
+/// Saves the index now, if anything was appended since the last save.
+pub async fn save(state: &Rc<NodeState>) -> Result<(), String> {
+    if state.failure().is_some() {
+        return Ok(());
+    }
+    let _one = state.index_saving().acquire_permit(1).await;
+    let Some(files) = state.index_files().borrow_mut().as_mut().and_then(|f| f.files.take()) else {
+        return Ok(());
+    };
+    let Some(save) = state.shard.borrow_mut().index_save() else {
+        put_back(state, files, false);
+        return Ok(());
+    };
+    if let Err(error) = state.committer.wait_durable(save.last).await {
+        state.shard.borrow_mut().index_saved(Err(save));
+        put_back(state, files, false);
+        return Err(format!("the log did not become durable: {error}"));
+    }
+    let runs = state.shard.borrow().index_runs();
+    let began = Instant::now();
+    let records = save.records;
+    let (files, save, saved) = glommio::executor()
+        .spawn_blocking(move || {
+            let (mut files, mut save) = (files, save);
+            let saved = files.save(&mut save, runs);
+            (files, save, saved)
+        })
+        .await;
+    let outcome = match saved {
+        Ok(runs) => {
+            tracing::debug!(
+                records,
+                runs = runs.len(),
+                ms = began.elapsed().as_millis() as u64,
+                "index saved"
+            );
+            state.shard.borrow_mut().index_saved(Ok(runs));
+            Ok(())
+        }
+        Err(error) => {
+            state.shard.borrow_mut().index_saved(Err(save));
+            Err(error.to_string())
+        }
+    };
+    put_back(state, files, outcome.is_ok());
+    outcome
+}
+
+fn put_back(state: &NodeState, files: Files, saved: bool) {
+    if let Some(index) = state.index_files().borrow_mut().as_mut() {
+        index.files = Some(files);
+        if saved {
+            index.last = Instant::now();
+        }
+    }
+}
