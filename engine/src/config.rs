@@ -304,6 +304,15 @@ const FIELDS: &[Field] = &[
         set: |s, v| s.node.log.pending_bytes_max = usize_of(v),
     },
     Field {
+        key: "log.zstd_level",
+        env: "HEWITT_LOG_ZSTD_LEVEL",
+        unit: "level",
+        doc: "Packs sealed log segments with zstd at this level (1-22), on the blocking pool, as they are sealed; reads unpack them transparently. 0: segments stay plain.",
+        kind: Kind::Int { min: 0, max: 22 },
+        get: |s| Value::Int(u64::from(s.node.log_zstd_level)),
+        set: |s, v| s.node.log_zstd_level = int(v) as u32,
+    },
+    Field {
         key: "compute.instance_count_max",
         env: "HEWITT_COMPUTE_INSTANCE_COUNT_MAX",
         unit: "instances",

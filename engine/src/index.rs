@@ -370,8 +370,17 @@ impl Run {
         })
     }
 
-    /// Writes run `seq` from entries sorted by id (no duplicates), syncs it and maps it.
+    /// Writes run `seq` from entries sorted by id (no duplicates), syncs it and maps it; on
+    /// failure the partial file is removed.
     fn write(dir: &Path, seq: u64, entries: impl Iterator<Item = (MessageId, Place)>) -> Result<Run, IndexError> {
+        let written = Run::write_file(dir, seq, entries);
+        if written.is_err() {
+            let _ = std::fs::remove_file(Run::path(dir, seq));
+        }
+        written
+    }
+
+    fn write_file(dir: &Path, seq: u64, entries: impl Iterator<Item = (MessageId, Place)>) -> Result<Run, IndexError> {
         let path = Run::path(dir, seq);
         let file = OpenOptions::new()
             .write(true)
@@ -407,7 +416,7 @@ impl Run {
     }
 }
 
-/// Merges two sorted iterators of entries (keys are unique across them).
+/// Merges two sorted iterators of entries, `b` the newer: where both hold a key, `b`'s entry.
 fn merged<'a>(
     a: impl Iterator<Item = (MessageId, Place)> + 'a,
     b: impl Iterator<Item = (MessageId, Place)> + 'a,
@@ -417,9 +426,10 @@ fn merged<'a>(
         (Some(x), Some(y)) => match x.0 .0.cmp(&y.0 .0) {
             std::cmp::Ordering::Less => a.next(),
             std::cmp::Ordering::Greater => b.next(),
+            // The newer run's place wins, as the newer in memory does (see MessageIndex::set).
             std::cmp::Ordering::Equal => {
-                b.next();
-                a.next()
+                a.next();
+                b.next()
             }
         },
         (Some(_), None) => a.next(),
@@ -468,6 +478,12 @@ impl MessageIndex {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Sets where `id` sits, whether or not it was there (a process's own id, nonce 0, takes
+    /// the place of a message that had the same id).
+    pub fn set(&mut self, id: MessageId, place: Place) {
+        self.mem.insert(id, place);
     }
 
     /// Room for `additional` more ids in memory.
@@ -559,7 +575,36 @@ impl Commit {
     }
 }
 
+/// Most digest bytes in one journal frame (frames carry a 32-bit length).
+const DIGESTS_FRAME_BYTES: usize = 64 << 20;
+
+/// Cuts `digests` into pieces of at most about `max` bytes, at digest boundaries.
+fn split_digests(digests: &[u8], max: usize) -> Vec<&[u8]> {
+    let mut pieces = Vec::new();
+    let (mut start, mut at) = (0, 0);
+    while at < digests.len() {
+        let len = match digests[at] {
+            DIGEST_MODULE | DIGEST_PROCESS => 9,
+            DIGEST_MESSAGE => 1 + MESSAGE_DIGEST_BYTES,
+            _ => 1 + MESSAGE_DIGEST_BYTES + 32,
+        };
+        if at - start + len > max && at > start {
+            pieces.push(&digests[start..at]);
+            start = at;
+        }
+        at = (at + len).min(digests.len());
+    }
+    if start < digests.len() {
+        pieces.push(&digests[start..]);
+    }
+    pieces
+}
+
 fn frame(body: &[u8], out: &mut Vec<u8>) {
+    assert!(
+        body.len() <= u32::MAX as usize,
+        "journal frames are cut well below 4 GiB"
+    );
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
     out.extend_from_slice(body);
@@ -660,6 +705,9 @@ pub fn load(dir: &Path) -> Result<Option<Loaded>, IndexError> {
         );
     }
     bodies.truncate(bodies_before);
+    if commit.runs.iter().any(|(seq, _)| *seq >= commit.next_seq) {
+        return Err(damaged(&path, end, "a run is numbered at or past the next run number"));
+    }
     let runs = commit
         .runs
         .iter()
@@ -773,6 +821,7 @@ impl Files {
             let run = Run::write(&self.dir, seq, merged(older.iter(), newer.iter()))?;
             runs.truncate(runs.len() - 2);
             runs.push(Arc::new(run));
+            wrote_runs = true;
         }
         if wrote_runs {
             sync_dir(&self.dir)?;
@@ -786,10 +835,10 @@ impl Files {
             next_seq: self.next_seq,
         };
         let mut bytes = Vec::with_capacity(digests.len() + 256);
-        if !digests.is_empty() {
-            let mut body = Vec::with_capacity(digests.len() + 1);
+        for piece in split_digests(digests, DIGESTS_FRAME_BYTES) {
+            let mut body = Vec::with_capacity(piece.len() + 1);
             body.push(BODY_DIGESTS);
-            body.extend_from_slice(digests);
+            body.extend_from_slice(piece);
             frame(&body, &mut bytes);
         }
         let mut body = Vec::new();
@@ -856,6 +905,30 @@ mod tests {
         let cut = &bytes[..bytes.len() - 1];
         let read: Vec<_> = digests(cut).collect();
         assert_eq!(read.last(), Some(&Err(bytes.len() - 93)));
+    }
+
+    #[test]
+    fn digests_are_cut_into_frames_at_digest_boundaries() {
+        let mut journal = Journal::default();
+        let message = MessageDigest {
+            slot: 1,
+            lsn: Lsn(8),
+            timestamp: Timestamp(1),
+            block_height: BlockHeight(1),
+            hash_chain: HashChain([1; 32]),
+        };
+        for n in 0..100 {
+            journal.push(&Digest::Process(Lsn(n)));
+            journal.push(&Digest::Message(message));
+            journal.push(&Digest::Assigned(message, id(n)));
+        }
+        let bytes = journal.take();
+        let pieces = split_digests(&bytes, 1000);
+        assert!(pieces.len() > 10 && pieces.iter().all(|p| p.len() <= 1000));
+        let whole: Vec<_> = digests(&bytes).collect();
+        let cut: Vec<_> = pieces.iter().flat_map(|p| digests(p)).collect();
+        assert_eq!(cut, whole);
+        assert!(cut.iter().all(Result::is_ok));
     }
 
     #[test]

@@ -17,7 +17,6 @@ use scheduler::log::{Log, LogConfig, LogError};
 
 use crate::index::{self, Files, Loaded, INDEX_DIR};
 use crate::node::NodeState;
-use crate::shard::ShardError;
 
 /// A save is due once this many records were appended since the last...
 const SAVE_RECORDS: u64 = 1 << 18;
@@ -29,7 +28,9 @@ const DRIVE_INTERVAL: Duration = Duration::from_millis(100);
 /// A shard's index files, between saves.
 pub struct IndexFiles {
     files: Option<Files>,
+    /// The last save, or the last failed one (a failure waits [`SAVE_INTERVAL`] to try again).
     last: Instant,
+    failed: bool,
 }
 
 /// Reads the saved index of the shard in `shard_dir`, if there is one that reads back.
@@ -44,30 +45,31 @@ pub fn read(shard_dir: &Path) -> Option<Loaded> {
 }
 
 /// Opens the log in `log_dir`, trusting the sealed segments `loaded` vouches for, and checks
-/// `loaded` against it (dropping it if it does not match). Returns the log and the sealed
-/// segment ends it trusted (to check later with [`check_trusted`]).
-pub fn open_log(log_dir: &Path, config: LogConfig, loaded: &mut Option<Loaded>) -> Result<(Log, Vec<u64>), LogError> {
+/// `loaded` against it. When it does not describe the log (a segment ends elsewhere, the record
+/// it ends with differs), it is dropped and the segments it vouched for are checked now, as a
+/// plain open would have.
+pub fn open_log(log_dir: &Path, config: LogConfig, loaded: &mut Option<Loaded>) -> Result<Log, LogError> {
     let trusted = loaded
         .as_ref()
         .map(|l| l.commit.sealed_ends.clone())
         .unwrap_or_default();
-    let log = Log::open_trusting(log_dir, config, &trusted)?;
-    let mismatch = loaded.as_ref().and_then(|l| l.matches(&log).err());
-    let Some(reason) = mismatch else {
-        return Ok((log, trusted));
+    let mut log = Log::open_trusting(log_dir, config, &trusted)?;
+    let mismatch = match (log.trust_failed(), loaded.as_ref()) {
+        (true, Some(_)) => Some("sealed segments do not end where it says".to_owned()),
+        (_, Some(loaded)) => loaded.matches(&log).err(),
+        _ => None,
     };
-    tracing::warn!(%reason, "saved index does not match the log: the log is read whole");
-    *loaded = None;
-    if trusted.is_empty() {
-        return Ok((log, trusted));
+    if let Some(reason) = mismatch {
+        tracing::warn!(%reason, "saved index does not match the log: the log is read whole");
+        *loaded = None;
+        log.check_trusted()?;
     }
-    drop(log);
-    Ok((Log::open(log_dir, config)?, Vec::new()))
+    Ok(log)
 }
 
 /// At start, before the log is read back: loads the saved index into the shard (returning
 /// where the log must be read from) and opens the index files for the saves to come.
-pub fn load(state: &Rc<NodeState>, loaded: Option<Loaded>) -> Result<scheduler::log::Lsn, ShardError> {
+pub fn load(state: &Rc<NodeState>, loaded: Option<Loaded>) -> Result<scheduler::log::Lsn, crate::node::StartError> {
     let began = Instant::now();
     let mut from = scheduler::log::Lsn(0);
     let mut used = None;
@@ -83,10 +85,14 @@ pub fn load(state: &Rc<NodeState>, loaded: Option<Loaded>) -> Result<scheduler::
                 from = to;
                 used = Some(loaded);
             }
-            Err(ShardError::Index(reason)) => {
-                tracing::warn!(%reason, "saved index not used: the log is read whole");
+            Err(error) => {
+                // Whatever failed (the index, or the log where the index pointed), a full read
+                // decides: it starts from an empty shard and checks every segment.
+                tracing::warn!(%error, "saved index not used: the log is read whole");
+                let mut shard = state.shard.borrow_mut();
+                shard.reset_index();
+                shard.with_log(|log| log.check_trusted())?;
             }
-            Err(error) => return Err(error),
         }
     }
     let dir = state.data_dir().join(INDEX_DIR);
@@ -100,13 +106,15 @@ pub fn load(state: &Rc<NodeState>, loaded: Option<Loaded>) -> Result<scheduler::
     *state.index_files().borrow_mut() = Some(IndexFiles {
         files,
         last: Instant::now(),
+        failed: false,
     });
     Ok(from)
 }
 
 /// Reads, on the blocking pool, the sealed segments the start trusted; damage found there stops
-/// the node's writes with the file and offset.
-pub fn check_trusted(state: &Rc<NodeState>, trusted: Vec<u64>) {
+/// the node's writes with the file and offset. Until it is done, those segments are not packed.
+pub fn check_trusted(state: &Rc<NodeState>) {
+    let trusted = state.shard.borrow().with_log(|log| log.trusted_ends());
     if trusted.is_empty() {
         return;
     }
@@ -122,11 +130,14 @@ pub fn check_trusted(state: &Rc<NodeState>, trusted: Vec<u64>) {
             .spawn_blocking(move || scheduler::log::check_sealed(&dir, segment_bytes, &trusted))
             .await;
         match checked {
-            Ok(()) => tracing::info!(
-                segments,
-                ms = began.elapsed().as_millis() as u64,
-                "log segments below the saved index checked"
-            ),
+            Ok(()) => {
+                state.shard.borrow().with_log(|log| log.trusted_checked());
+                tracing::info!(
+                    segments,
+                    ms = began.elapsed().as_millis() as u64,
+                    "log segments below the saved index checked"
+                )
+            }
             Err(error) => {
                 tracing::error!(%error, "log damaged below the saved index: writes stop");
                 state.fail(format!("log damaged: {error}"));
@@ -143,9 +154,10 @@ pub fn start(state: &Rc<NodeState>) {
         loop {
             glommio::timer::sleep(DRIVE_INTERVAL).await;
             let unsaved = state.shard.borrow().index_unsaved();
-            let last = state.index_files().borrow().as_ref().map(|f| f.last);
-            let Some(last) = last else { return };
-            if unsaved >= SAVE_RECORDS || (unsaved > 0 && last.elapsed() >= SAVE_INTERVAL) {
+            let last = state.index_files().borrow().as_ref().map(|f| (f.last, f.failed));
+            let Some((last, failed)) = last else { return };
+            let waited = last.elapsed() >= SAVE_INTERVAL;
+            if (unsaved >= SAVE_RECORDS && !failed) || (unsaved > 0 && waited) {
                 if let Err(error) = save(&state).await {
                     tracing::warn!(%error, "index not saved: the next start reads more of the log");
                 }
@@ -165,12 +177,12 @@ pub async fn save(state: &Rc<NodeState>) -> Result<(), String> {
         return Ok(());
     };
     let Some(save) = state.shard.borrow_mut().index_save() else {
-        put_back(state, files, false);
+        put_back(state, files, false, false);
         return Ok(());
     };
     if let Err(error) = state.committer.wait_durable(save.last).await {
         state.shard.borrow_mut().index_saved(Err(save));
-        put_back(state, files, false);
+        put_back(state, files, true, false);
         return Err(format!("the log did not become durable: {error}"));
     }
     let runs = state.shard.borrow().index_runs();
@@ -199,15 +211,17 @@ pub async fn save(state: &Rc<NodeState>) -> Result<(), String> {
             Err(error.to_string())
         }
     };
-    put_back(state, files, outcome.is_ok());
+    put_back(state, files, true, outcome.is_ok());
     outcome
 }
 
-fn put_back(state: &NodeState, files: Files, saved: bool) {
+/// Returns the files after a save; `attempted`: a save was written (`saved`: and committed).
+fn put_back(state: &NodeState, files: Files, attempted: bool, saved: bool) {
     if let Some(index) = state.index_files().borrow_mut().as_mut() {
         index.files = Some(files);
-        if saved {
+        if attempted {
             index.last = Instant::now();
+            index.failed = !saved;
         }
     }
 }

@@ -46,6 +46,9 @@ pub struct NodeConfig {
     /// clock: for reproducibility tests that compare whole timelines between runs.
     pub fixed_clock_ms: Option<u64>,
     pub log: LogConfig,
+    /// zstd level at which sealed log segments are packed, on the blocking pool, as they are
+    /// sealed (reads unpack them transparently); 0 keeps them plain.
+    pub log_zstd_level: u32,
     pub compute: ComputeConfig,
     pub limits: ShardLimits,
     pub http: HttpLimits,
@@ -155,6 +158,7 @@ impl NodeConfig {
                 pending_bytes_max: 64 << 20,
                 ..LogConfig::default()
             },
+            log_zstd_level: 0,
             compute: ComputeConfig::default(),
             limits: ShardLimits::default(),
             http: HttpLimits::default(),
@@ -305,9 +309,9 @@ pub struct NodeState {
     checkpoints: RefCell<Option<crate::checkpoint_files::Files>>,
     /// Held while a checkpoint is written (one at a time).
     checkpointing: glommio::sync::Semaphore,
-    /// The saved index read at open, until recovery loads it, and the sealed log segments the
-    /// log trusted it for (checked once the node serves).
-    index_loaded: RefCell<Option<(crate::index::Loaded, Vec<u64>)>>,
+    /// The saved index read at open, until recovery loads it (the log segments it vouched for
+    /// are checked once the node serves).
+    index_loaded: RefCell<Option<crate::index::Loaded>>,
     /// The index files once recovery opened them.
     index_files: RefCell<Option<crate::index_files::IndexFiles>>,
     /// Held while the index is saved (one save at a time).
@@ -845,8 +849,15 @@ async fn open(config: NodeConfig, mesh: Rc<crate::mesh::Mesh>, runtime: Runtime)
     let signer = load_or_create_key(&config.data_dir.join("node-key.json"))?;
     let address = signer.address();
     let mut loaded = crate::index_files::read(&dir);
-    let (log, trusted) = crate::index_files::open_log(&dir.join("log"), config.log, &mut loaded)?;
+    let log = crate::index_files::open_log(&dir.join("log"), config.log, &mut loaded)?;
     let log = Rc::new(RefCell::new(log));
+    if config.log_zstd_level > 0 {
+        log.borrow_mut().set_packing(Some(config.log_zstd_level as i32));
+        glommio::spawn_local(tracing::Instrument::in_current_span(scheduler::log::pack_sealed(
+            Rc::clone(&log),
+        )))
+        .detach();
+    }
     let committer = Committer::new(Rc::clone(&log));
     // The committer runs in a latency-sensitive task queue: glommio then submits its writes and
     // syncs on the latency ring and preempts busy tasks (HTTP, evaluation) within
@@ -911,7 +922,7 @@ async fn open(config: NodeConfig, mesh: Rc<crate::mesh::Mesh>, runtime: Runtime)
         checkpoint_config: config.checkpoint.clone(),
         checkpoints: RefCell::new(None),
         checkpointing: glommio::sync::Semaphore::new(1),
-        index_loaded: RefCell::new(loaded.map(|loaded| (loaded, trusted))),
+        index_loaded: RefCell::new(loaded),
         index_files: RefCell::new(None),
         index_saving: glommio::sync::Semaphore::new(1),
     });
@@ -924,7 +935,7 @@ async fn open(config: NodeConfig, mesh: Rc<crate::mesh::Mesh>, runtime: Runtime)
 /// it took.
 async fn recover(state: &Rc<NodeState>) -> Result<(usize, u128), StartError> {
     let total = state.recovering().map_or(0, |(_, total)| total);
-    let (loaded, trusted) = state.index_loaded.borrow_mut().take().unzip();
+    let loaded = state.index_loaded.borrow_mut().take();
     let mut next = Some(crate::index_files::load(state, loaded)?);
     let mut reported = Instant::now();
     while let Some(from) = next {
@@ -969,7 +980,7 @@ async fn recover(state: &Rc<NodeState>) -> Result<(usize, u128), StartError> {
     start_crons(state)?;
     crate::checkpoint_files::start(state);
     crate::index_files::start(state);
-    crate::index_files::check_trusted(state, trusted.unwrap_or_default());
+    crate::index_files::check_trusted(state);
     Ok((processes, recovery_ms))
 }
 

@@ -960,6 +960,7 @@ impl Shard {
     /// here: the pump replays the processes afterwards, and re-derived outbox items whose ids
     /// are already in the log are then dropped as duplicates, which needs the whole index.
     pub fn recover_from(&mut self, from: Lsn, records_max: usize) -> Result<Option<Lsn>, ShardError> {
+        self.log.borrow_mut().release_unpacked();
         let log = Rc::clone(&self.log);
         let log = log.borrow();
         let mut records = log.records_from(from);
@@ -1082,6 +1083,20 @@ impl Shard {
                     Digest::Module(lsn) | Digest::Process(lsn) => {
                         let log = log.borrow();
                         let record = log.read(lsn)?;
+                        let fits = match digest.expect("checked by load_index") {
+                            Digest::Module(_) => matches!(record.kind, KIND_MODULE | KIND_GATEWAY_MODULE),
+                            _ => {
+                                record.kind == KIND_ASSIGNMENT
+                                    && AssignmentRecord::decode(record.kind, record.payload)
+                                        .is_ok_and(|a| a.nonce == Nonce(0))
+                            }
+                        };
+                        if !fits {
+                            return Err(ShardError::Index(format!(
+                                "its digest of {lsn} does not match the record there (kind {})",
+                                record.kind
+                            )));
+                        }
                         self.recover_record(record)?;
                     }
                     Digest::Message(m) => self.load_message(&m, None),
@@ -1129,6 +1144,28 @@ impl Shard {
 
     pub fn log_config(&self) -> scheduler::log::LogConfig {
         *self.log.borrow().config()
+    }
+
+    /// Empties what [`Shard::load_index`] loaded, for a full read of the log after an index that
+    /// failed part way. Call before anything else happened on the shard.
+    pub fn reset_index(&mut self) {
+        self.modules.clear();
+        self.processes.clear();
+        self.messages = MessageIndex::default();
+        self.process_ids.clear();
+        self.assigned.clear();
+        self.ready.clear();
+        self.lru.clear();
+        self.unevaluated = 0;
+        self.counters.index_loaded = 0;
+        if self.journal.is_some() {
+            self.journal = Some(Journal::default());
+        }
+    }
+
+    /// Runs `f` on the shard's log (the shell's view of it: trust, packing).
+    pub fn with_log<T>(&self, f: impl FnOnce(&mut Log) -> T) -> T {
+        f(&mut self.log.borrow_mut())
     }
 
     /// Records appended since the index was last saved (0 when no journal is kept).
@@ -1648,9 +1685,14 @@ impl Shard {
 
     /// The process a message was sent to and its nonce there.
     fn owner_of(&self, message: MessageId) -> Option<(ProcessId, Nonce)> {
-        self.messages
-            .get(&message)
-            .map(|(slot, nonce)| (self.process_ids[slot as usize], nonce))
+        let (slot, nonce) = self.messages.get(&message)?;
+        // A saved index is read from disk: a place it gives is used only if it exists.
+        let pid = *self.process_ids.get(slot as usize)?;
+        let known = self
+            .processes
+            .get(&pid)
+            .is_some_and(|p| nonce.0 < p.entries.len() as u64);
+        known.then_some((pid, nonce))
     }
 
     /// Whether the module `id` is loaded.
@@ -1798,7 +1840,7 @@ impl Shard {
                 .map_err(|_| corrupt("more than 4 billion processes on one shard".to_owned()))?;
             self.process_ids.push(pid);
             if !self.loading_index {
-                self.messages.insert(MessageId::from(pid), (slot, Nonce(0)));
+                self.messages.set(MessageId::from(pid), (slot, Nonce(0)));
             }
             self.digest(Digest::Process(lsn));
             self.processes.insert(
@@ -2281,6 +2323,8 @@ impl Shard {
         evaluated: &mut Vec<Evaluated>,
     ) -> Result<(), ShardError> {
         self.settle();
+        // Reads of packed log segments since the last turn may be let go now.
+        self.log.borrow_mut().release_unpacked();
         for _ in 0..evaluations_max {
             self.deliver(now)?;
             if self.outbox.len() + self.remote_out_len >= self.limits.outbox_items_max || self.remote_out_full() {

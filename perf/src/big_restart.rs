@@ -69,6 +69,36 @@ pub struct BigRestartRun {
     pub indexed_rss_bytes: u64,
     /// Checking the trusted sealed segments (off the shard's thread, while serving).
     pub check_sealed_ms: f64,
+    /// Packing every sealed segment with zstd (level [`PACK_LEVEL`], one thread): time, the
+    /// segments' data bytes, the packed files' bytes...
+    pub pack_ms: f64,
+    pub sealed_bytes: u64,
+    pub packed_bytes: u64,
+    /// ...and reading every record of the log (checksums included) plain, then packed.
+    pub read_plain_ms: f64,
+    pub read_packed_ms: f64,
+}
+
+/// The zstd level the packing is measured at (the node's `log.zstd_level`).
+pub const PACK_LEVEL: i32 = 3;
+
+/// Reads every record of `log`, letting go of unpacked blocks between batches as a node does.
+fn read_all(log: &mut Log) -> Result<u64, String> {
+    let (mut at, mut records) = (Lsn(0), 0u64);
+    loop {
+        let mut batch = log.records_from(at);
+        let mut read = 0;
+        for record in batch.by_ref().take(1 << 16) {
+            record.map_err(|e| e.to_string())?;
+            read += 1;
+        }
+        at = batch.next_lsn();
+        records += read;
+        if read == 0 {
+            return Ok(records);
+        }
+        log.release_unpacked();
+    }
 }
 
 /// Restarts timed on the same log.
@@ -153,6 +183,11 @@ pub fn run(dir: &Path, processes: usize, records: u64) -> Result<BigRestartRun, 
                         indexed_serving_ms_each: Vec::new(),
                         indexed_rss_bytes: 0,
                         check_sealed_ms: 0.0,
+                        pack_ms: 0.0,
+                        sealed_bytes: 0,
+                        packed_bytes: 0,
+                        read_plain_ms: 0.0,
+                        read_packed_ms: 0.0,
                     });
                 }
             }
@@ -228,8 +263,8 @@ fn indexed(data_dir: &Path, processes: usize, config: &NodeConfig, run: &mut Big
         if loaded.is_none() {
             return Err("the saved index did not read back".into());
         }
-        let (log, sealed) =
-            engine::index_files::open_log(&log_dir, config.log, &mut loaded).map_err(|e| e.to_string())?;
+        let log = engine::index_files::open_log(&log_dir, config.log, &mut loaded).map_err(|e| e.to_string())?;
+        let sealed = log.trusted_ends();
         let loaded = loaded.ok_or("the saved index does not match the log")?;
         let open_ms = began.elapsed().as_secs_f64() * 1e3;
         let began = Instant::now();
@@ -258,6 +293,35 @@ fn indexed(data_dir: &Path, processes: usize, config: &NodeConfig, run: &mut Big
     let began = Instant::now();
     scheduler::log::check_sealed(&log_dir, config.log.segment_bytes, &trusted).map_err(|e| e.to_string())?;
     run.check_sealed_ms = began.elapsed().as_secs_f64() * 1e3;
+
+    let mut log = Log::open(&log_dir, config.log).map_err(|e| e.to_string())?;
+    run.sealed_bytes = log.sealed_ends().iter().sum();
+    let began = Instant::now();
+    let plain_records = read_all(&mut log)?;
+    run.read_plain_ms = began.elapsed().as_secs_f64() * 1e3;
+    log.set_packing(Some(PACK_LEVEL));
+    let began = Instant::now();
+    while let Some(job) = log.pack_job() {
+        let outcome = job.run();
+        if let Err(error) = &outcome {
+            return Err(format!("packing: {error}"));
+        }
+        log.packed(&job, outcome);
+    }
+    run.pack_ms = began.elapsed().as_secs_f64() * 1e3;
+    run.packed_bytes = std::fs::read_dir(&log_dir)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".zst"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let began = Instant::now();
+    let packed_records = read_all(&mut log)?;
+    run.read_packed_ms = began.elapsed().as_secs_f64() * 1e3;
+    if packed_records != plain_records {
+        return Err(format!("{packed_records} records read packed, {plain_records} plain"));
+    }
     Ok(())
 }
 

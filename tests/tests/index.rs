@@ -218,3 +218,64 @@ fn damage_in_a_segment_the_index_vouched_for_stops_writes_with_file_and_offset()
     assert!(ready.contains("00000000000000000000.log"), "{ready}");
     node.kill();
 }
+
+#[test]
+fn sealed_segments_packed_with_zstd_serve_the_same_across_restarts() {
+    let data = tempfile::tempdir().expect("temporary directory");
+    let args = [
+        "--set",
+        "shards=1",
+        "--set",
+        "log.segment_bytes=1MiB",
+        "--set",
+        "log.batch_bytes_max=256KiB",
+        "--set",
+        "log.pending_bytes_max=512KiB",
+        "--set",
+        "http.body_bytes_max=200KiB",
+        "--set",
+        "log.zstd_level=3",
+    ];
+    let node = Node::start_with(BINARY, data.path(), &args);
+    let client = node.client();
+    let counter = load_sample(&client, "counter", &[]);
+    let pid = spawn(&client, &node, counter);
+    let payload: Vec<u8> = (0..100 << 10).map(|i| b"abcdefgh"[i % 8]).collect();
+    let mut sent = Vec::new();
+    for _ in 0..40 {
+        let id = client
+            .send(pid, &[Tag::new("Action", "Increment")], &payload)
+            .expect("a large message");
+        sent.push((pid, id));
+    }
+    wait_until("evaluated", || counter_value(&client, pid) == 40);
+    let packed = || {
+        std::fs::read_dir(data.path().join("log"))
+            .expect("log dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log.zst"))
+            .count()
+    };
+    wait_until("sealed segments are packed", || packed() >= 3);
+    let before = seen(&node, &[pid], &sent);
+    assert!(node.terminate().success());
+    let packed_size: u64 = std::fs::read_dir(data.path().join("log"))
+        .expect("log dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log.zst"))
+        .map(|e| e.metadata().expect("size").len())
+        .sum();
+    assert!(packed_size < (packed() as u64) << 20, "packed: {packed_size} bytes");
+
+    // From the saved index (packed segments trusted, then checked), and from a full read.
+    let node = Node::start_with(BINARY, data.path(), &args);
+    assert!(metric(&node, "hewitt_index_loaded_records") > 0.0);
+    assert_eq!(seen(&node, &[pid], &sent), before);
+    assert!(node.terminate().success());
+    std::fs::remove_dir_all(data.path().join("index")).expect("index removed");
+    let node = Node::start_with(BINARY, data.path(), &args);
+    assert_eq!(metric(&node, "hewitt_index_loaded_records"), 0.0);
+    assert_eq!(seen(&node, &[pid], &sent), before);
+    assert!(node.terminate().success());
+    tests::assert_log_verifies(BINARY, data.path());
+}

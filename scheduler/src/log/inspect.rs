@@ -33,6 +33,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::frame::{self, FrameError};
+use super::packed;
 use super::segment;
 use super::{LogConfig, LogError, Lsn, Record};
 
@@ -214,6 +215,22 @@ fn scan_dir(dir: &Path, options: &ScanOptions, visitor: &mut dyn Visitor) -> Res
             has_format = true;
         } else if name == FORMAT_TEMP_FILE {
             // Recovery removes it: a FORMAT that was never renamed into place.
+        } else if let Some(plain) = name.strip_suffix(packed::SUFFIX).filter(|n| n.ends_with(".log")) {
+            match segment::parse_file_name(plain) {
+                // A packed copy beside its plain segment is what an unfinished packing leaves:
+                // recovery keeps the plain one and removes the copy.
+                Some(first_lsn) if !dir.join(plain).exists() => named.push((first_lsn, path)),
+                Some(_) => {}
+                None => {
+                    problems.push(Problem {
+                        file: path.clone(),
+                        offset: 0,
+                        kind: ProblemKind::Layout,
+                        reason: "segment name is not a 20-digit decimal LSN".into(),
+                    });
+                    strays.push(path);
+                }
+            }
         } else if name.ends_with(".log") {
             match segment::parse_file_name(&name) {
                 Some(first_lsn) => named.push((first_lsn, path)),
@@ -378,9 +395,15 @@ struct Sink<'v> {
     last_lsn: Option<Lsn>,
 }
 
+/// Where a segment's bytes come from: its file, or the unpacked data of a packed segment.
+enum Source<'f> {
+    File(&'f File),
+    Memory(&'f [u8]),
+}
+
 /// A window of one segment file read into memory.
 struct Reader<'f> {
-    file: &'f File,
+    file: Source<'f>,
     /// Bytes of the segment to read: the file length, capped at `segment_bytes`.
     len: u64,
     start: u64,
@@ -398,7 +421,13 @@ impl Reader<'_> {
         // Bounded by len - offset, which the caller keeps within the segment.
         let read = (self.len - offset).min(want.max(READ_CHUNK_BYTES) as u64) as usize;
         self.buffer.resize(read, 0);
-        self.file.read_exact_at(&mut self.buffer, offset)?;
+        match &self.file {
+            Source::File(file) => file.read_exact_at(&mut self.buffer, offset)?,
+            // Bounded by len, which is the data's length for a packed segment.
+            Source::Memory(data) => self
+                .buffer
+                .copy_from_slice(&data[offset as usize..offset as usize + read]),
+        }
         self.start = offset;
         Ok(())
     }
@@ -434,20 +463,55 @@ fn check_segment(
     sink: &mut Sink<'_>,
     progress: &mut Progress,
 ) -> Result<Checked, LogError> {
-    let file = File::open(path).map_err(io_error(path))?;
-    let len = file_bytes.min(segment_bytes);
-    let before = progress.done_bytes;
-    let mut reader = Reader {
-        file: &file,
-        len,
-        start: 0,
-        buffer: Vec::new(),
-    };
     let problem_at = |offset: u64, kind: ProblemKind, reason: String| Problem {
         file: path.to_owned(),
         offset,
         kind,
         reason,
+    };
+    let is_packed = path.extension().is_some_and(|e| e == "zst");
+    // A packed segment: its blocks unpacked (up to a bad one), checked like a sealed segment.
+    let (unpacked, unpack_problem) = match is_packed {
+        false => (Vec::new(), None),
+        true => match packed::Packed::open(path) {
+            Ok(packed) => {
+                let (data, error) = packed.unpack_all();
+                (data, error)
+            }
+            Err(error) => (Vec::new(), Some(error)),
+        },
+    };
+    let unpack_problem = unpack_problem.map(|error| match error {
+        LogError::Corrupt { file, offset, reason } => Problem {
+            file,
+            offset,
+            kind: ProblemKind::Corrupt,
+            reason,
+        },
+        other => problem_at(0, ProblemKind::Corrupt, other.to_string()),
+    });
+    let (file_bytes, is_last) = if is_packed {
+        (segment_bytes, false)
+    } else {
+        (file_bytes, is_last)
+    };
+    let file = match is_packed {
+        false => Some(File::open(path).map_err(io_error(path))?),
+        true => None,
+    };
+    let len = match &file {
+        Some(_) => file_bytes.min(segment_bytes),
+        None => unpacked.len() as u64,
+    };
+    let before = progress.done_bytes;
+    let mut reader = Reader {
+        file: match &file {
+            Some(file) => Source::File(file),
+            None => Source::Memory(&unpacked),
+        },
+        len,
+        start: 0,
+        buffer: Vec::new(),
     };
     let mut offset = 0u64;
     let mut bad: Option<String> = None;
@@ -508,7 +572,9 @@ fn check_segment(
     }
     let data_end = offset;
     let mut problem = None;
-    if file_bytes != segment_bytes && !(is_last && file_bytes < segment_bytes) {
+    if let Some(unpack_problem) = unpack_problem.filter(|_| bad.is_none()) {
+        problem = Some(unpack_problem);
+    } else if file_bytes != segment_bytes && !(is_last && file_bytes < segment_bytes) {
         problem = Some(problem_at(
             file_bytes.min(segment_bytes),
             ProblemKind::Layout,
@@ -576,6 +642,14 @@ pub enum RepairAction {
     Truncate { file: PathBuf, len: u64 },
     /// Move the file into the quarantine folder.
     Move { file: PathBuf },
+    /// Write the first `len` bytes of the packed segment `file` to the plain segment `to`
+    /// (preallocated to `segment_bytes`, synced).
+    Unpack {
+        file: PathBuf,
+        to: PathBuf,
+        len: u64,
+        segment_bytes: u64,
+    },
 }
 
 impl std::fmt::Display for RepairAction {
@@ -592,6 +666,12 @@ impl std::fmt::Display for RepairAction {
             }
             RepairAction::Truncate { file, len } => write!(f, "truncate {} to {len} bytes", file.display()),
             RepairAction::Move { file } => write!(f, "move {} into the quarantine folder", file.display()),
+            RepairAction::Unpack { file, to, len, .. } => write!(
+                f,
+                "write the first {len} bytes of packed {} to {}",
+                file.display(),
+                to.display()
+            ),
         }
     }
 }
@@ -646,7 +726,18 @@ pub fn repair(
     let mut actions = Vec::new();
     if let Some(cut) = &scan.cut {
         let (path, file_bytes) = &scan.segments[cut.segment];
-        if cut.zero {
+        let packed_cut = cut.zero && path.extension().is_some_and(|e| e == "zst");
+        if packed_cut {
+            // The intact prefix goes back to a plain segment; the packed file is set aside whole.
+            let plain = path.with_extension("");
+            actions.push(RepairAction::Unpack {
+                file: path.clone(),
+                to: plain,
+                len: cut.offset,
+                segment_bytes,
+            });
+            actions.push(RepairAction::Move { file: path.clone() });
+        } else if cut.zero {
             actions.push(RepairAction::Copy { file: path.clone() });
             let to = (*file_bytes).min(segment_bytes);
             if cut.offset < to {
@@ -730,6 +821,27 @@ fn carry_out(action: &RepairAction, quarantine: &Path) -> Result<(), LogError> {
         RepairAction::Move { file } => {
             let target = into(file)?;
             std::fs::rename(file, &target).map_err(io_error(file))?;
+        }
+        RepairAction::Unpack {
+            file,
+            to,
+            len,
+            segment_bytes,
+        } => {
+            let packed = packed::Packed::open(file)?;
+            let (data, _) = packed.unpack_all();
+            let keep = &data[..(*len as usize).min(data.len())];
+            let plain = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(to)
+                .map_err(io_error(to))?;
+            segment::preallocate(&plain, *segment_bytes).map_err(io_error(to))?;
+            plain.write_all_at(keep, 0).map_err(io_error(to))?;
+            plain.sync_all().map_err(io_error(to))?;
+            let dir = to.parent().unwrap_or(Path::new("."));
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))?;
         }
     }
     Ok(())

@@ -2,8 +2,9 @@
 //!
 //! It stores opaque records (a kind byte and a payload) and hands out their positions, [`Lsn`]s.
 //! It knows nothing of AO: what a kind means, which records belong together and any index over
-//! records are the caller's. It does not compress, retain, delete or replicate segments; it does
-//! not retry failed writes (see *Poison*).
+//! records are the caller's. It does not retain, delete or replicate segments; it packs sealed
+//! segments with zstd only when asked (see *Packed segments*); it does not retry failed writes
+//! (see *Poison*).
 //!
 //! # Shape
 //!
@@ -123,6 +124,23 @@
 //! - No other process writes or truncates the directory's files while the log has them open (a
 //!   truncation under a mapping would fault the reader).
 //!
+//! ## Packed segments
+//!
+//! With [`Log::set_packing`], sealed segments are packed with zstd as they are sealed
+//! ([`pack_sealed`] runs [`Log::pack_job`]s on glommio's blocking pool): a sealed segment's
+//! frames are checked, cut into blocks of whole frames (about 1 MiB each), each block
+//! compressed on its own, and written with a checksummed block table to
+//! `<first lsn>.log.zst` (format in the `packed` module docs: temporary file, sync, rename,
+//! directory sync); then the plain file is removed. Reads are the same: a read of a record in a
+//! packed segment decompresses (and checks) its block, which is kept until
+//! [`Log::release_unpacked`] lets the least recently read go (appends call it; so should a
+//! long reader between batches). Recovery reads a packed segment's every block and frame unless
+//! the caller vouches for it ([`Log::open_trusting`]); a directory holding a segment both plain
+//! and packed (a crash during packing) keeps the plain file. `hewitt log verify` and
+//! `hewitt log repair` read packed segments too; a repair that cuts inside one writes its
+//! intact prefix back as a plain segment and sets the packed file aside. Segments a start
+//! trusted are not packed until they were checked ([`Log::trusted_checked`]).
+//!
 //! ## Write path: buffered, not direct
 //!
 //! Writes go through the page cache (`BufferedFile::write_at`), not `O_DIRECT`. A direct write
@@ -154,6 +172,7 @@ mod config;
 mod error;
 mod frame;
 pub mod inspect;
+mod packed;
 mod recovery;
 mod segment;
 mod store;
@@ -165,7 +184,7 @@ pub use committer::{BatchObserver, BatchReport, CommitStats, Committer};
 pub use config::LogConfig;
 pub use error::LogError;
 pub use inspect::{Problem, ProblemKind, Report};
-pub use store::{Log, Record, Records};
+pub use store::{Log, PackJob, PackedSegment, Record, Records};
 
 use std::path::Path;
 
@@ -179,6 +198,26 @@ pub fn check_sealed(dir: &Path, segment_bytes: u64, sealed_ends: &[u64]) -> Resu
         segment::check_sealed(&path, segment_bytes, data_end)?;
     }
     Ok(())
+}
+
+/// Packs the sealed segments of `log` as they appear (see [`Log::set_packing`]), one at a time
+/// on glommio's blocking pool, looking for work every second. Returns when the log is closed.
+/// Spawn it on the log's executor.
+pub async fn pack_sealed(log: std::rc::Rc<std::cell::RefCell<Log>>) {
+    loop {
+        glommio::timer::sleep(std::time::Duration::from_secs(1)).await;
+        if log.borrow().is_closed() {
+            return;
+        }
+        let Some(job) = log.borrow().pack_job() else {
+            continue;
+        };
+        let outcome = {
+            let job = job.clone();
+            glommio::executor().spawn_blocking(move || job.run()).await
+        };
+        log.borrow_mut().packed(&job, outcome);
+    }
 }
 
 /// A record's position: its global byte position in the log,

@@ -9,6 +9,7 @@ use std::io::Write;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use super::packed;
 use super::segment::{self, Position, Segment};
 use super::{LogConfig, LogError};
 
@@ -26,6 +27,9 @@ pub(super) struct Recovered {
     pub(super) segments: Vec<Segment>,
     /// Position just past the last valid record.
     pub(super) end_lsn: u64,
+    /// Some of the caller's sealed ends did not hold (a segment ends elsewhere, or is no longer
+    /// sealed): the caller's index does not describe this log.
+    pub(super) trust_failed: bool,
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
@@ -67,19 +71,38 @@ pub(super) fn recover(dir: &Path, config: &LogConfig, trusted: &[u64]) -> Result
         } else if name.ends_with(".log") {
             let first_lsn = segment::parse_file_name(&name)
                 .ok_or_else(|| corrupt(&path, 0, "segment name is not a 20-digit decimal LSN"))?;
-            segment_paths.push((first_lsn, path));
+            segment_paths.push((first_lsn, path, false));
+        } else if let Some(plain) = name.strip_suffix(packed::SUFFIX).filter(|n| n.ends_with(".log")) {
+            let first_lsn = segment::parse_file_name(plain)
+                .ok_or_else(|| corrupt(&path, 0, "segment name is not a 20-digit decimal LSN"))?;
+            segment_paths.push((first_lsn, path, true));
+        } else if name.ends_with(".log.zst.tmp") {
+            // A packing that did not finish: the plain segment is still there.
+            std::fs::remove_file(&path).map_err(io_error(&path))?;
         } else if name.starts_with("quarantine-") {
             // What `hewitt log repair` set aside: kept for the operator, never read.
         } else {
             tracing::warn!(file = %path.display(), "ignoring an unknown file in the log directory");
         }
     }
-    segment_paths.sort_unstable_by_key(|(first_lsn, _)| *first_lsn);
+    // Plain before packed for the same segment: a packing that did not remove the plain file
+    // keeps the plain one, and the packed copy goes (it is made again).
+    segment_paths.sort_unstable_by_key(|(first_lsn, _, packed)| (*first_lsn, *packed));
+    let mut kept: Vec<(u64, PathBuf, bool)> = Vec::with_capacity(segment_paths.len());
+    for (first_lsn, path, packed) in segment_paths {
+        if kept.last().is_some_and(|(last, _, _)| *last == first_lsn) {
+            tracing::info!(file = %path.display(), "removing a packed copy of a segment still plain");
+            std::fs::remove_file(&path).map_err(io_error(&path))?;
+            continue;
+        }
+        kept.push((first_lsn, path, packed));
+    }
+    let segment_paths = kept;
 
     let format_path = dir.join(FORMAT_FILE);
     if has_format {
         check_format(&format_path, config)?;
-    } else if let Some((_, path)) = segment_paths.first() {
+    } else if let Some((_, path, _)) = segment_paths.first() {
         return Err(corrupt(
             &format_path,
             0,
@@ -92,7 +115,9 @@ pub(super) fn recover(dir: &Path, config: &LogConfig, trusted: &[u64]) -> Result
     let segment_bytes = config.segment_bytes;
     let segment_count = segment_paths.len();
     let mut segments = Vec::with_capacity(segment_count);
-    for (position, (first_lsn, path)) in segment_paths.into_iter().enumerate() {
+    // More sealed ends than sealed segments: one the caller knew as sealed is now the last.
+    let mut trust_failed = trusted.len() > segment_count.saturating_sub(1);
+    for (position, (first_lsn, path, packed)) in segment_paths.into_iter().enumerate() {
         let index = position as u64;
         if !first_lsn.is_multiple_of(segment_bytes) {
             return Err(corrupt(
@@ -110,6 +135,13 @@ pub(super) fn recover(dir: &Path, config: &LogConfig, trusted: &[u64]) -> Result
                 format!("segment missing; the next present one is {}", path.display()),
             ));
         }
+        if packed {
+            let trusted_end = trusted.get(position_index(index)).copied();
+            let (segment, failed) = Segment::open_packed(path, index, trusted_end)?;
+            trust_failed |= failed;
+            segments.push(segment);
+            continue;
+        }
         let position = if position + 1 == segment_count {
             Position::Last {
                 window_bytes: config.batch_bytes_max as u64,
@@ -123,20 +155,29 @@ pub(super) fn recover(dir: &Path, config: &LogConfig, trusted: &[u64]) -> Result
                     segments.push(segment);
                     continue;
                 }
-                None => tracing::warn!(
-                    file = %path.display(),
-                    data_end,
-                    "sealed segment does not end where the index says; checking it whole"
-                ),
+                None => {
+                    trust_failed = true;
+                    tracing::warn!(
+                        file = %path.display(),
+                        data_end,
+                        "sealed segment does not end where the index says; checking it whole"
+                    )
+                }
             }
         }
         segments.push(Segment::recover(path, index, segment_bytes, position)?);
     }
-    let end_lsn = segments.last().map_or(0, |s| s.first_lsn(segment_bytes) + s.data_end);
+    // A packed segment is sealed: when it is the last (the segments after it were set aside by a
+    // repair), the next record starts the next segment.
+    let end_lsn = segments.last().map_or(0, |s| match s.is_packed() {
+        true => s.first_lsn(segment_bytes) + segment_bytes,
+        false => s.first_lsn(segment_bytes) + s.data_end,
+    });
     Ok(Recovered {
         dir_lock,
         segments,
         end_lsn,
+        trust_failed,
     })
 }
 

@@ -9,9 +9,12 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use std::cell::{Cell, OnceCell};
+
 use memmap2::{MmapOptions, MmapRaw};
 
 use super::frame;
+use super::packed::Packed;
 use super::LogError;
 
 /// Bytes compared at once when looking for nonzero bytes.
@@ -28,7 +31,23 @@ pub(super) struct Segment {
     /// Only grows, and only after the bytes below it are durable; bytes below it are never
     /// written again while the segment is mapped.
     pub(super) data_end: u64,
-    map: MmapRaw,
+    body: Body,
+    /// Opened on a caller's word (see [`Segment::trust`]) and not checked since.
+    pub(super) trusted: bool,
+}
+
+/// Where a segment's bytes are.
+enum Body {
+    /// The plain file, mapped whole.
+    Mapped(MmapRaw),
+    /// Packed with zstd (see `packed`): blocks decompressed when first read, kept until
+    /// [`Segment::release`].
+    Packed {
+        packed: Packed,
+        unpacked: Vec<OnceCell<Result<Box<[u8]>, LogError>>>,
+        /// When each block was last read (the log's read clock).
+        used: Vec<Cell<u64>>,
+    },
 }
 
 /// The file name of the segment whose first record is at `first_lsn`.
@@ -61,7 +80,7 @@ fn corrupt(path: &Path, offset: u64, reason: String) -> LogError {
 }
 
 /// Extends `file` to `len` bytes of allocated zeros (or allocates the holes below `len`).
-fn preallocate(file: &File, len: u64) -> std::io::Result<()> {
+pub(super) fn preallocate(file: &File, len: u64) -> std::io::Result<()> {
     let len = libc::off_t::try_from(len).map_err(|_| std::io::ErrorKind::InvalidInput)?;
     // SAFETY: `posix_fallocate` only reads its integer arguments; the descriptor is open and
     // owned by `file` for the duration of the call.
@@ -152,7 +171,8 @@ impl Segment {
             index,
             path,
             data_end: 0,
-            map,
+            body: Body::Mapped(map),
+            trusted: false,
         })
     }
 
@@ -218,7 +238,8 @@ impl Segment {
             index,
             path,
             data_end: scan_end,
-            map,
+            body: Body::Mapped(map),
+            trusted: false,
         })
     }
 
@@ -253,7 +274,8 @@ impl Segment {
             index,
             path,
             data_end,
-            map,
+            body: Body::Mapped(map),
+            trusted: true,
         }))
     }
 
@@ -262,19 +284,167 @@ impl Segment {
         self.index * segment_bytes
     }
 
-    /// The durable bytes from `offset` to `data_end`.
-    pub(super) fn durable_bytes(&self, offset: u64) -> &[u8] {
+    /// The durable bytes from `offset` on: to `data_end` for a plain segment, to the end of the
+    /// block holding `offset` for a packed one (blocks hold whole frames, so a frame starting
+    /// at `offset` is always whole). `clock` stamps the block as read (see [`Segment::release`]).
+    pub(super) fn durable_bytes(&self, offset: u64, clock: u64) -> Result<&[u8], LogError> {
         assert!(offset <= self.data_end, "read past the durable data");
-        assert!(self.data_end as usize <= self.map.len());
-        // Widening: offsets below data_end <= map.len() fit a usize.
-        let start = offset as usize;
-        let len = (self.data_end - offset) as usize;
-        // SAFETY: `start + len = data_end <= map.len()`, so the range lies in the mapping, which
-        // lives as long as `self`. Bytes below `data_end` are durable and never written again
-        // while the segment is mapped (the committer writes only at or past `data_end`, and
-        // `data_end` grows only after a write completed), so they do not change under the
-        // returned borrow.
-        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(start), len) }
+        match &self.body {
+            Body::Mapped(map) => {
+                assert!(self.data_end as usize <= map.len());
+                // Widening: offsets below data_end <= map.len() fit a usize.
+                let start = offset as usize;
+                let len = (self.data_end - offset) as usize;
+                // SAFETY: `start + len = data_end <= map.len()`, so the range lies in the
+                // mapping, which lives as long as `self`. Bytes below `data_end` are durable and
+                // never written again while the segment is mapped (the committer writes only at
+                // or past `data_end`, and `data_end` grows only after a write completed), so
+                // they do not change under the returned borrow.
+                Ok(unsafe { std::slice::from_raw_parts(map.as_ptr().add(start), len) })
+            }
+            Body::Packed { packed, unpacked, used } => {
+                if offset == self.data_end {
+                    return Ok(&[]);
+                }
+                let block = packed.block_at(offset);
+                used[block].set(clock);
+                let bytes = unpacked[block].get_or_init(|| packed.unpack(block));
+                match bytes {
+                    Ok(bytes) => Ok(&bytes[(offset - packed.blocks[block].raw_start) as usize..]),
+                    Err(error) => Err(error.clone_for_read()),
+                }
+            }
+        }
+    }
+
+    /// Whether this segment is packed.
+    pub(super) fn is_packed(&self) -> bool {
+        matches!(self.body, Body::Packed { .. })
+    }
+
+    /// Blocks decompressed and held, with when each was last read.
+    pub(super) fn unpacked(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        let (unpacked, used) = match &self.body {
+            Body::Packed { unpacked, used, .. } => (&unpacked[..], &used[..]),
+            Body::Mapped(_) => (&[][..], &[][..]),
+        };
+        unpacked
+            .iter()
+            .zip(used)
+            .enumerate()
+            .filter(|(_, (cell, _))| cell.get().is_some())
+            .map(|(i, (_, used))| (i, used.get()))
+    }
+
+    /// Drops decompressed block `block` (read again from the file when next needed).
+    pub(super) fn release(&mut self, block: usize) {
+        if let Body::Packed { unpacked, .. } = &mut self.body {
+            unpacked[block].take();
+        }
+    }
+
+    /// A packed segment (a `.log.zst` file), its header and table checked. With `data_end` the
+    /// end the caller vouches for (see [`Segment::trust`]), only that is compared; without, every
+    /// block is read and every frame checked, as [`Segment::recover`] does for a sealed segment.
+    /// Returns the segment and whether the caller's end was wrong.
+    pub(super) fn open_packed(
+        path: PathBuf,
+        index: u64,
+        trusted_end: Option<u64>,
+    ) -> Result<(Segment, bool), LogError> {
+        let packed = Packed::open(&path)?;
+        let data_end = packed.data_end;
+        let trusted = trusted_end == Some(data_end);
+        if !trusted {
+            check_packed(&packed)?;
+        }
+        let blocks = packed.blocks.len();
+        let segment = Segment {
+            index,
+            path,
+            data_end,
+            body: Body::Packed {
+                packed,
+                unpacked: (0..blocks).map(|_| OnceCell::new()).collect(),
+                used: (0..blocks).map(|_| Cell::new(0)).collect(),
+            },
+            trusted,
+        };
+        Ok((segment, trusted_end.is_some() && !trusted))
+    }
+
+    /// Checks a trusted segment whole, as recovery checks a sealed one, and stops trusting it;
+    /// its end of data is then what the check found.
+    pub(super) fn check_trusted(&mut self) -> Result<(), LogError> {
+        if !self.trusted {
+            return Ok(());
+        }
+        match &self.body {
+            Body::Packed { packed, .. } => check_packed(packed)?,
+            Body::Mapped(map) => {
+                // SAFETY: as in `recover`: the mapping is the whole segment, sealed, never
+                // written again.
+                let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
+                let Scan { data_end, bad } = scan(bytes);
+                if let Some(bad) = bad {
+                    return Err(corrupt(&self.path, data_end, bad.to_string()));
+                }
+                if let Some(at) = first_nonzero(&bytes[data_end as usize..]) {
+                    return Err(corrupt(
+                        &self.path,
+                        data_end + at as u64,
+                        "nonzero byte after the end of data in a sealed segment".to_owned(),
+                    ));
+                }
+                self.data_end = data_end;
+            }
+        }
+        self.trusted = false;
+        Ok(())
+    }
+
+    /// This segment, packed: its plain file becomes `packed` (which the caller made from it with
+    /// `packed::pack`); the plain file is removed.
+    pub(super) fn replace_with(&mut self, packed: Packed) {
+        assert_eq!(
+            packed.data_end, self.data_end,
+            "a packing covers the whole sealed segment"
+        );
+        let plain = std::mem::replace(&mut self.path, packed.path.clone());
+        let blocks = packed.blocks.len();
+        self.body = Body::Packed {
+            packed,
+            unpacked: (0..blocks).map(|_| OnceCell::new()).collect(),
+            used: (0..blocks).map(|_| Cell::new(0)).collect(),
+        };
+        // Packing read and checked every frame.
+        self.trusted = false;
+        if let Err(error) = std::fs::remove_file(&plain) {
+            tracing::warn!(file = %plain.display(), %error, "packed segment's plain file not removed");
+        }
+    }
+}
+
+/// Reads every block of a packed segment and checks its frames: they must end exactly at its
+/// `data_end`.
+pub(super) fn check_packed(packed: &Packed) -> Result<(), LogError> {
+    let (data, error) = packed.unpack_all();
+    if let Some(error) = error {
+        return Err(error);
+    }
+    let Scan { data_end, bad } = scan(&data);
+    match bad {
+        Some(bad) => Err(corrupt(
+            &packed.path,
+            data_end,
+            format!("{bad} (offset within the segment)"),
+        )),
+        None if data_end != packed.data_end => Err(corrupt(
+            &packed.path,
+            data_end,
+            format!("frames end at {data_end}, the header says {}", packed.data_end),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -282,6 +452,18 @@ impl Segment {
 /// zeros to the end), and that its data ends at `data_end`: for checking, off the shard's
 /// thread, the segments a start trusted (see [`Segment::trust`]).
 pub(super) fn check_sealed(path: &Path, segment_bytes: u64, data_end: u64) -> Result<(), LogError> {
+    let packed_path = super::packed::packed_path(path);
+    if !path.exists() && packed_path.exists() {
+        let packed = Packed::open(&packed_path)?;
+        if packed.data_end != data_end {
+            return Err(corrupt(
+                &packed_path,
+                8,
+                format!("data ends at {}, where the index says {data_end}", packed.data_end),
+            ));
+        }
+        return check_packed(&packed);
+    }
     let file = File::open(path).map_err(io_error(path))?;
     let file_bytes = file.metadata().map_err(io_error(path))?.len();
     if file_bytes != segment_bytes {

@@ -11,7 +11,10 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::task::Waker;
 
+use std::cell::Cell;
+
 use super::frame::{self, FrameError};
+use super::packed::{self, Packed};
 use super::recovery;
 use super::segment::Segment;
 use super::{LogConfig, LogError, Lsn};
@@ -93,6 +96,54 @@ pub struct Log {
     closed: bool,
     /// Woken when a record is appended or shutdown is asked, so the committer sleeps while idle.
     committer_waker: Option<Waker>,
+    /// zstd level at which sealed segments are packed (see `packed`); `None`: they stay plain.
+    pack_level: Option<i32>,
+    /// Counts reads of packed blocks, to release the least recently read first.
+    read_clock: Cell<u64>,
+    /// See [`Log::trust_failed`].
+    trust_failed: bool,
+}
+
+/// Most decompressed blocks of packed segments (about 1 MiB each) a log keeps; beyond it,
+/// [`Log::release_unpacked`] drops the least recently read half.
+const UNPACKED_BLOCKS_MAX: usize = 64;
+
+/// The packing of one sealed segment, to run on a blocking thread ([`PackJob::run`]) and hand
+/// back with [`Log::packed`].
+#[derive(Clone, Debug)]
+pub struct PackJob {
+    index: u64,
+    path: PathBuf,
+    data_end: u64,
+    segment_bytes: u64,
+    level: i32,
+}
+
+/// A packed segment made by [`PackJob::run`].
+pub struct PackedSegment(Packed);
+
+impl PackJob {
+    /// Reads the sealed segment (a read-only mapping of its own), checks every frame and writes
+    /// the packed file (see `packed`). The plain file is removed by [`Log::packed`].
+    pub fn run(&self) -> Result<PackedSegment, LogError> {
+        let io = |source| LogError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let file = File::open(&self.path).map_err(io)?;
+        let len = usize::try_from(self.segment_bytes).expect("segment sizes fit memory");
+        let map = memmap2::MmapOptions::new()
+            .len(len)
+            .map_raw_read_only(&file)
+            .map_err(|source| LogError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        // SAFETY: the mapping is `segment_bytes` long and lives for this block; the segment is
+        // sealed and fully durable, so nothing writes it again.
+        let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
+        packed::pack(&self.path, bytes, self.data_end, self.level).map(PackedSegment)
+    }
 }
 
 impl Log {
@@ -133,6 +184,9 @@ impl Log {
             full: None,
             closed: false,
             committer_waker: None,
+            pack_level: None,
+            read_clock: Cell::new(0),
+            trust_failed: recovered.trust_failed,
         };
         tracing::info!(
             dir = %dir.display(),
@@ -150,6 +204,7 @@ impl Log {
     /// Panics if `kind` is 0 (a bug: kind 0 marks the end of data).
     pub fn append(&mut self, kind: u8, payload: &[u8]) -> Result<Lsn, LogError> {
         assert_ne!(kind, 0, "record kind 0 is reserved for the end of data");
+        self.release_unpacked();
         if let Some(reason) = &self.poisoned {
             return Err(LogError::Poisoned(reason.clone()));
         }
@@ -226,7 +281,7 @@ impl Log {
                 lsn,
                 end_lsn: Lsn(self.end_lsn),
             }),
-            Place::Durable(segment, offset) => self.decode_at(lsn.0, segment.durable_bytes(offset)),
+            Place::Durable(segment, offset) => self.decode_at(lsn.0, segment.durable_bytes(offset, self.tick())?),
             Place::Memory(chunk, offset) => self.decode_at(lsn.0, &chunk.bytes[offset..]),
         }
     }
@@ -248,6 +303,110 @@ impl Log {
             log: self,
             lsn: lsn.0,
             failed: false,
+        }
+    }
+
+    /// Packs sealed segments with zstd at `level` from now on (see [`Log::pack_job`]), or stops
+    /// (`None`). Reads are the same either way.
+    pub fn set_packing(&mut self, level: Option<i32>) {
+        self.pack_level = level;
+    }
+
+    /// The next sealed segment to pack, when packing is on and one is still plain (oldest
+    /// first). Run it off the executor's thread ([`PackJob::run`]), then hand the outcome to
+    /// [`Log::packed`]; see [`super::pack_sealed`].
+    pub fn pack_job(&self) -> Option<PackJob> {
+        let level = self.pack_level?;
+        let sealed = self.segments.len().saturating_sub(1);
+        // Only segments checked since the open: packing one on an unchecked end could drop data.
+        let segment = self.segments[..sealed].iter().find(|s| !s.is_packed() && !s.trusted)?;
+        Some(PackJob {
+            index: segment.index,
+            path: segment.path.clone(),
+            data_end: segment.data_end,
+            segment_bytes: self.config.segment_bytes,
+            level,
+        })
+    }
+
+    /// Takes the outcome of `job`: the segment is read from its packed file from now on and its
+    /// plain file removed; or, on failure, packing stops for the life of this log (the error
+    /// is logged: a damaged frame in a sealed segment is named there).
+    pub fn packed(&mut self, job: &PackJob, outcome: Result<PackedSegment, LogError>) {
+        match outcome {
+            Ok(PackedSegment(packed)) => {
+                let slot = usize::try_from(job.index).expect("segment index fits memory");
+                self.segments[slot].replace_with(packed);
+                tracing::debug!(file = %job.path.display(), "sealed segment packed");
+            }
+            Err(error) => {
+                tracing::error!(file = %job.path.display(), %error, "packing sealed segments stops");
+                self.pack_level = None;
+            }
+        }
+    }
+
+    /// The next value of the read clock.
+    fn tick(&self) -> u64 {
+        let now = self.read_clock.get() + 1;
+        self.read_clock.set(now);
+        now
+    }
+
+    /// Drops the least recently read half of the decompressed blocks of packed segments once
+    /// more than [`UNPACKED_BLOCKS_MAX`] are held. Reads borrow those blocks, so they can only be
+    /// dropped here, with the log borrowed mutably: appends call it, and so should a reader
+    /// between batches of reads (a replay, a long range read).
+    pub fn release_unpacked(&mut self) {
+        let mut held: Vec<(u64, usize, usize)> = Vec::new();
+        for (slot, segment) in self.segments.iter().enumerate() {
+            if segment.is_packed() {
+                held.extend(segment.unpacked().map(|(block, used)| (used, slot, block)));
+            }
+        }
+        if held.len() <= UNPACKED_BLOCKS_MAX {
+            return;
+        }
+        held.sort_unstable();
+        let drop = held.len() - UNPACKED_BLOCKS_MAX / 2;
+        for (_, slot, block) in held.into_iter().take(drop) {
+            self.segments[slot].release(block);
+        }
+    }
+
+    /// Whether some of the sealed ends given to [`Log::open_trusting`] did not hold: a segment
+    /// ended elsewhere (it was then checked whole) or is no longer sealed. The caller's index
+    /// does not describe this log.
+    pub fn trust_failed(&self) -> bool {
+        self.trust_failed
+    }
+
+    /// The ends of the segments opened on the caller's word and not checked since, in order from
+    /// segment 0 (what [`super::check_sealed`] takes).
+    pub fn trusted_ends(&self) -> Vec<u64> {
+        self.segments
+            .iter()
+            .take_while(|s| s.trusted)
+            .map(|s| s.data_end)
+            .collect()
+    }
+
+    /// Checks every segment opened on the caller's word now, as [`Log::open`] would have, and
+    /// stops trusting them (for a caller whose index turned out not to describe the log). Fails
+    /// on corruption like [`Log::open`].
+    pub fn check_trusted(&mut self) -> Result<(), LogError> {
+        for segment in &mut self.segments {
+            segment.check_trusted()?;
+        }
+        self.trust_failed = false;
+        Ok(())
+    }
+
+    /// The caller checked the trusted segments off the thread ([`super::check_sealed`] on
+    /// [`Log::trusted_ends`]) and found them intact: they are trusted no longer, and may be packed.
+    pub fn trusted_checked(&mut self) {
+        for segment in &mut self.segments {
+            segment.trusted = false;
         }
     }
 
@@ -319,6 +478,11 @@ impl Log {
     }
 
     /// Refuses every later append with [`LogError::Closed`].
+    /// Whether the committer was shut down (appends are refused).
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
     pub(super) fn close(&mut self) {
         self.closed = true;
     }
@@ -505,7 +669,13 @@ impl<'a> Iterator for Records<'a> {
                     self.lsn = next;
                     continue;
                 }
-                Place::Durable(segment, offset) => segment.durable_bytes(offset),
+                Place::Durable(segment, offset) => match segment.durable_bytes(offset, self.log.tick()) {
+                    Ok(bytes) => bytes,
+                    Err(error) => {
+                        self.failed = true;
+                        return Some(Err(error));
+                    }
+                },
                 Place::Memory(chunk, offset) => &chunk.bytes[offset..],
             };
             let result = self.log.decode_at(self.lsn, bytes);

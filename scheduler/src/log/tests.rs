@@ -832,3 +832,153 @@ fn config_bounds() {
         Some("below batch_bytes_max"),
     );
 }
+
+fn pack_all(log: &mut Log) -> usize {
+    let mut packed = 0;
+    while let Some(job) = log.pack_job() {
+        let outcome = job.run();
+        assert!(outcome.is_ok(), "packing: {:?}", outcome.as_ref().err());
+        log.packed(&job, outcome);
+        packed += 1;
+    }
+    packed
+}
+
+fn packed_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "zst"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn sealed_segments_packed_with_zstd_read_back_the_same_before_and_after_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig {
+        segment_bytes: 64 << 10,
+        batch_bytes_max: 8 << 10,
+        pending_bytes_max: 1 << 20,
+    };
+    let expected = populate(dir.path(), config, 600, 900);
+    let mut log = Log::open(dir.path(), config).expect("open");
+    let segments = segment_files(dir.path()).len();
+    assert!(segments >= 4, "{segments} segments");
+    log.set_packing(Some(3));
+    assert_eq!(pack_all(&mut log), segments - 1, "every sealed segment, not the last");
+    assert_eq!(
+        segment_files(dir.path()).len(),
+        1,
+        "plain files of packed segments removed"
+    );
+    assert_eq!(packed_files(dir.path()).len(), segments - 1);
+    assert_reads(&log, &expected);
+    let sealed = log.sealed_ends();
+    // Appends go on in the last (plain) segment; old blocks are let go.
+    log.release_unpacked();
+    drop(log);
+
+    let log = Log::open(dir.path(), config).expect("reopen, every packed block checked");
+    assert_reads(&log, &expected);
+    assert_eq!(log.sealed_ends(), sealed);
+    drop(log);
+    let log = Log::open_trusting(dir.path(), config, &sealed).expect("reopen trusting the index");
+    assert_reads(&log, &expected);
+    drop(log);
+    check_sealed(dir.path(), config.segment_bytes, &sealed).expect("packed segments check");
+
+    // An unfinished packing: the plain file is still there beside the packed copy (and a
+    // temporary file): the plain one is kept.
+    let packed = packed_files(dir.path())[0].clone();
+    let plain = packed.with_extension("");
+    let data: Vec<u8> = {
+        let log = Log::open(dir.path(), config).expect("open");
+        let mut bytes = vec![0u8; config.segment_bytes as usize];
+        let mut records = log.records();
+        for record in records.by_ref() {
+            let record = record.expect("reads");
+            if record.lsn.0 >= config.segment_bytes {
+                break;
+            }
+            let mut frame = Vec::new();
+            frame::encode(record.kind, record.payload, &mut frame);
+            bytes[record.lsn.0 as usize..record.lsn.0 as usize + frame.len()].copy_from_slice(&frame);
+        }
+        bytes
+    };
+    std::fs::write(&plain, &data).expect("plain copy");
+    std::fs::write(dir.path().join("00000000000000065536.log.zst.tmp"), b"half").expect("temp");
+    let log = Log::open(dir.path(), config).expect("open with both");
+    assert_reads(&log, &expected);
+    assert!(plain.exists() && !packed.exists(), "the plain segment wins");
+    assert!(!dir.path().join("00000000000000065536.log.zst.tmp").exists());
+    drop(log);
+}
+
+#[test]
+fn a_damaged_packed_block_fails_open_and_reads_with_the_packed_file_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig {
+        segment_bytes: 64 << 10,
+        batch_bytes_max: 8 << 10,
+        pending_bytes_max: 1 << 20,
+    };
+    let expected = populate(dir.path(), config, 400, 900);
+    let sealed = {
+        let mut log = Log::open(dir.path(), config).expect("open");
+        log.set_packing(Some(1));
+        pack_all(&mut log);
+        log.sealed_ends()
+    };
+    // The second packed segment (each of these small segments is one block).
+    let packed = packed_files(dir.path())[1].clone();
+    let len = std::fs::metadata(&packed).expect("packed").len();
+    flip_bit(&packed, len - 20);
+    // A full open reads every block: refused, naming the packed file.
+    match Log::open(dir.path(), config) {
+        Err(LogError::Corrupt { file, .. }) => assert_eq!(file, packed),
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    // Trusted by an index, the open succeeds; the damaged block fails its reads, the others read.
+    let log = Log::open_trusting(dir.path(), config, &sealed).expect("trusting open");
+    let failed = expected
+        .iter()
+        .filter(|(lsn, _, _)| matches!(log.read(*lsn), Err(LogError::Corrupt { ref file, .. }) if *file == packed))
+        .count();
+    assert!(failed > 0 && failed < expected.len(), "{failed} reads failed");
+    assert!(check_sealed(dir.path(), config.segment_bytes, &sealed).is_err());
+    drop(log);
+
+    // inspect names it; repair keeps the intact prefix as a plain segment.
+    let report = inspect::scan(dir.path(), &inspect::ScanOptions::default(), &mut NoVisitor).expect("scan");
+    let problem = report.problems.first().expect("a problem");
+    assert_eq!(problem.file, packed);
+    let plan = inspect::repair(
+        dir.path(),
+        &inspect::ScanOptions::default(),
+        1,
+        &mut NoVisitor,
+        &mut |_| true,
+    )
+    .expect("repair");
+    assert!(
+        plan.actions
+            .iter()
+            .any(|a| matches!(a, inspect::RepairAction::Unpack { .. })),
+        "{:?}",
+        plan.actions
+    );
+    let log = Log::open(dir.path(), config).expect("open after repair");
+    let kept = contents(&log);
+    assert!(!kept.is_empty() && kept.len() < expected.len());
+    assert_eq!(kept[..], expected[..kept.len()]);
+}
+
+struct NoVisitor;
+
+impl inspect::Visitor for NoVisitor {
+    fn record(&mut self, _record: Record<'_>) {}
+    fn progress(&mut self, _progress: inspect::Progress) {}
+}
