@@ -1032,6 +1032,8 @@ impl Shard {
         );
         let to = loaded.commit.to;
         let mut processes = 0u64;
+        // Entries per process slot, to size each timeline once.
+        let mut entries: Vec<usize> = Vec::new();
         let mut previous: Option<Lsn> = None;
         for (body_at, body) in loaded.bodies().enumerate() {
             for digest in crate::index::digests(body) {
@@ -1040,6 +1042,7 @@ impl Shard {
                     Digest::Module(lsn) => lsn,
                     Digest::Process(lsn) => {
                         processes += 1;
+                        entries.push(1);
                         lsn
                     }
                     Digest::Message(m) | Digest::Assigned(m, _) => {
@@ -1049,6 +1052,7 @@ impl Shard {
                                 m.lsn, m.slot
                             )));
                         }
+                        entries[m.slot as usize] += 1;
                         m.lsn
                     }
                 };
@@ -1065,7 +1069,7 @@ impl Shard {
             )));
         }
         self.loading_index = true;
-        let loaded_all = self.load_digests(loaded);
+        let loaded_all = self.load_digests(loaded, &entries);
         self.loading_index = false;
         loaded_all?;
         self.messages.set_runs(loaded.runs.clone());
@@ -1075,7 +1079,7 @@ impl Shard {
         Ok(to)
     }
 
-    fn load_digests(&mut self, loaded: &Loaded) -> Result<(), ShardError> {
+    fn load_digests(&mut self, loaded: &Loaded, entries: &[usize]) -> Result<(), ShardError> {
         let log = Rc::clone(&self.log);
         for body in loaded.bodies() {
             for digest in crate::index::digests(body) {
@@ -1098,6 +1102,12 @@ impl Shard {
                             )));
                         }
                         self.recover_record(record)?;
+                        if let Digest::Process(_) = digest.expect("checked by load_index") {
+                            let slot = self.process_ids.len() - 1;
+                            let pid = self.process_ids[slot];
+                            let process = self.processes.get_mut(&pid).expect("just registered");
+                            process.entries.reserve_exact(entries[slot].saturating_sub(1));
+                        }
                     }
                     Digest::Message(m) => self.load_message(&m, None),
                     Digest::Assigned(m, message) => self.load_message(&m, Some(message)),

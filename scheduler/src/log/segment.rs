@@ -36,6 +36,22 @@ pub(super) struct Segment {
     pub(super) trusted: bool,
 }
 
+/// The log's count of reads of packed blocks (to release the least recently read first) and of
+/// the blocks it holds unpacked.
+#[derive(Default)]
+pub(super) struct ReadClock {
+    now: Cell<u64>,
+    pub(super) held: Cell<usize>,
+}
+
+impl ReadClock {
+    fn tick(&self) -> u64 {
+        let now = self.now.get() + 1;
+        self.now.set(now);
+        now
+    }
+}
+
 /// Where a segment's bytes are.
 enum Body {
     /// The plain file, mapped whole.
@@ -287,7 +303,7 @@ impl Segment {
     /// The durable bytes from `offset` on: to `data_end` for a plain segment, to the end of the
     /// block holding `offset` for a packed one (blocks hold whole frames, so a frame starting
     /// at `offset` is always whole). `clock` stamps the block as read (see [`Segment::release`]).
-    pub(super) fn durable_bytes(&self, offset: u64, clock: u64) -> Result<&[u8], LogError> {
+    pub(super) fn durable_bytes(&self, offset: u64, clock: &ReadClock) -> Result<&[u8], LogError> {
         assert!(offset <= self.data_end, "read past the durable data");
         match &self.body {
             Body::Mapped(map) => {
@@ -307,8 +323,11 @@ impl Segment {
                     return Ok(&[]);
                 }
                 let block = packed.block_at(offset);
-                used[block].set(clock);
-                let bytes = unpacked[block].get_or_init(|| packed.unpack(block));
+                used[block].set(clock.tick());
+                let bytes = unpacked[block].get_or_init(|| {
+                    clock.held.set(clock.held.get() + 1);
+                    packed.unpack(block)
+                });
                 match bytes {
                     Ok(bytes) => Ok(&bytes[(offset - packed.blocks[block].raw_start) as usize..]),
                     Err(error) => Err(error.clone_for_read()),
@@ -337,9 +356,11 @@ impl Segment {
     }
 
     /// Drops decompressed block `block` (read again from the file when next needed).
-    pub(super) fn release(&mut self, block: usize) {
+    pub(super) fn release(&mut self, block: usize, clock: &ReadClock) {
         if let Body::Packed { unpacked, .. } = &mut self.body {
-            unpacked[block].take();
+            if unpacked[block].take().is_some() {
+                clock.held.set(clock.held.get() - 1);
+            }
         }
     }
 

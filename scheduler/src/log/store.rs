@@ -11,12 +11,10 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::task::Waker;
 
-use std::cell::Cell;
-
 use super::frame::{self, FrameError};
 use super::packed::{self, Packed};
 use super::recovery;
-use super::segment::Segment;
+use super::segment::{ReadClock, Segment};
 use super::{LogConfig, LogError, Lsn};
 
 /// One record, borrowed from the log.
@@ -99,7 +97,7 @@ pub struct Log {
     /// zstd level at which sealed segments are packed (see `packed`); `None`: they stay plain.
     pack_level: Option<i32>,
     /// Counts reads of packed blocks, to release the least recently read first.
-    read_clock: Cell<u64>,
+    read_clock: ReadClock,
     /// See [`Log::trust_failed`].
     trust_failed: bool,
 }
@@ -185,7 +183,7 @@ impl Log {
             closed: false,
             committer_waker: None,
             pack_level: None,
-            read_clock: Cell::new(0),
+            read_clock: ReadClock::default(),
             trust_failed: recovered.trust_failed,
         };
         tracing::info!(
@@ -281,7 +279,7 @@ impl Log {
                 lsn,
                 end_lsn: Lsn(self.end_lsn),
             }),
-            Place::Durable(segment, offset) => self.decode_at(lsn.0, segment.durable_bytes(offset, self.tick())?),
+            Place::Durable(segment, offset) => self.decode_at(lsn.0, segment.durable_bytes(offset, &self.read_clock)?),
             Place::Memory(chunk, offset) => self.decode_at(lsn.0, &chunk.bytes[offset..]),
         }
     }
@@ -346,18 +344,14 @@ impl Log {
         }
     }
 
-    /// The next value of the read clock.
-    fn tick(&self) -> u64 {
-        let now = self.read_clock.get() + 1;
-        self.read_clock.set(now);
-        now
-    }
-
     /// Drops the least recently read half of the decompressed blocks of packed segments once
     /// more than [`UNPACKED_BLOCKS_MAX`] are held. Reads borrow those blocks, so they can only be
     /// dropped here, with the log borrowed mutably: appends call it, and so should a reader
     /// between batches of reads (a replay, a long range read).
     pub fn release_unpacked(&mut self) {
+        if self.read_clock.held.get() <= UNPACKED_BLOCKS_MAX {
+            return;
+        }
         let mut held: Vec<(u64, usize, usize)> = Vec::new();
         for (slot, segment) in self.segments.iter().enumerate() {
             if segment.is_packed() {
@@ -370,7 +364,7 @@ impl Log {
         held.sort_unstable();
         let drop = held.len() - UNPACKED_BLOCKS_MAX / 2;
         for (_, slot, block) in held.into_iter().take(drop) {
-            self.segments[slot].release(block);
+            self.segments[slot].release(block, &self.read_clock);
         }
     }
 
@@ -669,7 +663,7 @@ impl<'a> Iterator for Records<'a> {
                     self.lsn = next;
                     continue;
                 }
-                Place::Durable(segment, offset) => match segment.durable_bytes(offset, self.log.tick()) {
+                Place::Durable(segment, offset) => match segment.durable_bytes(offset, &self.log.read_clock) {
                     Ok(bytes) => bytes,
                     Err(error) => {
                         self.failed = true;
