@@ -48,7 +48,8 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
         /// Only this process.
-        #[arg(long)]
+        // Ids are base64url: one may begin with '-'.
+        #[arg(long, allow_hyphen_values = true)]
         process: Option<ProcessId>,
         /// Where the replay starts: `genesis` (every message again; checks every checkpoint) or
         /// `checkpoint` (resume as a start does; checks the tail after it).
@@ -108,7 +109,8 @@ enum Command {
     Send {
         #[command(flatten)]
         node: NodeArgs,
-        #[arg(long)]
+        // Ids are base64url: one may begin with '-'.
+        #[arg(long, allow_hyphen_values = true)]
         process: ProcessId,
         #[arg(long)]
         action: Option<String>,
@@ -126,9 +128,11 @@ enum Command {
     Result {
         #[arg(long, default_value = "http://127.0.0.1:8734")]
         url: String,
-        #[arg(long)]
+        // Ids are base64url: one may begin with '-'.
+        #[arg(long, allow_hyphen_values = true)]
         process: ProcessId,
-        #[arg(long)]
+        // Ids are base64url: one may begin with '-'.
+        #[arg(long, allow_hyphen_values = true)]
         message: MessageId,
     },
 }
