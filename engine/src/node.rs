@@ -853,11 +853,13 @@ async fn open(config: NodeConfig, mesh: Rc<crate::mesh::Mesh>, runtime: Runtime)
     let log = Rc::new(RefCell::new(log));
     if config.log_zstd_level > 0 {
         log.borrow_mut().set_packing(Some(config.log_zstd_level as i32));
-        glommio::spawn_local(tracing::Instrument::in_current_span(scheduler::log::pack_sealed(
-            Rc::clone(&log),
-        )))
-        .detach();
     }
+    // The first segment to fill is made now; the next ones ahead of need, off this thread.
+    log.borrow_mut().prepare_now();
+    glommio::spawn_local(tracing::Instrument::in_current_span(scheduler::log::maintain(
+        Rc::clone(&log),
+    )))
+    .detach();
     let committer = Committer::new(Rc::clone(&log));
     // The committer runs in a latency-sensitive task queue: glommio then submits its writes and
     // syncs on the latency ring and preempts busy tasks (HTTP, evaluation) within

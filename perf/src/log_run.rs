@@ -64,8 +64,17 @@ struct Probe {
 async fn start_probe(dir: &Path, record_bytes: usize) -> Result<Probe, String> {
     let config = NodeConfig::new(dir, "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?).log;
     let log = Rc::new(RefCell::new(Log::open(dir, config).map_err(|e| e.to_string())?));
+    // As a node runs it: segments created ahead of need, off the executor's thread.
+    log.borrow_mut().prepare_now();
+    glommio::spawn_local(scheduler::log::maintain(Rc::clone(&log))).detach();
     let committer = Committer::new(Rc::clone(&log));
-    let task = glommio::spawn_local(Rc::clone(&committer).run());
+    // In a latency-sensitive queue, as the node runs it (engine::node).
+    let queue = glommio::executor().create_task_queue(
+        glommio::Shares::default(),
+        glommio::Latency::Matters(std::time::Duration::from_micros(100)),
+        "group-commit",
+    );
+    let task = glommio::spawn_local_into(Rc::clone(&committer).run(), queue).map_err(|e| e.to_string())?;
     let record: Vec<u8> = (0..record_bytes).map(|i| (i % 251) as u8).collect();
     let first = log.borrow_mut().append(KIND, &record).map_err(|e| e.to_string())?;
     committer.wait_durable(first).await.map_err(|e| e.to_string())?;
@@ -150,13 +159,25 @@ pub struct AckRun {
     /// From each record's intended append time to the moment its fdatasync was seen done.
     pub latency: crate::report::Latency,
     /// The same offered load on the same disk with no log at all (see [`raw_open_loop`]),
-    /// measured right after: the limit this latency is compared with.
+    /// measured in the same window (alternating with the log, see [`ack_latency`]): the limit
+    /// this latency is compared with.
     pub raw_open_loop: crate::report::Latency,
+    /// Rounds of the log then the raw open loop, and seconds of each per round.
+    pub rounds: u32,
+    pub round_seconds: f64,
+    /// Each of the log's batches' fdatasync, as its committer timed it.
+    pub fdatasync: crate::report::Latency,
 }
 
-/// Appends records of `record_bytes` at `rate` per second for `seconds` (open loop: each
-/// record is due at start + i/rate and its latency counts from then, so a stall is charged to
-/// every record it delays), and measures how long until each is durable.
+/// How many times [`ack_latency`] alternates between the log and the raw open loop.
+pub const ACK_ROUNDS: u32 = 10;
+
+/// Appends records of `record_bytes` at `rate` per second (open loop: each record is due at
+/// start + i/rate and its latency counts from then, so a stall is charged to every record it
+/// delays), and measures how long until each is durable; beside it, the raw open loop at the
+/// same load. This disk stalls for about 100 ms every few seconds, so the two are measured in
+/// the same window: [`ACK_ROUNDS`] rounds of `seconds / ACK_ROUNDS` each, the log (a fresh one)
+/// then the raw loop, their histograms merged, so that stalls fall on both alike.
 pub fn ack_latency(
     dir: &Path,
     record_bytes: usize,
@@ -164,15 +185,36 @@ pub fn ack_latency(
     load_fraction: f64,
     seconds: f64,
 ) -> Result<AckRun, String> {
-    let owned = dir.to_owned();
-    let handle = glommio::LocalExecutorBuilder::default()
-        .name("hewitt-perf-log-ack")
-        .spawn(move || async move { ack_loop(&owned, record_bytes, rate, load_fraction, seconds).await })
-        .map_err(|e| e.to_string())?;
-    let mut run = handle.join().map_err(|e| e.to_string())??;
-    // Frames as the log writes them: the record and its 16-byte header.
-    run.raw_open_loop = raw_open_loop(dir, record_bytes + 16, rate, seconds)?;
+    let round_seconds = seconds / f64::from(ACK_ROUNDS);
+    let (mut log_latency, mut raw_latency) = (crate::report::histogram(), crate::report::histogram());
+    let mut fdatasyncs = crate::report::histogram();
+    let mut summary: Option<AckRun> = None;
+    let (mut achieved, mut per_batch) = (0.0, 0.0);
+    for round in 0..ACK_ROUNDS {
+        let owned = dir.join(format!("round-{round}"));
+        let handle = glommio::LocalExecutorBuilder::default()
+            .name("hewitt-perf-log-ack")
+            .spawn(move || async move { ack_loop(&owned, record_bytes, rate, load_fraction, round_seconds).await })
+            .map_err(|e| e.to_string())?;
+        let (run, histogram, syncs) = handle.join().map_err(|e| e.to_string())??;
+        log_latency.add(&histogram).map_err(|e| e.to_string())?;
+        fdatasyncs.add(&syncs).map_err(|e| e.to_string())?;
+        achieved += run.achieved_per_s / f64::from(ACK_ROUNDS);
+        per_batch += run.records_per_batch / f64::from(ACK_ROUNDS);
+        summary.get_or_insert(run);
+        // Frames as the log writes them: the record and its 16-byte header.
+        let raw = raw_open_loop(dir, record_bytes + 16, rate, round_seconds)?;
+        raw_latency.add(&raw).map_err(|e| e.to_string())?;
+    }
     std::fs::remove_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut run = summary.expect("at least one round");
+    run.achieved_per_s = achieved;
+    run.records_per_batch = per_batch;
+    run.latency = crate::report::Latency::of(&log_latency);
+    run.raw_open_loop = crate::report::Latency::of(&raw_latency);
+    run.rounds = ACK_ROUNDS;
+    run.fdatasync = crate::report::Latency::of(&fdatasyncs);
+    run.round_seconds = round_seconds;
     Ok(run)
 }
 
@@ -187,7 +229,7 @@ pub fn raw_open_loop(
     frame_bytes: usize,
     rate: f64,
     seconds: f64,
-) -> Result<crate::report::Latency, String> {
+) -> Result<hdrhistogram::Histogram<u64>, String> {
     use std::io::Write;
     let path = dir.join("raw-open-loop");
     let io = |e: std::io::Error| format!("{}: {e}", path.display());
@@ -199,6 +241,17 @@ pub fn raw_open_loop(
         .map_err(io)?;
     let frame = vec![0x5a_u8; frame_bytes];
     let total = (rate * seconds) as u64;
+    // Allocated ahead, as the log's segments are, so that a sync carries data, not the file's
+    // growth.
+    {
+        use std::os::unix::io::AsRawFd;
+        let len = libc::off_t::try_from(total * frame_bytes as u64).map_err(|e| e.to_string())?;
+        // SAFETY: posix_fallocate only reads its integer arguments; the descriptor is open.
+        let code = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+        if code != 0 {
+            return Err(io(std::io::Error::from_raw_os_error(code)));
+        }
+    }
     let mut histogram = crate::report::histogram();
     let (mut written, mut batch) = (0u64, Vec::new());
     let started = Instant::now();
@@ -223,7 +276,7 @@ pub fn raw_open_loop(
     }
     drop(file);
     std::fs::remove_file(&path).map_err(io)?;
-    Ok(crate::report::Latency::of(&histogram))
+    Ok(histogram)
 }
 
 async fn ack_loop(
@@ -232,7 +285,7 @@ async fn ack_loop(
     rate: f64,
     load_fraction: f64,
     seconds: f64,
-) -> Result<AckRun, String> {
+) -> Result<(AckRun, hdrhistogram::Histogram<u64>, hdrhistogram::Histogram<u64>), String> {
     let Probe {
         log,
         committer,
@@ -281,6 +334,14 @@ async fn ack_loop(
             }
         })
     };
+    // Each batch's fdatasync as the committer timed it.
+    let fsyncs = Rc::new(RefCell::new(crate::report::histogram()));
+    {
+        let fsyncs = Rc::clone(&fsyncs);
+        committer.set_observer(Box::new(move |r| {
+            fsyncs.borrow_mut().saturating_record(r.fdatasync_us.max(1));
+        }));
+    }
     let stats_before = committer.stats();
     let total = (rate * seconds) as u64;
     let started = Instant::now();
@@ -312,7 +373,8 @@ async fn ack_loop(
     task.await;
     let batches = stats.batch_count - stats_before.batch_count;
     let latency = crate::report::Latency::of(&histogram.borrow());
-    Ok(AckRun {
+    let histogram = histogram.borrow().clone();
+    let run = AckRun {
         record_bytes,
         offered_per_s: rate,
         load_fraction,
@@ -321,5 +383,10 @@ async fn ack_loop(
         latency,
         // Measured after the log's run, outside its executor (see `ack_latency`).
         raw_open_loop: crate::report::Latency::of(&crate::report::histogram()),
-    })
+        rounds: 1,
+        round_seconds: seconds,
+        fdatasync: crate::report::Latency::of(&fsyncs.borrow()),
+    };
+    let syncs = fsyncs.borrow().clone();
+    Ok((run, histogram, syncs))
 }

@@ -254,7 +254,7 @@ fn run(command: Command) -> Result<(), String> {
                     .map_or(1000.0, |r| r.records_per_s);
                 for fraction in [0.1, 0.5] {
                     let dir = work_dir.join(format!("log-ack-{}", (fraction * 100.0) as u32));
-                    let seconds = if smoke { 0.3 } else { 3.0 };
+                    let seconds = if smoke { 0.5 } else { 10.0 };
                     let run = log_run::ack_latency(&dir, 1024, peak * fraction, fraction, seconds)?;
                     eprintln!(
                         "log ack at {:.0} % ({:.0} records/s): p50 {} µs, p99 {} µs, {:.0} records per fdatasync; raw open loop p50 {} µs, p99 {} µs",

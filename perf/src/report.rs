@@ -258,13 +258,17 @@ impl Report {
                  and the size nearest to the batches the log wrote at that load, each timed once per sync over a \
                  fraction of a second; and the raw open loop: the same offered load on the same disk with no log \
                  (write whatever has arrived, fdatasync, repeat), timed per record like the log over as long, which \
-                 charges a stall of the disk to every record it delays. Target: p99 ≤ 2× raw at 50 % load.\n"
+                 charges a stall of the disk to every record it delays. The log and the raw open loop alternate in \
+                 {} rounds of {:.1} s each (a fresh log each round), so that the disk's stalls fall on both alike. \
+                 Target: p99 ≤ 2× raw at 50 % load.\n",
+                self.log_ack.first().map_or(1, |a| a.rounds),
+                self.log_ack.first().map_or(0.0, |a| a.round_seconds)
             );
             let _ = writeln!(
                 md,
-                "| load | records/s | records per fdatasync | p50 | p99 | raw 4 KiB p50 / p99 | raw at batch size p50 / p99 | p99 / raw at batch size | raw open loop p50 / p99 | p99 / raw open loop |"
+                "| load | records/s | records per fdatasync | p50 | p99 | raw 4 KiB p50 / p99 | raw at batch size p50 / p99 | p99 / raw at batch size | raw open loop p50 / p99 | p99 / raw open loop | log's fdatasyncs p50 / p99 / p99.9 / max |"
             );
-            let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
+            let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
             for a in &self.log_ack {
                 let batch_bytes = a.records_per_batch * 1040.0;
                 let nearest = l
@@ -278,7 +282,7 @@ impl Report {
                     .unwrap_or(sync);
                 let _ = writeln!(
                     md,
-                    "| {:.0} % | {:.0} | {:.0} | {} µs | {} µs | {} / {} µs | {} / {} µs ({}) | {:.1}× | {} / {} µs | {:.1}× |",
+                    "| {:.0} % | {:.0} | {:.0} | {} µs | {} µs | {} / {} µs | {} / {} µs ({}) | {:.1}× | {} / {} µs | {:.1}× | {} / {} / {} / {} µs |",
                     a.load_fraction * 100.0,
                     a.achieved_per_s,
                     a.records_per_batch,
@@ -292,7 +296,11 @@ impl Report {
                     a.latency.p99_us as f64 / nearest.latency.p99_us.max(1) as f64,
                     a.raw_open_loop.p50_us,
                     a.raw_open_loop.p99_us,
-                    a.latency.p99_us as f64 / a.raw_open_loop.p99_us.max(1) as f64
+                    a.latency.p99_us as f64 / a.raw_open_loop.p99_us.max(1) as f64,
+                    a.fdatasync.p50_us,
+                    a.fdatasync.p99_us,
+                    a.fdatasync.p999_us,
+                    a.fdatasync.max_us
                 );
             }
         }

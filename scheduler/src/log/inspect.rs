@@ -247,6 +247,14 @@ fn scan_dir(dir: &Path, options: &ScanOptions, visitor: &mut dyn Visitor) -> Res
         }
     }
     named.sort_unstable_by_key(|(first_lsn, _)| *first_lsn);
+    // As recovery does: an all-zero last segment after another was prepared ahead and never
+    // used; the one before it is the last (its tail is judged as the last's).
+    if named.len() >= 2 {
+        let (_, path) = named.last().expect("two or more");
+        if path.extension().is_some_and(|e| e == "log") && segment::is_unused(path).map_err(io_error(path))? {
+            named.pop();
+        }
+    }
     let format_path = dir.join(FORMAT_FILE);
     let segment_bytes = if has_format {
         match std::fs::read(&format_path)

@@ -127,7 +127,7 @@
 //! ## Packed segments
 //!
 //! With [`Log::set_packing`], sealed segments are packed with zstd as they are sealed
-//! ([`pack_sealed`] runs [`Log::pack_job`]s on glommio's blocking pool): a sealed segment's
+//! ([`maintain`] runs [`Log::pack_job`]s on glommio's blocking pool): a sealed segment's
 //! frames are checked, cut into blocks of whole frames (about 1 MiB each), each block
 //! compressed on its own, and written with a checksummed block table to
 //! `<first lsn>.log.zst` (format in the `packed` module docs: temporary file, sync, rename,
@@ -184,7 +184,7 @@ pub use committer::{BatchObserver, BatchReport, CommitStats, Committer};
 pub use config::LogConfig;
 pub use error::LogError;
 pub use inspect::{Problem, ProblemKind, Report};
-pub use store::{Log, PackJob, PackedSegment, Record, Records};
+pub use store::{Log, PackJob, PackedSegment, PrepareJob, PreparedSegment, Record, Records};
 
 use std::path::Path;
 
@@ -200,15 +200,26 @@ pub fn check_sealed(dir: &Path, segment_bytes: u64, sealed_ends: &[u64]) -> Resu
     Ok(())
 }
 
-/// Packs the sealed segments of `log` as they appear (see [`Log::set_packing`]), one at a time
-/// on glommio's blocking pool, looking for work every second. Returns when the log is closed.
-/// Spawn it on the log's executor.
-pub async fn pack_sealed(log: std::rc::Rc<std::cell::RefCell<Log>>) {
+/// The log's work off the hot path, run on glommio's blocking pool one job at a time: the next
+/// segment created ahead of need ([`Log::prepare_job`], looked at every few milliseconds) and,
+/// when packing is on ([`Log::set_packing`]), sealed segments packed (looked at every second).
+/// Returns when the log is closed. Spawn it on the log's executor.
+pub async fn maintain(log: std::rc::Rc<std::cell::RefCell<Log>>) {
+    let mut last_pack = std::time::Instant::now();
     loop {
-        glommio::timer::sleep(std::time::Duration::from_secs(1)).await;
+        glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
         if log.borrow().is_closed() {
             return;
         }
+        let prepare = log.borrow_mut().prepare_job();
+        if let Some(job) = prepare {
+            let outcome = glommio::executor().spawn_blocking(move || job.run()).await;
+            log.borrow_mut().prepared(outcome);
+        }
+        if last_pack.elapsed() < std::time::Duration::from_secs(1) {
+            continue;
+        }
+        last_pack = std::time::Instant::now();
         let Some(job) = log.borrow().pack_job() else {
             continue;
         };

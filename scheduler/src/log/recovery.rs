@@ -97,7 +97,19 @@ pub(super) fn recover(dir: &Path, config: &LogConfig, trusted: &[u64]) -> Result
         }
         kept.push((first_lsn, path, packed));
     }
-    let segment_paths = kept;
+    let mut segment_paths = kept;
+    // A last segment that holds nothing but zeros, after another, is one prepared ahead and
+    // never used (or one whose first batch never became durable): it goes, and the segment
+    // before it is the last again (it may hold a torn tail, which only the last may).
+    if segment_paths.len() >= 2 {
+        let (_, path, packed) = segment_paths.last().expect("two or more");
+        if !packed && segment::is_unused(path).map_err(io_error(path))? {
+            tracing::info!(file = %path.display(), "removing an unused log segment prepared ahead");
+            std::fs::remove_file(path).map_err(io_error(path))?;
+            dir_lock.sync_all().map_err(io_error(dir))?;
+            segment_paths.pop();
+        }
+    }
 
     let format_path = dir.join(FORMAT_FILE);
     if has_format {

@@ -175,10 +175,14 @@ impl Segment {
             .checked_mul(segment_bytes)
             .ok_or(std::io::ErrorKind::InvalidInput)?;
         let path = dir.join(file_name(first_lsn));
+        // Not `create_new`: the file may have just been made by a preparation of the same
+        // segment still under way (see `Log::prepare_job`), whose bytes are all zero; no other
+        // file can be there (recovery removes an unused, all-zero last segment).
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create_new(true)
+            .create(true)
+            .truncate(false)
             .mode(0o644)
             .open(&path)?;
         preallocate(&file, segment_bytes)?;
@@ -517,6 +521,24 @@ pub(super) fn check_sealed(path: &Path, segment_bytes: u64, data_end: u64) -> Re
         ));
     }
     Ok(())
+}
+
+/// Whether the segment file at `path` holds nothing but zeros: a segment prepared ahead and never
+/// used (see `Log::prepare_job`).
+pub(super) fn is_unused(path: &Path) -> std::io::Result<bool> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < len {
+        let read = (len - at).min(buffer.len() as u64) as usize;
+        file.read_exact_at(&mut buffer[..read], at)?;
+        if first_nonzero(&buffer[..read]).is_some() {
+            return Ok(false);
+        }
+        at += read as u64;
+    }
+    Ok(true)
 }
 
 /// What recovery must zero after the valid frames.

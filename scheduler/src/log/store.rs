@@ -100,6 +100,37 @@ pub struct Log {
     read_clock: ReadClock,
     /// See [`Log::trust_failed`].
     trust_failed: bool,
+    /// The next segment, created and preallocated ahead (see [`Log::prepare_job`]), and whether
+    /// a preparation is under way.
+    prepared: Option<Segment>,
+    preparing: bool,
+    /// When the last preparation failed (the next waits a second).
+    prepare_failed: Option<std::time::Instant>,
+}
+
+/// The creation of the next segment ahead of need, to run off the executor's thread
+/// ([`PrepareJob::run`]) and hand back with [`Log::prepared`].
+#[derive(Clone, Debug)]
+pub struct PrepareJob {
+    dir: PathBuf,
+    index: u64,
+    segment_bytes: u64,
+}
+
+/// A segment made by [`PrepareJob::run`].
+pub struct PreparedSegment(Segment);
+
+impl PrepareJob {
+    /// Creates and preallocates the segment file, and makes its name durable.
+    pub fn run(&self) -> Result<PreparedSegment, LogError> {
+        let io = |source| LogError::Io {
+            path: self.dir.clone(),
+            source,
+        };
+        let segment = Segment::create(&self.dir, self.index, self.segment_bytes).map_err(io)?;
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io)?;
+        Ok(PreparedSegment(segment))
+    }
 }
 
 /// Most decompressed blocks of packed segments (about 1 MiB each) a log keeps; beyond it,
@@ -185,6 +216,9 @@ impl Log {
             pack_level: None,
             read_clock: ReadClock::default(),
             trust_failed: recovered.trust_failed,
+            prepared: None,
+            preparing: false,
+            prepare_failed: None,
         };
         tracing::info!(
             dir = %dir.display(),
@@ -368,6 +402,65 @@ impl Log {
         }
     }
 
+    /// The creation of the next segment, when it is due: none is prepared or under way, and the
+    /// last segment is half full (or there is none). Creating a segment (file, preallocation,
+    /// directory sync: milliseconds here) at rollover would hold up the batch that needs it;
+    /// run the job off the executor's thread and hand it to [`Log::prepared`] (see
+    /// [`super::maintain`]). Without it, the segment is created when first needed.
+    pub fn prepare_job(&mut self) -> Option<PrepareJob> {
+        if self.prepared.is_some() || self.preparing || self.poisoned.is_some() || self.closed {
+            return None;
+        }
+        if self
+            .prepare_failed
+            .is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(1))
+        {
+            return None;
+        }
+        let segment_bytes = self.config.segment_bytes;
+        let half_full = self
+            .segments
+            .last()
+            .is_none_or(|last| self.end_lsn - last.first_lsn(segment_bytes) >= segment_bytes / 2);
+        if !half_full {
+            return None;
+        }
+        self.preparing = true;
+        Some(PrepareJob {
+            dir: self.dir.clone(),
+            index: self.segments.len() as u64,
+            segment_bytes,
+        })
+    }
+
+    /// Takes a prepared segment (used by the batch that first needs it). One the log no longer
+    /// needs (it created that segment itself meanwhile) is dropped; its file is the log's.
+    pub fn prepared(&mut self, outcome: Result<PreparedSegment, LogError>) {
+        self.preparing = false;
+        match outcome {
+            Ok(PreparedSegment(segment)) if segment.index == self.segments.len() as u64 => {
+                self.prepared = Some(segment);
+            }
+            Ok(_) => {}
+            Err(error) => {
+                if self.prepare_failed.is_none() {
+                    tracing::warn!(%error, "next log segment not prepared ahead: it is created when needed");
+                }
+                self.prepare_failed = Some(std::time::Instant::now());
+                return;
+            }
+        }
+        self.prepare_failed = None;
+    }
+
+    /// Prepares the next segment now, on this thread (at start, before the log is busy).
+    pub fn prepare_now(&mut self) {
+        if let Some(job) = self.prepare_job() {
+            let outcome = job.run();
+            self.prepared(outcome);
+        }
+    }
+
     /// Whether some of the sealed ends given to [`Log::open_trusting`] did not hold: a segment
     /// ended elsewhere (it was then checked whole) or is no longer sealed. The caller's index
     /// does not describe this log.
@@ -507,9 +600,17 @@ impl Log {
             slot + 1 >= self.segments.len(),
             "batches go to the last segment or a new one"
         );
-        let segment_created = slot == self.segments.len();
+        let mut segment_created = slot == self.segments.len();
         if segment_created {
-            match Segment::create(&self.dir, index, segment_bytes) {
+            let made = match self.prepared.take() {
+                Some(segment) if segment.index == index => {
+                    // Created, preallocated and named durably ahead: nothing to do here.
+                    segment_created = false;
+                    Ok(segment)
+                }
+                _ => Segment::create(&self.dir, index, segment_bytes),
+            };
+            match made {
                 Ok(segment) => {
                     if let Some(reason) = self.full.take() {
                         tracing::info!(dir = %self.dir.display(), %reason, "disk space is back: the log goes on");

@@ -536,25 +536,27 @@ fn truncated_sealed_segment_fails_open_with_file_and_size() {
 }
 
 #[test]
-fn short_last_segment_is_preallocated_again() {
+fn an_unused_last_segment_is_removed_and_the_one_before_goes_on() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = small_config();
     let mut expected = populate(dir.path(), config, 5, 100);
-    // A crash right after creating the next segment, before its preallocation.
+    // A crash right after creating the next segment (prepared ahead, or before its first batch
+    // was durable; preallocated or not): it holds nothing.
     let next = dir.path().join(format!("{:020}.log", config.segment_bytes));
     std::fs::File::create(&next).expect("create");
     {
         let log = Log::open(dir.path(), config).expect("open");
         assert_reads(&log, &expected);
-        assert_eq!(log.end_lsn(), Lsn(config.segment_bytes));
+        assert!(log.end_lsn() < Lsn(config.segment_bytes));
     }
-    assert_eq!(std::fs::metadata(&next).expect("stat").len(), config.segment_bytes);
+    assert!(!next.exists(), "the unused segment is removed");
+    std::fs::write(&next, vec![0u8; config.segment_bytes as usize]).expect("preallocated, unused");
     on_executor(async {
         let running = Running::start(dir.path(), config);
+        assert!(!next.exists());
         running.append_durable(10..12, 100, &mut expected).await;
         running.stop().await.expect("clean stop");
     });
-    assert_eq!(expected[5].0, Lsn(config.segment_bytes));
     let log = Log::open(dir.path(), config).expect("reopen");
     assert_reads(&log, &expected);
 }
@@ -981,4 +983,45 @@ struct NoVisitor;
 impl inspect::Visitor for NoVisitor {
     fn record(&mut self, _record: Record<'_>) {}
     fn progress(&mut self, _progress: inspect::Progress) {}
+}
+
+#[test]
+fn segments_prepared_ahead_are_used_and_a_torn_tail_before_an_unused_one_is_still_a_torn_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = small_config();
+    let expected = on_executor(async {
+        let running = Running::start(dir.path(), config);
+        running.log.borrow_mut().prepare_now();
+        let mut expected = Vec::new();
+        for chunk in 0..20 {
+            running
+                .append_durable(chunk * 5..chunk * 5 + 5, 200, &mut expected)
+                .await;
+            running.log.borrow_mut().prepare_now();
+        }
+        running.stop().await.expect("clean stop");
+        expected
+    });
+    let segments = segment_files(dir.path());
+    assert!(segments.len() >= 4, "{} segments", segments.len());
+    // The last file is the one prepared ahead, unused: reopening removes it.
+    let log = Log::open(dir.path(), config).expect("reopen");
+    assert_reads(&log, &expected);
+    let last = log.end_lsn();
+    drop(log);
+    assert_eq!(segment_files(dir.path()).len(), segments.len() - 1);
+
+    // A torn write after the last record, with an unused segment prepared after it.
+    let offset = last.0 % config.segment_bytes;
+    let current = segment_files(dir.path()).last().expect("a segment").clone();
+    let file = std::fs::OpenOptions::new().write(true).open(&current).expect("open");
+    file.write_all_at(&[0xab; 40], offset).expect("torn bytes");
+    let prepared = dir.path().join(format!(
+        "{:020}.log",
+        (last.0 / config.segment_bytes + 1) * config.segment_bytes
+    ));
+    std::fs::write(&prepared, vec![0u8; config.segment_bytes as usize]).expect("prepared");
+    let log = Log::open(dir.path(), config).expect("a torn tail, not corruption");
+    assert_reads(&log, &expected);
+    assert_eq!(log.end_lsn(), last);
 }
