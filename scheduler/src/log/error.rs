@@ -67,25 +67,3 @@ pub enum LogError {
         end_lsn: Lsn,
     },
 }
-
-impl LogError {
-    /// A copy of an error kept to be returned again (an unreadable packed block is reported to
-    /// every read of it).
-    pub(super) fn clone_for_read(&self) -> LogError {
-        match self {
-            LogError::Corrupt { file, offset, reason } => LogError::Corrupt {
-                file: file.clone(),
-                offset: *offset,
-                reason: reason.clone(),
-            },
-            LogError::Io { path, source } => LogError::Io {
-                path: path.clone(),
-                source: std::io::Error::new(source.kind(), source.to_string()),
-            },
-            other => LogError::Io {
-                path: PathBuf::new(),
-                source: std::io::Error::other(other.to_string()),
-            },
-        }
-    }
-}

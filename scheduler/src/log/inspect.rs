@@ -184,6 +184,9 @@ struct Scan {
     /// `.log` files whose names are not segment names.
     strays: Vec<PathBuf>,
     cut: Option<Cut>,
+    /// An all-zero last segment left out of the scan (see recovery): a repair that cuts the log
+    /// sets it aside with the segments after the cut.
+    unused: Option<PathBuf>,
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
@@ -249,10 +252,11 @@ fn scan_dir(dir: &Path, options: &ScanOptions, visitor: &mut dyn Visitor) -> Res
     named.sort_unstable_by_key(|(first_lsn, _)| *first_lsn);
     // As recovery does: an all-zero last segment after another was prepared ahead and never
     // used; the one before it is the last (its tail is judged as the last's).
+    let mut unused = None;
     if named.len() >= 2 {
         let (_, path) = named.last().expect("two or more");
         if path.extension().is_some_and(|e| e == "log") && segment::is_unused(path).map_err(io_error(path))? {
-            named.pop();
+            unused = named.pop().map(|(_, path)| path);
         }
     }
     let format_path = dir.join(FORMAT_FILE);
@@ -299,6 +303,7 @@ fn scan_dir(dir: &Path, options: &ScanOptions, visitor: &mut dyn Visitor) -> Res
             segments: Vec::new(),
             strays,
             cut: None,
+            unused,
         });
     };
 
@@ -384,6 +389,7 @@ fn scan_dir(dir: &Path, options: &ScanOptions, visitor: &mut dyn Visitor) -> Res
         segments,
         strays,
         cut,
+        unused,
     })
 }
 
@@ -582,6 +588,12 @@ fn check_segment(
     let mut problem = None;
     if let Some(unpack_problem) = unpack_problem.filter(|_| bad.is_none()) {
         problem = Some(unpack_problem);
+    } else if is_packed && bad.is_none() && data_end != len {
+        problem = Some(problem_at(
+            8,
+            ProblemKind::Corrupt,
+            format!("frames end at {data_end}, the packed header says {len}"),
+        ));
     } else if file_bytes != segment_bytes && !(is_last && file_bytes < segment_bytes) {
         problem = Some(problem_at(
             file_bytes.min(segment_bytes),
@@ -736,15 +748,19 @@ pub fn repair(
         let (path, file_bytes) = &scan.segments[cut.segment];
         let packed_cut = cut.zero && path.extension().is_some_and(|e| e == "zst");
         if packed_cut {
-            // The intact prefix goes back to a plain segment; the packed file is set aside whole.
-            let plain = path.with_extension("");
-            actions.push(RepairAction::Unpack {
-                file: path.clone(),
-                to: plain,
-                len: cut.offset,
-                segment_bytes,
-            });
+            // The packed file is set aside whole first; then its intact prefix (if any) is
+            // written back as a plain segment from the quarantined copy, under a temporary name
+            // renamed into place once synced.
             actions.push(RepairAction::Move { file: path.clone() });
+            if cut.offset > 0 {
+                let name = path.file_name().expect("a segment file name");
+                actions.push(RepairAction::Unpack {
+                    file: quarantine.join(name),
+                    to: path.with_extension(""),
+                    len: cut.offset,
+                    segment_bytes,
+                });
+            }
         } else if cut.zero {
             actions.push(RepairAction::Copy { file: path.clone() });
             let to = (*file_bytes).min(segment_bytes);
@@ -770,6 +786,9 @@ pub fn repair(
     }
     for path in &scan.strays {
         actions.push(RepairAction::Move { file: path.clone() });
+    }
+    if let (Some(_), Some(unused)) = (&scan.cut, &scan.unused) {
+        actions.push(RepairAction::Move { file: unused.clone() });
     }
     let plan = RepairPlan {
         report: scan.report,
@@ -839,15 +858,18 @@ fn carry_out(action: &RepairAction, quarantine: &Path) -> Result<(), LogError> {
             let packed = packed::Packed::open(file)?;
             let (data, _) = packed.unpack_all();
             let keep = &data[..(*len as usize).min(data.len())];
+            let temp = to.with_extension("log.tmp");
             let plain = OpenOptions::new()
                 .read(true)
                 .write(true)
-                .create_new(true)
-                .open(to)
-                .map_err(io_error(to))?;
-            segment::preallocate(&plain, *segment_bytes).map_err(io_error(to))?;
-            plain.write_all_at(keep, 0).map_err(io_error(to))?;
-            plain.sync_all().map_err(io_error(to))?;
+                .create(true)
+                .truncate(true)
+                .open(&temp)
+                .map_err(io_error(&temp))?;
+            segment::preallocate(&plain, *segment_bytes).map_err(io_error(&temp))?;
+            plain.write_all_at(keep, 0).map_err(io_error(&temp))?;
+            plain.sync_all().map_err(io_error(&temp))?;
+            std::fs::rename(&temp, to).map_err(io_error(to))?;
             let dir = to.parent().unwrap_or(Path::new("."));
             File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))?;
         }

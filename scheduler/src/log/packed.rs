@@ -101,10 +101,12 @@ pub(super) fn pack(plain: &Path, bytes: &[u8], data_end: u64, level: i32) -> Res
     while at < data.len() {
         match frame::decode(&data[at..]) {
             Ok(Some(f)) => {
-                at += f.frame_bytes;
-                if at - cuts.last().expect("starts with 0") >= BLOCK_BYTES {
+                // A block is whole frames up to BLOCK_BYTES, or one longer frame alone.
+                let start = *cuts.last().expect("starts with 0");
+                if at > start && at - start + f.frame_bytes > BLOCK_BYTES {
                     cuts.push(at);
                 }
+                at += f.frame_bytes;
             }
             Ok(None) => return Err(corrupt(plain, at as u64, "end of data before the sealed end")),
             Err(error) => return Err(corrupt(plain, at as u64, error.to_string())),
@@ -121,12 +123,13 @@ pub(super) fn pack(plain: &Path, bytes: &[u8], data_end: u64, level: i32) -> Res
     for window in cuts.windows(2) {
         let raw = &data[window[0]..window[1]];
         let packed = compressor.compress(raw).map_err(io_error(plain))?;
+        let too_long = |what: &str| corrupt(plain, window[0] as u64, format!("block {what} exceeds 4 GiB"));
         let block = Block {
             raw_start: window[0] as u64,
-            raw_len: raw.len() as u32,
+            raw_len: u32::try_from(raw.len()).map_err(|_| too_long("raw length"))?,
             crc: crc32c::crc32c(&packed),
             offset: body_start + body.len() as u64,
-            len: packed.len() as u32,
+            len: u32::try_from(packed.len()).map_err(|_| too_long("compressed length"))?,
         };
         table.extend_from_slice(&block.raw_start.to_le_bytes());
         table.extend_from_slice(&block.raw_len.to_le_bytes());
@@ -157,6 +160,20 @@ pub(super) fn pack(plain: &Path, bytes: &[u8], data_end: u64, level: i32) -> Res
         file.write_all(&table).map_err(io_error(&temp))?;
         file.write_all(&body).map_err(io_error(&temp))?;
         file.sync_all().map_err(io_error(&temp))?;
+    }
+    // Read back before the caller removes the plain file: every block must give back the
+    // frames it was made from.
+    let written = Packed::open(&temp).and_then(|p| {
+        let (back, error) = p.unpack_all();
+        match error {
+            Some(error) => Err(error),
+            None if back != data => Err(corrupt(&temp, 0, "reads back different bytes")),
+            None => Ok(()),
+        }
+    });
+    if let Err(error) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(error);
     }
     std::fs::rename(&temp, &target).map_err(io_error(&target))?;
     let dir = target.parent().unwrap_or(Path::new("."));

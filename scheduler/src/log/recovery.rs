@@ -102,8 +102,10 @@ pub(super) fn recover(dir: &Path, config: &LogConfig, trusted: &[u64]) -> Result
     // never used (or one whose first batch never became durable): it goes, and the segment
     // before it is the last again (it may hold a torn tail, which only the last may).
     if segment_paths.len() >= 2 {
-        let (_, path, packed) = segment_paths.last().expect("two or more");
-        if !packed && segment::is_unused(path).map_err(io_error(path))? {
+        let (first_lsn, path, packed) = segment_paths.last().expect("two or more");
+        let previous = segment_paths[segment_paths.len() - 2].0;
+        let follows = *first_lsn == previous + config.segment_bytes;
+        if follows && !packed && segment::is_unused(path).map_err(io_error(path))? {
             tracing::info!(file = %path.display(), "removing an unused log segment prepared ahead");
             std::fs::remove_file(path).map_err(io_error(path))?;
             dir_lock.sync_all().map_err(io_error(dir))?;

@@ -60,7 +60,8 @@ enum Body {
     /// [`Segment::release`].
     Packed {
         packed: Packed,
-        unpacked: Vec<OnceCell<Result<Box<[u8]>, LogError>>>,
+        /// Only blocks that read back: a failed read is tried again next time.
+        unpacked: Vec<OnceCell<Box<[u8]>>>,
         /// When each block was last read (the log's read clock).
         used: Vec<Cell<u64>>,
     },
@@ -328,14 +329,14 @@ impl Segment {
                 }
                 let block = packed.block_at(offset);
                 used[block].set(clock.tick());
-                let bytes = unpacked[block].get_or_init(|| {
+                let cell = &unpacked[block];
+                if cell.get().is_none() {
+                    let bytes = packed.unpack(block)?;
                     clock.held.set(clock.held.get() + 1);
-                    packed.unpack(block)
-                });
-                match bytes {
-                    Ok(bytes) => Ok(&bytes[(offset - packed.blocks[block].raw_start) as usize..]),
-                    Err(error) => Err(error.clone_for_read()),
+                    let _ = cell.set(bytes);
                 }
+                let bytes = cell.get().expect("set above");
+                Ok(&bytes[(offset - packed.blocks[block].raw_start) as usize..])
             }
         }
     }

@@ -603,7 +603,9 @@ impl Log {
         let mut segment_created = slot == self.segments.len();
         if segment_created {
             let made = match self.prepared.take() {
-                Some(segment) if segment.index == index => {
+                // (Its file could be gone: unlinked by a failed creation of the same segment
+                // here while the preparation ran.)
+                Some(segment) if segment.index == index && segment.path.exists() => {
                     // Created, preallocated and named durably ahead: nothing to do here.
                     segment_created = false;
                     Ok(segment)

@@ -922,38 +922,45 @@ fn sealed_segments_packed_with_zstd_read_back_the_same_before_and_after_reopen()
 #[test]
 fn a_damaged_packed_block_fails_open_and_reads_with_the_packed_file_named() {
     let dir = tempfile::tempdir().expect("tempdir");
+    // Segments of several blocks (about 1 MiB each).
     let config = LogConfig {
-        segment_bytes: 64 << 10,
-        batch_bytes_max: 8 << 10,
-        pending_bytes_max: 1 << 20,
+        segment_bytes: 4 << 20,
+        batch_bytes_max: 64 << 10,
+        pending_bytes_max: 16 << 20,
     };
-    let expected = populate(dir.path(), config, 400, 900);
+    let expected = populate(dir.path(), config, 9000, 2000);
     let sealed = {
         let mut log = Log::open(dir.path(), config).expect("open");
         log.set_packing(Some(1));
-        pack_all(&mut log);
+        assert!(pack_all(&mut log) >= 1);
         log.sealed_ends()
     };
-    // The second packed segment (each of these small segments is one block).
-    let packed = packed_files(dir.path())[1].clone();
+    let packed = packed_files(dir.path())[0].clone();
     let len = std::fs::metadata(&packed).expect("packed").len();
-    flip_bit(&packed, len - 20);
+    // A byte in a middle block.
+    flip_bit(&packed, len * 6 / 10);
     // A full open reads every block: refused, naming the packed file.
     match Log::open(dir.path(), config) {
         Err(LogError::Corrupt { file, .. }) => assert_eq!(file, packed),
         other => panic!("expected corruption, got {other:?}"),
     }
-    // Trusted by an index, the open succeeds; the damaged block fails its reads, the others read.
+    // Trusted by an index, the open succeeds; the damaged block fails its reads (every time),
+    // the others read.
     let log = Log::open_trusting(dir.path(), config, &sealed).expect("trusting open");
-    let failed = expected
-        .iter()
-        .filter(|(lsn, _, _)| matches!(log.read(*lsn), Err(LogError::Corrupt { ref file, .. }) if *file == packed))
-        .count();
-    assert!(failed > 0 && failed < expected.len(), "{failed} reads failed");
+    let failed = |log: &Log| {
+        expected
+            .iter()
+            .filter(|(lsn, _, _)| matches!(log.read(*lsn), Err(LogError::Corrupt { ref file, .. }) if *file == packed))
+            .count()
+    };
+    let first = failed(&log);
+    assert!(first > 0 && first < expected.len(), "{first} reads failed");
+    assert_eq!(failed(&log), first, "a failed block is read again, and fails again");
     assert!(check_sealed(dir.path(), config.segment_bytes, &sealed).is_err());
     drop(log);
 
-    // inspect names it; repair keeps the intact prefix as a plain segment.
+    // inspect names it; repair sets the packed file aside and writes its intact blocks back as
+    // a plain segment.
     let report = inspect::scan(dir.path(), &inspect::ScanOptions::default(), &mut NoVisitor).expect("scan");
     let problem = report.problems.first().expect("a problem");
     assert_eq!(problem.file, packed);
@@ -972,6 +979,7 @@ fn a_damaged_packed_block_fails_open_and_reads_with_the_packed_file_named() {
         "{:?}",
         plan.actions
     );
+    assert!(plan.quarantine.join(packed.file_name().expect("name")).exists());
     let log = Log::open(dir.path(), config).expect("open after repair");
     let kept = contents(&log);
     assert!(!kept.is_empty() && kept.len() < expected.len());
