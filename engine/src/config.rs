@@ -313,6 +313,15 @@ const FIELDS: &[Field] = &[
         set: |s, v| s.node.log_zstd_level = int(v) as u32,
     },
     Field {
+        key: "index.every_records",
+        env: "HEWITT_INDEX_EVERY_RECORDS",
+        unit: "records",
+        doc: "Each shard saves its index after this many log records (also 60 s after any, and at a clean stop); a start reads only the log after the last save.",
+        kind: Kind::Int { min: 1, max: 1 << 40 },
+        get: |s| Value::Int(s.node.index_every_records),
+        set: |s, v| s.node.index_every_records = int(v),
+    },
+    Field {
         key: "compute.instance_count_max",
         env: "HEWITT_COMPUTE_INSTANCE_COUNT_MAX",
         unit: "instances",

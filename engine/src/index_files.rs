@@ -18,9 +18,8 @@ use scheduler::log::{Log, LogConfig, LogError};
 use crate::index::{self, Files, Loaded, INDEX_DIR};
 use crate::node::NodeState;
 
-/// A save is due once this many records were appended since the last...
-const SAVE_RECORDS: u64 = 1 << 18;
-/// ...or this long after it, if anything was appended.
+/// A save is due once `index.every_records` records were appended since the last, or this long
+/// after it, if anything was appended.
 const SAVE_INTERVAL: Duration = Duration::from_secs(60);
 /// How often the driver looks whether a save is due.
 const DRIVE_INTERVAL: Duration = Duration::from_millis(100);
@@ -157,7 +156,7 @@ pub fn start(state: &Rc<NodeState>) {
             let last = state.index_files().borrow().as_ref().map(|f| (f.last, f.failed));
             let Some((last, failed)) = last else { return };
             let waited = last.elapsed() >= SAVE_INTERVAL;
-            if (unsaved >= SAVE_RECORDS && !failed) || (unsaved > 0 && waited) {
+            if (unsaved >= state.index_every_records() && !failed) || (unsaved > 0 && waited) {
                 if let Err(error) = save(&state).await {
                     tracing::warn!(%error, "index not saved: the next start reads more of the log");
                 }

@@ -49,6 +49,9 @@ pub struct NodeConfig {
     /// zstd level at which sealed log segments are packed, on the blocking pool, as they are
     /// sealed (reads unpack them transparently); 0 keeps them plain.
     pub log_zstd_level: u32,
+    /// Each shard saves its index (see `crate::index`) after this many records appended (or 60 s
+    /// after anything was, and at a clean stop).
+    pub index_every_records: u64,
     pub compute: ComputeConfig,
     pub limits: ShardLimits,
     pub http: HttpLimits,
@@ -159,6 +162,7 @@ impl NodeConfig {
                 ..LogConfig::default()
             },
             log_zstd_level: 0,
+            index_every_records: 1 << 18,
             compute: ComputeConfig::default(),
             limits: ShardLimits::default(),
             http: HttpLimits::default(),
@@ -316,6 +320,7 @@ pub struct NodeState {
     index_files: RefCell<Option<crate::index_files::IndexFiles>>,
     /// Held while the index is saved (one save at a time).
     index_saving: glommio::sync::Semaphore,
+    index_every_records: u64,
 }
 
 impl NodeState {
@@ -341,6 +346,11 @@ impl NodeState {
 
     pub fn index_saving(&self) -> &glommio::sync::Semaphore {
         &self.index_saving
+    }
+
+    /// Records appended after which the index is saved.
+    pub fn index_every_records(&self) -> u64 {
+        self.index_every_records
     }
 
     /// Stops writes for `reason` (ingress answers 503, `/ready` names it).
@@ -922,6 +932,7 @@ async fn open(config: NodeConfig, mesh: Rc<crate::mesh::Mesh>, runtime: Runtime)
         forwarders: RefCell::new((0..mesh.count).map(|_| None).collect()),
         mesh,
         checkpoint_config: config.checkpoint.clone(),
+        index_every_records: config.index_every_records,
         checkpoints: RefCell::new(None),
         checkpointing: glommio::sync::Semaphore::new(1),
         index_loaded: RefCell::new(loaded),

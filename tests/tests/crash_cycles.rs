@@ -16,12 +16,30 @@ use engine::client::Client;
 use scheduler::signer::Signer;
 use scheduler::tags::Tag;
 use scheduler::{MessageId, ProcessId};
-use tests::{check_timeline, load_sample, spawn, timeline, Node};
+use tests::{check_timeline, load_sample, metric, spawn, timeline, Node};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_hewitt-under-test");
 const SENDERS: usize = 4;
-/// Checkpoints often, so that restarts resume from them (and from their pending deliveries).
-const CHECKPOINTS: [&str; 2] = ["--set", "checkpoint.every_messages=50"];
+/// Checkpoints often, so that restarts resume from them (and from their pending deliveries);
+/// small segments, packed with zstd as they are sealed and created ahead of need, and an index
+/// saved every few records, so that kills land in rollovers, packings and index saves, and
+/// restarts start from a saved index over trusted (packed) segments.
+const SETTINGS: [&str; 14] = [
+    "--set",
+    "checkpoint.every_messages=50",
+    "--set",
+    "log.segment_bytes=64KiB",
+    "--set",
+    "log.batch_bytes_max=32KiB",
+    "--set",
+    "http.body_bytes_max=16KiB",
+    "--set",
+    "log.pending_bytes_max=1MiB",
+    "--set",
+    "log.zstd_level=1",
+    "--set",
+    "index.every_records=20",
+];
 
 /// What one sender had acknowledged, in order.
 type Acknowledged = Vec<(ProcessId, MessageId)>;
@@ -45,7 +63,7 @@ fn acknowledged_messages_survive_repeated_sigkills() {
     println!("crash cycles: {cycles}, seed {seed:#x} (HEWITT_CRASH_SEED replays it)");
     let mut rng = seed.max(1);
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start_with(BINARY, dir.path(), &CHECKPOINTS);
+    let node = Node::start_with(BINARY, dir.path(), &SETTINGS);
     let setup = node.client();
     let module = load_sample(&setup, "counter", &[]);
     let pids: Vec<ProcessId> = (0..2).map(|_| spawn(&setup, &node, module)).collect();
@@ -55,7 +73,7 @@ fn acknowledged_messages_survive_repeated_sigkills() {
     for cycle in 0..cycles {
         let running = node
             .take()
-            .unwrap_or_else(|| Node::start_with(BINARY, dir.path(), &CHECKPOINTS));
+            .unwrap_or_else(|| Node::start_with(BINARY, dir.path(), &SETTINGS));
         let stop = Arc::new(AtomicBool::new(false));
         let senders: Vec<_> = (0..SENDERS)
             .map(|index| {
@@ -81,7 +99,7 @@ fn acknowledged_messages_survive_repeated_sigkills() {
             sender.join().unwrap();
         }
 
-        let restarted = Node::start_with(BINARY, dir.path(), &CHECKPOINTS);
+        let restarted = Node::start_with(BINARY, dir.path(), &SETTINGS);
         let client = restarted.client();
         let acked = acked.lock().unwrap().clone();
         for pid in &pids {
@@ -115,7 +133,32 @@ fn acknowledged_messages_survive_repeated_sigkills() {
             );
         }
         let total: usize = acked.iter().map(Vec::len).sum();
-        println!("cycle {cycle}: killed after {load_ms} ms; {total} acknowledged so far, all present");
+        let from_index = metric(&restarted, "hewitt_index_loaded_records");
+        println!(
+            "cycle {cycle}: killed after {load_ms} ms; {total} acknowledged so far, all present; \
+             {from_index} records from the saved index"
+        );
         node = Some(restarted);
     }
+    // What the kills landed in: rolled-over segments, some packed, and a saved index.
+    let files: Vec<String> = std::fs::read_dir(dir.path().join("log"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files
+            .iter()
+            .filter(|f| f.ends_with(".log") || f.ends_with(".zst"))
+            .count()
+            >= 3,
+        "{files:?}"
+    );
+    assert!(
+        files.iter().any(|f| f.ends_with(".log.zst")),
+        "a sealed segment was packed: {files:?}"
+    );
+    assert!(dir.path().join("index/journal").exists());
+    drop(node);
+    tests::assert_log_verifies(BINARY, dir.path());
 }

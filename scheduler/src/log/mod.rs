@@ -200,12 +200,11 @@ pub fn check_sealed(dir: &Path, segment_bytes: u64, sealed_ends: &[u64]) -> Resu
     Ok(())
 }
 
-/// The log's work off the hot path, run on glommio's blocking pool one job at a time: the next
-/// segment created ahead of need ([`Log::prepare_job`], looked at every few milliseconds) and,
-/// when packing is on ([`Log::set_packing`]), sealed segments packed (looked at every second).
+/// The log's work off the hot path, run on glommio's blocking pool one job at a time, looked for
+/// every 20 ms: the next segment created ahead of need ([`Log::prepare_job`]) and, when packing
+/// is on ([`Log::set_packing`]), sealed segments packed, oldest first.
 /// Returns when the log is closed. Spawn it on the log's executor.
 pub async fn maintain(log: std::rc::Rc<std::cell::RefCell<Log>>) {
-    let mut last_pack = std::time::Instant::now();
     loop {
         glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
         if log.borrow().is_closed() {
@@ -216,10 +215,6 @@ pub async fn maintain(log: std::rc::Rc<std::cell::RefCell<Log>>) {
             let outcome = glommio::executor().spawn_blocking(move || job.run()).await;
             log.borrow_mut().prepared(outcome);
         }
-        if last_pack.elapsed() < std::time::Duration::from_secs(1) {
-            continue;
-        }
-        last_pack = std::time::Instant::now();
         let Some(job) = log.borrow().pack_job() else {
             continue;
         };
