@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use engine::client::Client;
 use scheduler::signer::Signer;
 use scheduler::tags::Tag;
-use scheduler::{Address, ModuleId, ProcessId};
+use scheduler::{Address, MessageId, ModuleId, ProcessId};
 use serde_json::Value;
 
 pub mod stub;
@@ -195,6 +195,21 @@ pub fn counter_value(client: &Client, pid: ProcessId) -> u64 {
         .as_str()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("count in {answer}"))
+}
+
+/// Sends `Action: Increment` to each of `pids`, `times` rounds; returns what was sent, in order.
+pub fn increment_all(node: &Node, pids: &[ProcessId], times: usize) -> Vec<(ProcessId, MessageId)> {
+    let client = node.client();
+    let mut sent = Vec::new();
+    for _ in 0..times {
+        for pid in pids {
+            let id = client
+                .send(*pid, &[Tag::new("Action", "Increment")], b"")
+                .expect("increment");
+            sent.push((*pid, id));
+        }
+    }
+    sent
 }
 
 /// The sum over every sample (every shard) of the metric `name` on the node's `/metrics`.

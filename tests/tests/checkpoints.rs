@@ -5,10 +5,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use scheduler::tags::Tag;
 use scheduler::{MessageId, ProcessId};
 use sha2::{Digest, Sha256};
-use tests::{counter_value, load_sample, metric, spawn, wait_until, Node};
+use tests::{counter_value, increment_all, load_sample, metric, spawn, wait_until, Node};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_hewitt-under-test");
 
@@ -38,20 +37,6 @@ fn look(node: &Node, pids: &[ProcessId], early: &[(ProcessId, MessageId)]) -> Se
             .map(|(pid, message)| client.result(*pid, *message).expect("an early result"))
             .collect(),
     }
-}
-
-fn increment_all(node: &Node, pids: &[ProcessId], times: usize) -> Vec<(ProcessId, MessageId)> {
-    let client = node.client();
-    let mut sent = Vec::new();
-    for _ in 0..times {
-        for pid in pids {
-            let id = client
-                .send(*pid, &[Tag::new("Action", "Increment")], b"")
-                .expect("increment");
-            sent.push((*pid, id));
-        }
-    }
-    sent
 }
 
 #[test]

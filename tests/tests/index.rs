@@ -9,9 +9,23 @@ use std::path::{Path, PathBuf};
 use scheduler::tags::Tag;
 use scheduler::{MessageId, ProcessId};
 use serde_json::Value;
-use tests::{counter_value, load_sample, metric, spawn, timeline, wait_until, Node};
+use tests::{counter_value, increment_all, load_sample, metric, spawn, timeline, wait_until, Node};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_hewitt-under-test");
+
+/// One shard with 1 MiB segments, so that a few large messages seal several.
+const SMALL_LOG: [&str; 10] = [
+    "--set",
+    "shards=1",
+    "--set",
+    "log.segment_bytes=1MiB",
+    "--set",
+    "log.batch_bytes_max=256KiB",
+    "--set",
+    "log.pending_bytes_max=512KiB",
+    "--set",
+    "http.body_bytes_max=200KiB",
+];
 
 fn start(data: &Path, extra: &[&str]) -> Node {
     let mut args = vec!["--set", "shards=2"];
@@ -29,20 +43,6 @@ fn seen(node: &Node, pids: &[ProcessId], messages: &[(ProcessId, MessageId)]) ->
         .map(|(pid, id)| client.result(*pid, *id).expect("a result"))
         .collect();
     (timelines, results)
-}
-
-fn increment_all(node: &Node, pids: &[ProcessId], times: usize) -> Vec<(ProcessId, MessageId)> {
-    let client = node.client();
-    let mut sent = Vec::new();
-    for _ in 0..times {
-        for pid in pids {
-            let id = client
-                .send(*pid, &[Tag::new("Action", "Increment")], b"")
-                .expect("increment");
-            sent.push((*pid, id));
-        }
-    }
-    sent
 }
 
 fn journals(data: &Path) -> Vec<PathBuf> {
@@ -163,18 +163,7 @@ fn a_start_from_the_saved_index_serves_what_a_full_read_does() {
 #[test]
 fn damage_in_a_segment_the_index_vouched_for_stops_writes_with_file_and_offset() {
     let data = tempfile::tempdir().expect("temporary directory");
-    let small = [
-        "--set",
-        "shards=1",
-        "--set",
-        "log.segment_bytes=1MiB",
-        "--set",
-        "log.batch_bytes_max=256KiB",
-        "--set",
-        "log.pending_bytes_max=512KiB",
-        "--set",
-        "http.body_bytes_max=200KiB",
-    ];
+    let small = SMALL_LOG;
     let node = Node::start_with(BINARY, data.path(), &small);
     let client = node.client();
     let counter = load_sample(&client, "counter", &[]);
@@ -222,20 +211,7 @@ fn damage_in_a_segment_the_index_vouched_for_stops_writes_with_file_and_offset()
 #[test]
 fn sealed_segments_packed_with_zstd_serve_the_same_across_restarts() {
     let data = tempfile::tempdir().expect("temporary directory");
-    let args = [
-        "--set",
-        "shards=1",
-        "--set",
-        "log.segment_bytes=1MiB",
-        "--set",
-        "log.batch_bytes_max=256KiB",
-        "--set",
-        "log.pending_bytes_max=512KiB",
-        "--set",
-        "http.body_bytes_max=200KiB",
-        "--set",
-        "log.zstd_level=3",
-    ];
+    let args = [&SMALL_LOG[..], &["--set", "log.zstd_level=3"]].concat();
     let node = Node::start_with(BINARY, data.path(), &args);
     let client = node.client();
     let counter = load_sample(&client, "counter", &[]);

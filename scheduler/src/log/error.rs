@@ -2,7 +2,7 @@
 //!
 //! It does not log anything: an error is logged where it is handled.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::Lsn;
 
@@ -66,4 +66,21 @@ pub enum LogError {
         /// [`super::Log::end_lsn`] at the time.
         end_lsn: Lsn,
     },
+}
+
+/// Maps an I/O error on `path` to [`LogError::Io`].
+pub(super) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
+    move |source| LogError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// [`LogError::Corrupt`] at `offset` of `path`.
+pub(super) fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> LogError {
+    LogError::Corrupt {
+        file: path.to_owned(),
+        offset,
+        reason: reason.into(),
+    }
 }

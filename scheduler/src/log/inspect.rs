@@ -32,6 +32,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use super::error::io_error;
 use super::frame::{self, FrameError};
 use super::packed;
 use super::segment;
@@ -187,13 +188,6 @@ struct Scan {
     /// An all-zero last segment left out of the scan (see recovery): a repair that cuts the log
     /// sets it aside with the segments after the cut.
     unused: Option<PathBuf>,
-}
-
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
-    move |source| LogError::Io {
-        path: path.to_owned(),
-        source,
-    }
 }
 
 /// Checks the log in `dir` without modifying anything and without taking its lock (see the

@@ -31,6 +31,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use super::error::{corrupt, io_error};
 use super::frame;
 use super::LogError;
 
@@ -58,21 +59,6 @@ pub(super) struct Packed {
     file: File,
     pub(super) data_end: u64,
     pub(super) blocks: Vec<Block>,
-}
-
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
-    move |source| LogError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
-
-fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> LogError {
-    LogError::Corrupt {
-        file: path.to_owned(),
-        offset,
-        reason: reason.into(),
-    }
 }
 
 /// The packed name of a plain segment path.

@@ -9,6 +9,7 @@ use std::io::Write;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use super::error::{corrupt, io_error};
 use super::packed;
 use super::segment::{self, Position, Segment};
 use super::{LogConfig, LogError};
@@ -30,21 +31,6 @@ pub(super) struct Recovered {
     /// Some of the caller's sealed ends did not hold (a segment ends elsewhere, or is no longer
     /// sealed): the caller's index does not describe this log.
     pub(super) trust_failed: bool,
-}
-
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
-    move |source| LogError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
-
-fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> LogError {
-    LogError::Corrupt {
-        file: path.to_owned(),
-        offset,
-        reason: reason.into(),
-    }
 }
 
 /// `trusted[i]` is the end of data of sealed segment `i` as a persisted index recorded it: such

@@ -13,6 +13,7 @@ use std::cell::{Cell, OnceCell};
 
 use memmap2::{MmapOptions, MmapRaw};
 
+use super::error::{corrupt, io_error};
 use super::frame;
 use super::packed::Packed;
 use super::LogError;
@@ -79,21 +80,6 @@ pub(super) fn parse_file_name(name: &str) -> Option<u64> {
         return None;
     }
     digits.parse().ok()
-}
-
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
-    move |source| LogError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
-
-fn corrupt(path: &Path, offset: u64, reason: String) -> LogError {
-    LogError::Corrupt {
-        file: path.to_owned(),
-        offset,
-        reason,
-    }
 }
 
 /// Extends `file` to `len` bytes of allocated zeros (or allocates the holes below `len`).
