@@ -140,10 +140,20 @@ fn acknowledged_messages_survive_repeated_sigkills() {
         );
         node = Some(restarted);
     }
-    // What the kills landed in: rolled-over segments, some packed, and a saved index.
-    let files: Vec<String> = std::fs::read_dir(dir.path().join("log"))
-        .unwrap()
-        .flatten()
+    // What the kills landed in: rolled-over segments, some packed, and a saved index (in the
+    // shards the processes were placed on; with several shards, one may hold neither).
+    let shard_dirs: Vec<std::path::PathBuf> = std::iter::once(dir.path().to_owned())
+        .chain(
+            std::fs::read_dir(dir.path().join("shards"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path()),
+        )
+        .collect();
+    let files: Vec<String> = shard_dirs
+        .iter()
+        .flat_map(|shard| std::fs::read_dir(shard.join("log")).unwrap().flatten())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert!(
@@ -158,7 +168,7 @@ fn acknowledged_messages_survive_repeated_sigkills() {
         files.iter().any(|f| f.ends_with(".log.zst")),
         "a sealed segment was packed: {files:?}"
     );
-    assert!(dir.path().join("index/journal").exists());
+    assert!(shard_dirs.iter().any(|shard| shard.join("index/journal").exists()));
     drop(node);
     tests::assert_log_verifies(BINARY, dir.path());
 }
