@@ -119,17 +119,23 @@ fn a_damaged_checkpoint_costs_replay_not_correctness() {
     let before = look(&node, &pids, &early[..4]);
     assert!(node.terminate().success());
 
-    // Flip one bit in the middle of each shard's checkpoints and results files.
+    // Flip one bit in the middle of each shard's checkpoints and results files (a shard that
+    // was placed no process holds none: placement is by id, so that happens in 1 run of 128).
+    let mut flipped = 0;
     for dir in [data.path().to_owned(), data.path().join("shards/1")] {
         for name in ["checkpoints", "results"] {
             let path = dir.join(name);
             let mut bytes = std::fs::read(&path).expect("the file exists after a clean stop");
-            assert!(bytes.len() > 64, "{} holds records", path.display());
+            if bytes.len() <= 64 {
+                continue;
+            }
             let middle = bytes.len() / 2;
             bytes[middle] ^= 0x10;
             std::fs::write(&path, bytes).expect("write back");
+            flipped += 1;
         }
     }
+    assert!(flipped >= 2, "a shard's checkpoints and results hold records");
     let node = start(data.path(), &[]);
     let after = look(&node, &pids, &early[..4]);
     assert_eq!(after.counts, vec![3; pids.len()]);

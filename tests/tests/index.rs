@@ -151,10 +151,9 @@ fn a_start_from_the_saved_index_serves_what_a_full_read_does() {
     }
     let node = start(data.path(), &[]);
     let loaded = metric(&node, "hewitt_index_loaded_records");
-    assert!(
-        loaded > 0.0 && loaded < full,
-        "one shard read whole: {loaded} of {full}"
-    );
+    // The shard holding the message read its log whole (the other, if it holds anything, still
+    // starts from its index).
+    assert!(loaded < full, "one shard read whole: {loaded} of {full}");
     assert_eq!(seen(&node, &pids, &sent), before, "the log as it is now");
     assert!(node.terminate().success());
     tests::assert_log_verifies(BINARY, data.path());
