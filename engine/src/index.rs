@@ -68,6 +68,8 @@ use memmap2::Mmap;
 use scheduler::log::{Log, Lsn};
 use scheduler::{BlockHeight, HashChain, MessageId, Nonce, Timestamp};
 
+use crate::shard::IdMap;
+
 /// The index directory of a shard's data dir.
 pub const INDEX_DIR: &str = "index";
 const JOURNAL_FILE: &str = "journal";
@@ -437,8 +439,6 @@ fn merged<'a>(
     })
 }
 
-type IdMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-
 /// Which process (slot) and nonce every message id assigned on the shard has: the ids since the
 /// last save in memory, the rest in the runs the saves wrote.
 #[derive(Default)]
@@ -626,11 +626,6 @@ impl Loaded {
     /// The digest bodies, in log order.
     pub fn bodies(&self) -> impl Iterator<Item = &[u8]> {
         self.bodies.iter().map(|range| &self.journal[range.clone()])
-    }
-
-    /// Bytes of digests before the commit.
-    pub fn body_bytes(&self) -> usize {
-        self.bodies.iter().map(|r| r.len()).sum()
     }
 
     /// Whether `log` still holds the records this index describes: the record at `last` is

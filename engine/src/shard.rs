@@ -701,7 +701,7 @@ impl Remote {
 /// The maps keyed by ids. Ids are SHA-256 outputs, but a client chooses its signatures, so the
 /// hash is still keyed per process (foldhash's random state), just far cheaper than SipHash:
 /// reading a log back is mostly map inserts.
-type IdMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type IdMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 fn no_instance(pid: ProcessId) -> ShardError {
     ShardError::Busy(format!(

@@ -212,24 +212,16 @@ fn scan_dir(dir: &Path, options: &ScanOptions, visitor: &mut dyn Visitor) -> Res
             has_format = true;
         } else if name == FORMAT_TEMP_FILE {
             // Recovery removes it: a FORMAT that was never renamed into place.
-        } else if let Some(plain) = name.strip_suffix(packed::SUFFIX).filter(|n| n.ends_with(".log")) {
+        } else {
+            // A segment, plain or packed (`<lsn>.log` or `<lsn>.log.zst`).
+            let packed = name.strip_suffix(packed::SUFFIX).filter(|n| n.ends_with(".log"));
+            let Some(plain) = packed.or(name.ends_with(".log").then_some(name.as_str())) else {
+                continue;
+            };
             match segment::parse_file_name(plain) {
                 // A packed copy beside its plain segment is what an unfinished packing leaves:
                 // recovery keeps the plain one and removes the copy.
-                Some(first_lsn) if !dir.join(plain).exists() => named.push((first_lsn, path)),
-                Some(_) => {}
-                None => {
-                    problems.push(Problem {
-                        file: path.clone(),
-                        offset: 0,
-                        kind: ProblemKind::Layout,
-                        reason: "segment name is not a 20-digit decimal LSN".into(),
-                    });
-                    strays.push(path);
-                }
-            }
-        } else if name.ends_with(".log") {
-            match segment::parse_file_name(&name) {
+                Some(_) if packed.is_some() && dir.join(plain).exists() => {}
                 Some(first_lsn) => named.push((first_lsn, path)),
                 None => {
                     problems.push(Problem {

@@ -78,9 +78,10 @@
 //! - Bytes below [`Log::durable_lsn`] are never written again while the log is open.
 //! - At most one batch is in flight; a batch lies within one segment, starts where the durable data
 //!   of that segment ends, and is at most `batch_bytes_max` bytes long.
-//! - A segment is created only when the previous one is sealed and fully durable, so after any
-//!   crash only the last segment can hold a torn write, and only within the last batch:
-//!   `batch_bytes_max` bytes from the start of that batch.
+//! - A segment is first written only when the previous one is sealed and fully durable, so after
+//!   any crash only the last segment holding data can hold a torn write, and only within the last
+//!   batch: `batch_bytes_max` bytes from the start of that batch. (The next segment may exist
+//!   already, created ahead of need and empty: see [`Log::prepare_job`].)
 //!
 //! ## Recovery
 //!
@@ -98,8 +99,10 @@
 //!   in one of the records within `batch_bytes_max` of the end, with nothing nonzero after the
 //!   window, truncates the log there (with the warning), even if those records were
 //!   acknowledged. Anywhere else, damage is reported.
-//! - A last segment shorter than `segment_bytes` (a crash between its creation and its
-//!   preallocation) is preallocated again; its records were never acknowledged.
+//! - A last segment that holds nothing but zeros, directly after another (created ahead and never
+//!   used, or short of its preallocation), is removed first; the segment before it is then the
+//!   last. A last segment shorter than `segment_bytes` is preallocated again; its records were
+//!   never acknowledged.
 //!
 //! Corruption stops [`Log::open`] with [`LogError::Corrupt`], which names the file and the byte
 //! offset; nothing is ever skipped silently.

@@ -397,18 +397,7 @@ impl Segment {
                 // SAFETY: as in `recover`: the mapping is the whole segment, sealed, never
                 // written again.
                 let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
-                let Scan { data_end, bad } = scan(bytes);
-                if let Some(bad) = bad {
-                    return Err(corrupt(&self.path, data_end, bad.to_string()));
-                }
-                if let Some(at) = first_nonzero(&bytes[data_end as usize..]) {
-                    return Err(corrupt(
-                        &self.path,
-                        data_end + at as u64,
-                        "nonzero byte after the end of data in a sealed segment".to_owned(),
-                    ));
-                }
-                self.data_end = data_end;
+                self.data_end = sealed_data_end(&self.path, bytes)?;
             }
         }
         self.trusted = false;
@@ -460,6 +449,23 @@ pub(super) fn check_packed(packed: &Packed) -> Result<(), LogError> {
     }
 }
 
+/// Where the data of the sealed segment `bytes` (the file at `path`) ends: every frame checked,
+/// then every byte after them zero.
+fn sealed_data_end(path: &Path, bytes: &[u8]) -> Result<u64, LogError> {
+    let Scan { data_end, bad } = scan(bytes);
+    if let Some(bad) = bad {
+        return Err(corrupt(path, data_end, bad.to_string()));
+    }
+    if let Some(at) = first_nonzero(&bytes[data_end as usize..]) {
+        return Err(corrupt(
+            path,
+            data_end + at as u64,
+            "nonzero byte after the end of data in a sealed segment",
+        ));
+    }
+    Ok(data_end)
+}
+
 /// Checks a sealed segment read-only, the way [`Segment::recover`] does (every frame, then
 /// zeros to the end), and that its data ends at `data_end`: for checking, off the shard's
 /// thread, the segments a start trusted (see [`Segment::trust`]).
@@ -489,22 +495,12 @@ pub(super) fn check_sealed(path: &Path, segment_bytes: u64, data_end: u64) -> Re
     // SAFETY: the mapping is `segment_bytes` long and lives for this function; a sealed segment
     // is never written again.
     let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
-    let Scan { data_end: found, bad } = scan(bytes);
-    if let Some(bad) = bad {
-        return Err(corrupt(path, found, bad.to_string()));
-    }
+    let found = sealed_data_end(path, bytes)?;
     if found != data_end {
         return Err(corrupt(
             path,
             found.min(data_end),
             format!("data ends at {found}, where the index says {data_end}"),
-        ));
-    }
-    if let Some(at) = first_nonzero(&bytes[found as usize..]) {
-        return Err(corrupt(
-            path,
-            found + at as u64,
-            "nonzero byte after the end of data in a sealed segment".to_owned(),
         ));
     }
     Ok(())
