@@ -9,11 +9,15 @@
 // on the (cold) error path and handed straight to hyper; boxing it would only add an allocation.
 #![allow(clippy::result_large_err)]
 
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
+use futures_channel::oneshot;
 use futures_lite::{AsyncRead, AsyncWrite};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -1064,34 +1068,111 @@ fn route(state: &NodeState, method: &Method, segments: &[&str], params: &[(Strin
 /// item already verified here) and its answer relayed; node-wide reads combine every shard's.
 pub async fn ingress(state: Rc<NodeState>, request: Request<Incoming>) -> Result<Answer, std::convert::Infallible> {
     if request.method() == Method::POST && request.uri().path().trim_matches('/').is_empty() {
-        let (held, max) = (state.writes_in_flight.get(), state.http.writes_in_flight_max);
-        if held >= max {
+        let max = state.http.writes_in_flight_max;
+        let wait = Duration::from_millis(state.http.write_wait_ms);
+        // Released when the request ends, however it ends (a client that hangs up drops it).
+        let Some(_slot) = state.writes.acquire(max, wait).await else {
             state.metrics.rejected(503);
             return Ok(fail(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("overloaded: {held} writes in flight on this shard (limit {max})"),
+                format!(
+                    "overloaded: {max} writes in flight on this shard (http.writes_in_flight_max) for {} ms",
+                    wait.as_millis()
+                ),
             ));
-        }
-        // Released when the request ends, however it ends (a client that hangs up drops it).
-        let _held = WriteHeld::new(Rc::clone(&state));
+        };
         return route_ingress(state, request).await;
     }
     route_ingress(state, request).await
 }
 
-/// One `POST /` counted in `writes_in_flight` for as long as it lives.
-struct WriteHeld(Rc<NodeState>);
+/// The `POST /` requests one shard's listener holds (at most `http.writes_in_flight_max`), and
+/// those waiting for one to end (at most `http.write_wait_ms` each, first come first served).
+///
+/// A waiting request has had only its head read: it costs no CPU, and its client, waiting for
+/// the answer, sends nothing more. So under a flood each connection costs at most one refusal
+/// per wait, which keeps the cores for the writes in flight; answering 503 at once instead
+/// lets clients that retry at once spend the cores on refusals. Waiters are bounded by the
+/// shard's connections (one request at a time each).
+#[derive(Default)]
+pub struct WriteSlots(Rc<SlotsInner>);
 
-impl WriteHeld {
-    fn new(state: Rc<NodeState>) -> WriteHeld {
-        state.writes_in_flight.set(state.writes_in_flight.get() + 1);
-        WriteHeld(state)
+#[derive(Default)]
+struct SlotsInner {
+    held: Cell<usize>,
+    /// Oldest first; entries whose request stopped waiting are skipped when a slot is handed on.
+    waiters: RefCell<VecDeque<oneshot::Sender<WriteSlot>>>,
+    /// Requests waiting now (the queue above can hold more: those that gave up).
+    waiting: Cell<usize>,
+}
+
+/// One held write slot: handed on to the oldest waiter, or freed, when dropped.
+pub struct WriteSlot(Option<Rc<SlotsInner>>);
+
+impl WriteSlots {
+    /// Writes held now.
+    pub fn held(&self) -> usize {
+        self.0.held.get()
+    }
+
+    /// A slot, at once if fewer than `max` are held, else the first one freed within `wait`;
+    /// `None` if none was.
+    pub async fn acquire(&self, max: usize, wait: Duration) -> Option<WriteSlot> {
+        let inner = &self.0;
+        if inner.held.get() < max {
+            inner.held.set(inner.held.get() + 1);
+            return Some(WriteSlot(Some(Rc::clone(inner))));
+        }
+        if wait.is_zero() {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut waiters = inner.waiters.borrow_mut();
+            // Drop the entries of requests that stopped waiting, once they outnumber the live.
+            if waiters.len() >= 64 && waiters.len() >= 2 * inner.waiting.get() {
+                waiters.retain(|waiter| !waiter.is_canceled());
+            }
+            waiters.push_back(tx);
+        }
+        inner.waiting.set(inner.waiting.get() + 1);
+        struct Waiting<'a>(&'a SlotsInner);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.waiting.set(self.0.waiting.get() - 1);
+            }
+        }
+        let _waiting = Waiting(inner);
+        // A slot handed over wins over the timer when both are ready.
+        futures_lite::future::or(async { rx.await.ok() }, async {
+            glommio::timer::sleep(wait).await;
+            None
+        })
+        .await
     }
 }
 
-impl Drop for WriteHeld {
+impl Drop for WriteSlot {
     fn drop(&mut self) {
-        self.0.writes_in_flight.set(self.0.writes_in_flight.get() - 1);
+        let Some(inner) = self.0.take() else {
+            return;
+        };
+        let mut slot = WriteSlot(Some(inner));
+        loop {
+            let inner = slot.0.as_ref().expect("a slot being handed on");
+            let next = inner.waiters.borrow_mut().pop_front();
+            let Some(waiter) = next else {
+                inner.held.set(inner.held.get() - 1);
+                slot.0 = None;
+                return;
+            };
+            // A waiter that stopped waiting hands the slot back; one that took it but drops it
+            // unread hands it on through this drop again.
+            match waiter.send(slot) {
+                Ok(()) => return,
+                Err(back) => slot = back,
+            }
+        }
     }
 }
 
@@ -1479,5 +1560,46 @@ fn combine_values(values: &[String], rule: &str) -> String {
         text
     } else {
         format!("{text}.0")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_slots_are_handed_to_the_oldest_waiter_still_waiting() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let slots = Rc::new(WriteSlots::default());
+                let long = Duration::from_secs(10);
+                let first = slots.acquire(1, long).await.expect("a free slot at once");
+                assert!(
+                    slots.acquire(1, Duration::ZERO).await.is_none(),
+                    "no wait: refused at once"
+                );
+                // One waiter gives up; the next, still waiting, gets the slot when it is freed.
+                let gives_up = slots.acquire(1, Duration::from_millis(5)).await;
+                assert!(gives_up.is_none(), "refused once its wait is over");
+                let waiter = {
+                    let slots = Rc::clone(&slots);
+                    glommio::spawn_local(async move { slots.acquire(1, long).await.is_some() })
+                };
+                let late = {
+                    let slots = Rc::clone(&slots);
+                    glommio::spawn_local(async move { slots.acquire(1, Duration::from_millis(20)).await.is_some() })
+                };
+                glommio::timer::sleep(Duration::from_millis(2)).await;
+                drop(first);
+                assert_eq!(slots.held(), 1, "handed on, not freed");
+                assert!(waiter.await, "the oldest waiter got it");
+                // The waiter's task ended, dropping its slot: handed to `late`, which then drops it.
+                assert!(late.await, "the next waiter got it in turn");
+                assert_eq!(slots.held(), 0, "freed once nobody waits");
+                assert!(slots.acquire(1, Duration::ZERO).await.is_some());
+            })
+            .expect("executor")
+            .join()
+            .expect("test task");
     }
 }

@@ -4,7 +4,11 @@
 //! - **Requests** (`Control`): an HTTP request that reached the wrong shard is handed, whole and
 //!   with its verified data item, to the shard that owns its process, and the answer comes back
 //!   the same way; a shard asks the others for a copy of a message (the `assign` flow). Each
-//!   answer finds its request by a number local to the asking shard.
+//!   answer finds its request by a number local to the asking shard. Requests and answers
+//!   cross in batches: those posted to one peer during one turn of the executor (every
+//!   connection task that ran) go as one ring slot, so that a peer is woken once per batch,
+//!   not once per request. A full ring holds the batch back; what is posted meanwhile joins
+//!   the next one, and is bounded by the requests in flight (one per connection).
 //! - **Deliveries** (`Vec<Remote>`): outbox messages, spawns and assignment copies for processes
 //!   another shard owns, in batches, sent only once their cause is durable on the sending shard
 //!   (see [`crate::shard::Remote`]). A full ring stops the sender (`send` awaits), which stops its
@@ -16,6 +20,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -28,8 +33,11 @@ use scheduler::MessageId;
 
 use crate::shard::Remote;
 
-/// Slots of each request ring (requests in flight from one shard to another).
-pub const CONTROL_RING_SLOTS: usize = 1024;
+/// Slots of each request ring; each slot holds a batch of up to [`CONTROL_BATCH_MAX`] requests
+/// and answers.
+pub const CONTROL_RING_SLOTS: usize = 128;
+/// Most requests and answers one batch carries.
+pub const CONTROL_BATCH_MAX: usize = 256;
 /// Slots of each delivery ring; each slot holds a batch of up to [`DELIVERY_BATCH_MAX`] items.
 pub const DELIVERY_RING_SLOTS: usize = 64;
 /// Most items one delivery batch carries.
@@ -92,8 +100,8 @@ pub enum Control {
 pub struct Ends {
     pub index: usize,
     pub count: usize,
-    control_tx: Vec<Option<SharedSender<Control>>>,
-    control_rx: Vec<Option<SharedReceiver<Control>>>,
+    control_tx: Vec<Option<SharedSender<Vec<Control>>>>,
+    control_rx: Vec<Option<SharedReceiver<Vec<Control>>>>,
     data_tx: Vec<Option<SharedSender<Vec<Remote>>>>,
     data_rx: Vec<Option<SharedReceiver<Vec<Remote>>>>,
     settled: Arc<[AtomicU64]>,
@@ -126,13 +134,68 @@ pub fn ends(count: usize) -> Vec<Ends> {
     all
 }
 
+/// The sending end of a request ring and what waits to be sent on it.
+struct Lane {
+    sender: ConnectedSender<Vec<Control>>,
+    /// The asking shard's requests waiting for answers (shared with [`Mesh::pending`]).
+    pending: Pending,
+    queue: RefCell<Vec<Control>>,
+    /// A task is sending the queue (it takes what is posted until the queue is empty).
+    flushing: Cell<bool>,
+}
+
+impl Lane {
+    /// Queues `control`; starts a task that sends the queue once this turn's posts are in.
+    fn post(self: &Rc<Lane>, control: Control) {
+        self.queue.borrow_mut().push(control);
+        if self.flushing.replace(true) {
+            return;
+        }
+        let lane = Rc::clone(self);
+        glommio::spawn_local(async move {
+            // Every task already runnable (the other connections of this turn) posts first.
+            futures_lite::future::yield_now().await;
+            loop {
+                let batch: Vec<Control> = {
+                    let mut queue = lane.queue.borrow_mut();
+                    let take = queue.len().min(CONTROL_BATCH_MAX);
+                    queue.drain(..take).collect()
+                };
+                if batch.is_empty() {
+                    break;
+                }
+                let asks: Vec<u64> = batch
+                    .iter()
+                    .filter_map(|control| match control {
+                        Control::Ask { id, .. } => Some(*id),
+                        Control::Answer { .. } => None,
+                    })
+                    .collect();
+                if lane.sender.send(batch).await.is_err() {
+                    // The peer stopped: closing each request's answer channel ends its `ask`
+                    // with an error.
+                    let mut pending = lane.pending.borrow_mut();
+                    for id in asks {
+                        pending.remove(&id);
+                    }
+                }
+            }
+            lane.flushing.set(false);
+        })
+        .detach();
+    }
+}
+
+/// Requests waiting for answers, by their number.
+type Pending = Rc<RefCell<HashMap<u64, oneshot::Sender<Answer>>>>;
+
 /// A shard's connected ends.
 pub struct Mesh {
     pub index: usize,
     pub count: usize,
-    control: Vec<Option<ConnectedSender<Control>>>,
+    control: Vec<Option<Rc<Lane>>>,
     data: Vec<Option<ConnectedSender<Vec<Remote>>>>,
-    pending: RefCell<HashMap<u64, oneshot::Sender<Answer>>>,
+    pending: Pending,
     next: Cell<u64>,
     /// Deliveries each shard holds durably from each other one (see
     /// [`crate::shard::Shard::set_settlement`]): the only state the shards share, counters.
@@ -153,7 +216,7 @@ impl Drop for PendingGuard<'_> {
 
 /// The receiving ends, taken by the tasks that serve them.
 pub struct Receivers {
-    pub control: Vec<(usize, ConnectedReceiver<Control>)>,
+    pub control: Vec<(usize, ConnectedReceiver<Vec<Control>>)>,
     pub data: Vec<(usize, ConnectedReceiver<Vec<Remote>>)>,
 }
 
@@ -181,10 +244,16 @@ impl Ends {
             .into_iter()
             .map(|rx| rx.map(|rx| glommio::spawn_local(rx.connect())))
             .collect();
+        let pending = Pending::default();
         let mut control = Vec::with_capacity(self.count);
         for tx in control_tx {
             control.push(match tx {
-                Some(task) => Some(task.await),
+                Some(task) => Some(Rc::new(Lane {
+                    sender: task.await,
+                    pending: Rc::clone(&pending),
+                    queue: RefCell::new(Vec::new()),
+                    flushing: Cell::new(false),
+                })),
                 None => None,
             });
         }
@@ -214,7 +283,7 @@ impl Ends {
             count: self.count,
             control,
             data,
-            pending: RefCell::new(HashMap::new()),
+            pending,
             next: Cell::new(0),
             settled: self.settled,
         };
@@ -230,7 +299,7 @@ impl Mesh {
             count: 1,
             control: vec![None],
             data: vec![None],
-            pending: RefCell::new(HashMap::new()),
+            pending: Pending::default(),
             next: Cell::new(0),
             settled: Arc::from([AtomicU64::new(0)]),
         }
@@ -238,7 +307,7 @@ impl Mesh {
 
     /// Asks shard `to` and waits for its answer.
     pub async fn ask(&self, to: usize, ask: Ask) -> Result<Answer, String> {
-        let sender = self.control[to]
+        let lane = self.control[to]
             .as_ref()
             .ok_or_else(|| format!("shard {to} is this shard"))?;
         let id = self.next.get();
@@ -247,9 +316,7 @@ impl Mesh {
         self.pending.borrow_mut().insert(id, tx);
         // However this ask ends (answered, failed, or dropped with its connection), its entry goes.
         let _pending = PendingGuard { mesh: self, id };
-        if sender.send(Control::Ask { id, ask }).await.is_err() {
-            return Err(format!("shard {to} stopped"));
-        }
+        lane.post(Control::Ask { id, ask });
         // A request unanswered for long is logged (and waited for still): it names the shard
         // and request, should a shard ever stall.
         let mut rx = rx;
@@ -275,10 +342,10 @@ impl Mesh {
         }
     }
 
-    /// Sends the answer to request `id` of shard `to`.
-    pub async fn answer(&self, to: usize, id: u64, answer: Answer) {
-        if let Some(sender) = &self.control[to] {
-            let _ = sender.send(Control::Answer { id, answer }).await;
+    /// Sends the answer to request `id` of shard `to` (with the next batch to it).
+    pub fn answer(&self, to: usize, id: u64, answer: Answer) {
+        if let Some(lane) = &self.control[to] {
+            lane.post(Control::Answer { id, answer });
         }
     }
 

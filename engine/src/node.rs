@@ -129,9 +129,12 @@ pub struct HttpLimits {
     /// Largest data item `POST /` accepts; a larger body is answered 413 without being read
     /// whole. At most [`DATA_ITEM_BYTES_MAX`], the ANS-104 bound.
     pub body_bytes_max: usize,
-    /// Most `POST /` requests a shard's listener holds at once; more are answered 503 at once,
-    /// so that overload costs a refusal, not memory and latency for everyone.
+    /// Most `POST /` requests a shard's listener holds at once; more wait for one to end, so
+    /// that overload costs a bounded wait or a refusal, not memory and latency for everyone.
     pub writes_in_flight_max: usize,
+    /// How long a `POST /` waits for one of those to end before it is answered 503 with
+    /// Retry-After (0: at once). See [`crate::http::WriteSlots`].
+    pub write_wait_ms: u64,
 }
 
 impl Default for HttpLimits {
@@ -140,6 +143,7 @@ impl Default for HttpLimits {
             connections_max: CONNECTIONS_MAX,
             body_bytes_max: DATA_ITEM_BYTES_MAX,
             writes_in_flight_max: 1024,
+            write_wait_ms: 100,
         }
     }
 }
@@ -294,8 +298,9 @@ pub struct NodeState {
     data_dir: PathBuf,
     pub metrics: crate::metrics::Metrics,
     pub open_connections: std::cell::Cell<usize>,
-    /// `POST /` requests this shard's listener holds (see [`HttpLimits::writes_in_flight_max`]).
-    pub writes_in_flight: std::cell::Cell<usize>,
+    /// `POST /` requests this shard's listener holds or that wait to (see
+    /// [`HttpLimits::writes_in_flight_max`]).
+    pub writes: crate::http::WriteSlots,
     /// While the log is being read back at start: (bytes read, bytes in the log). `None` once
     /// recovered.
     recovering: std::cell::Cell<Option<(u64, u64)>>,
@@ -751,22 +756,24 @@ fn start_control(
     state: &Rc<NodeState>,
     receivers: Vec<(
         usize,
-        glommio::channels::shared_channel::ConnectedReceiver<crate::mesh::Control>,
+        glommio::channels::shared_channel::ConnectedReceiver<Vec<crate::mesh::Control>>,
     )>,
 ) {
     for (from, receiver) in receivers {
         let state = Rc::clone(state);
         glommio::spawn_local(tracing::Instrument::in_current_span(async move {
-            while let Some(control) = receiver.recv().await {
-                match control {
-                    crate::mesh::Control::Answer { id, answer } => state.mesh.answered(id, answer),
-                    crate::mesh::Control::Ask { id, ask } => {
-                        let state = Rc::clone(&state);
-                        glommio::spawn_local(tracing::Instrument::in_current_span(async move {
-                            let answer = crate::http::answer_ask(&state, ask).await;
-                            state.mesh.answer(from, id, answer).await;
-                        }))
-                        .detach();
+            while let Some(batch) = receiver.recv().await {
+                for control in batch {
+                    match control {
+                        crate::mesh::Control::Answer { id, answer } => state.mesh.answered(id, answer),
+                        crate::mesh::Control::Ask { id, ask } => {
+                            let state = Rc::clone(&state);
+                            glommio::spawn_local(tracing::Instrument::in_current_span(async move {
+                                let answer = crate::http::answer_ask(&state, ask).await;
+                                state.mesh.answer(from, id, answer);
+                            }))
+                            .detach();
+                        }
                     }
                 }
             }
@@ -924,7 +931,7 @@ async fn open(config: NodeConfig, mesh: Rc<crate::mesh::Mesh>, runtime: Runtime)
         data_dir: dir,
         metrics: metrics.clone(),
         open_connections: std::cell::Cell::new(0),
-        writes_in_flight: std::cell::Cell::new(0),
+        writes: crate::http::WriteSlots::default(),
         recovering: std::cell::Cell::new(Some((0, log_bytes))),
         started: began,
         catching_up: std::cell::Cell::new(true),
