@@ -81,16 +81,21 @@ fn settle(shard: &mut Shard) -> Result<(), String> {
 }
 
 /// Runs `messages` client messages of `scenario` in batches of `batch` on a fresh log in
-/// `data_dir` (removed afterwards).
+/// `data_dir` (removed afterwards), on an executor pinned to `core` if one is given.
 pub fn run(
     scenario: Scenario,
     data_dir: &Path,
     processes: usize,
     messages: usize,
     batch: usize,
+    core: Option<usize>,
 ) -> Result<EngineRun, String> {
     let dir = data_dir.to_owned();
-    let handle = glommio::LocalExecutorBuilder::default()
+    let placement = match core {
+        Some(core) => glommio::Placement::Fixed(core),
+        None => glommio::Placement::Unbound,
+    };
+    let handle = glommio::LocalExecutorBuilder::new(placement)
         .name("hewitt-perf-engine")
         .spawn(move || async move { run_on_executor(scenario, &dir, processes, messages, batch).await })
         .map_err(|e| e.to_string())?;

@@ -38,6 +38,45 @@ pub struct HttpOptions {
     pub loads: Vec<f64>,
     /// Shards of the node.
     pub shards: usize,
+    /// Pins the node's shards to cores `0..shards` and the load generator's threads to the
+    /// cores after them, so that neither competes with the other (on a machine with cores to
+    /// spare; where none are left the load threads run unpinned).
+    pub pin: bool,
+}
+
+impl HttpOptions {
+    /// The cores the load generator's threads may run on: `None` for anywhere.
+    fn load_cores(&self) -> Option<Vec<usize>> {
+        let cores = engine::node::default_shards();
+        (self.pin && self.shards < cores).then(|| (self.shards..cores).collect())
+    }
+
+    fn node_config(&self, data_dir: &Path) -> Result<NodeConfig, String> {
+        let mut config = NodeConfig::new(data_dir, "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?);
+        config.shards = self.shards;
+        if self.pin {
+            config.cpu = Some(0);
+        }
+        Ok(config)
+    }
+}
+
+/// Restricts the calling thread to `cores`.
+pub fn pin_thread(cores: &[usize]) -> Result<(), String> {
+    // SAFETY: `set` is a plain bit set the macros below fill within its size; the call reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &core in cores {
+            libc::CPU_SET(core, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(format!(
+                "pinning to cores {cores:?}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Most processes a spawn storm creates in one run. Until hibernation exists every process holds
@@ -61,23 +100,25 @@ enum Pace {
 fn drive(
     url: &str,
     workload: &Arc<Workload>,
+    cores: Option<&Vec<usize>>,
     clients: usize,
     first: u64,
     total: u64,
     pace: Pace,
 ) -> Result<(f64, Histogram<u64>), String> {
-    let (seconds, latency, _) = drive_counting(url, workload, None, clients, first, total, pace, false)?;
+    let (seconds, latency, _) = drive_counting(url, workload, None, cores, clients, first, total, pace, false)?;
     Ok((seconds, latency))
 }
 
 /// [`drive`]; with `refusals_expected`, a 503 answer is counted (third value) instead of failing
 /// the run. With `signed`, ticket `i` sends `signed[i - first]` (signed ahead) instead of
-/// signing it then.
+/// signing it then. With `cores`, every load thread runs on those cores only.
 #[allow(clippy::too_many_arguments)]
 fn drive_counting(
     url: &str,
     workload: &Arc<Workload>,
     signed: Option<&Arc<Vec<Vec<u8>>>>,
+    cores: Option<&Vec<usize>>,
     clients: usize,
     first: u64,
     total: u64,
@@ -99,7 +140,11 @@ fn drive_counting(
                 Arc::clone(&refused),
             );
             let signed = signed.cloned();
+            let cores = cores.cloned();
             std::thread::spawn(move || -> Result<Histogram<u64>, String> {
+                if let Some(cores) = &cores {
+                    pin_thread(cores)?;
+                }
                 let client = Client::new(&url, Signer::generate_ed25519());
                 let mut h = histogram();
                 loop {
@@ -157,8 +202,7 @@ fn drained(client: &Client) -> Result<u64, String> {
 /// Runs `scenario` over HTTP against a node on a fresh data dir under `work_dir`.
 pub fn run(scenario: Scenario, work_dir: &Path, options: &HttpOptions) -> Result<ScenarioRun, String> {
     let data_dir = work_dir.join(format!("http-{}-{}", scenario.name(), std::process::id()));
-    let mut config = NodeConfig::new(&data_dir, "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?);
-    config.shards = options.shards;
+    let mut config = options.node_config(&data_dir)?;
     if scenario == Scenario::Spawn {
         config.compute.instance_count_max = SPAWN_STORM_PROCESSES_MAX as u32 + 100;
     }
@@ -169,6 +213,7 @@ pub fn run(scenario: Scenario, work_dir: &Path, options: &HttpOptions) -> Result
         setup.post_item(&item).map(drop).map_err(|e| e.to_string())
     })?;
     let workload = Arc::new(workload);
+    let cores = options.load_cores();
     let processes = match &*workload {
         Workload::Counter { targets, .. } => targets.len(),
         Workload::Pingpong { pairs, .. } => pairs.len() * 2,
@@ -194,7 +239,7 @@ pub fn run(scenario: Scenario, work_dir: &Path, options: &HttpOptions) -> Result
             Pace::Closed => options.clients,
             Pace::Open { .. } => options.open_loop_clients,
         };
-        let (seconds, latency) = drive(&url, &workload, clients, first_ticket, total, pace)?;
+        let (seconds, latency) = drive(&url, &workload, cores.as_ref(), clients, first_ticket, total, pace)?;
         first_ticket += total;
         let began = match pace {
             Pace::Closed => Instant::now() - Duration::from_secs_f64(seconds),
@@ -292,9 +337,10 @@ pub fn status_bytes(field: &str) -> u64 {
 /// acknowledged rate near the peak and answers the rest 503 at once.
 pub fn overload(work_dir: &Path, options: &HttpOptions, factor: f64, clients: usize) -> Result<OverloadRun, String> {
     let data_dir = work_dir.join(format!("http-overload-{}", std::process::id()));
-    let mut config = NodeConfig::new(&data_dir, "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?);
-    config.shards = options.shards;
-    config.http.writes_in_flight_max = (options.clients * 4).max(8);
+    let mut config = options.node_config(&data_dir)?;
+    // Twice the closed loop's concurrency across the shards: room for the peak, and fewer
+    // than the open loop's threads, so that the excess is refused.
+    config.http.writes_in_flight_max = (options.clients * 2).div_ceil(options.shards).max(8);
     let writes_in_flight_max = config.http.writes_in_flight_max;
     let node = node::start(config).map_err(|e| e.to_string())?;
     let url = format!("http://{}", node.addr);
@@ -303,13 +349,36 @@ pub fn overload(work_dir: &Path, options: &HttpOptions, factor: f64, clients: us
         setup.post_item(&item).map(drop).map_err(|e| e.to_string())
     })?;
     let workload = Arc::new(workload);
+    let cores = options.load_cores();
     // Both phases send items signed ahead, so that the load generator spends its share of the
-    // cores sending rather than signing.
-    let sign = |first: u64, count: u64| Arc::new((first..first + count).map(|t| workload.item(t).to_bytes()).collect());
+    // cores sending rather than signing. Signed on every core: 10x the peak for seconds is
+    // millions of items on a large machine.
+    let sign = |first: u64, count: u64| -> Arc<Vec<Vec<u8>>> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+        let chunk = count.div_ceil(threads).max(1);
+        let parts: Vec<Vec<Vec<u8>>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|i| {
+                    let (from, to) = (
+                        (first + i * chunk).min(first + count),
+                        (first + (i + 1) * chunk).min(first + count),
+                    );
+                    let workload = &workload;
+                    scope.spawn(move || (from..to).map(|t| workload.item(t).to_bytes()).collect())
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("a signing thread panicked"))
+                .collect()
+        });
+        Arc::new(parts.into_iter().flatten().collect())
+    };
     let (seconds, _, _) = drive_counting(
         &url,
         &workload,
         Some(&sign(0, options.messages)),
+        cores.as_ref(),
         options.clients,
         0,
         options.messages,
@@ -327,6 +396,7 @@ pub fn overload(work_dir: &Path, options: &HttpOptions, factor: f64, clients: us
         &url,
         &workload,
         Some(&signed),
+        cores.as_ref(),
         clients,
         options.messages,
         total,

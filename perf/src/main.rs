@@ -134,6 +134,11 @@ enum Command {
         /// Shard counts of the scaling part.
         #[arg(long, value_delimiter = ',', default_value = "1,2")]
         scaling_shards: Vec<usize>,
+        /// Pins the node's shards to cores 0..N and the HTTP load generator's threads to the
+        /// cores after them, and each engine run of the scaling part to a core of its own: for a
+        /// machine with cores to spare, so that node and load generator do not compete.
+        #[arg(long)]
+        pin: bool,
         /// Tiny sizes everywhere: proves every part and scenario works in seconds (CI).
         #[arg(long)]
         smoke: bool,
@@ -192,6 +197,7 @@ fn run(command: Command) -> Result<(), String> {
             scaling_shards,
             overload_clients,
             hibernation_processes,
+            pin,
             smoke,
         } => {
             let shards = shards.unwrap_or_else(engine::node::default_shards);
@@ -212,6 +218,7 @@ fn run(command: Command) -> Result<(), String> {
                     seconds: seconds.min(0.3),
                     loads: vec![0.5],
                     shards,
+                    pin,
                 };
                 (
                     LimitOptions::smoke(),
@@ -229,6 +236,7 @@ fn run(command: Command) -> Result<(), String> {
                     seconds,
                     loads,
                     shards,
+                    pin,
                 };
                 (LimitOptions::full(), http, engine_messages, batch, log_mib << 20)
             };
@@ -236,6 +244,7 @@ fn run(command: Command) -> Result<(), String> {
             let limits = limits::measure(&work_dir, limit_options)?;
             let mut report = Report::stamp(command, limits);
             report.shards = shards;
+            report.pinned = pin;
             if parts.contains(&Part::Log) {
                 for record_bytes in [100, 1024, 10 * 1024] {
                     let dir = work_dir.join(format!("log-{record_bytes}"));
@@ -277,7 +286,7 @@ fn run(command: Command) -> Result<(), String> {
                         engine_messages
                     };
                     let dir = work_dir.join(format!("engine-{}", scenario.name()));
-                    let run = engine_run::run(scenario, &dir, http.processes, count, batch)?;
+                    let run = engine_run::run(scenario, &dir, http.processes, count, batch, None)?;
                     eprintln!(
                         "engine {}: {:.0} client msg/s, {:.0} all msg/s",
                         run.scenario, run.messages_per_s, run.all_messages_per_s
@@ -349,8 +358,9 @@ fn run(command: Command) -> Result<(), String> {
                         .map(|index| {
                             let dir = work_dir.join(format!("scaling-{count}-{index}"));
                             let processes = (http.processes / count).max(1);
+                            let core = pin.then_some(index);
                             std::thread::spawn(move || {
-                                engine_run::run(Scenario::Many, &dir, processes, engine_messages, batch)
+                                engine_run::run(Scenario::Many, &dir, processes, engine_messages, batch, core)
                             })
                         })
                         .collect();

@@ -104,6 +104,8 @@ pub struct Report {
     pub kernel: String,
     pub cores: usize,
     pub shards: usize,
+    /// `--pin`: shards on cores `0..N`, the HTTP load generator on the cores after them.
+    pub pinned: bool,
     pub unix_time: u64,
     pub durability: String,
     pub limits: Limits,
@@ -142,6 +144,19 @@ const TARGET_MESSAGES_PER_S_PER_CORE: f64 = 1e6;
 const TARGET_ORDERS_PER_S: f64 = 1e6;
 
 impl Report {
+    /// Where the HTTP load generator ran, beside a node of `shards` shards.
+    fn load_cores(&self, shards: usize) -> String {
+        if self.pinned && shards < self.cores {
+            format!(
+                "The node's {shards} shards are pinned to cores 0..{shards} and the load generator's threads to the \
+                 {} cores after them.",
+                self.cores - shards
+            )
+        } else {
+            "The load generator shares the machine's cores with the node.".to_owned()
+        }
+    }
+
     pub fn stamp(command: String, limits: Limits) -> Report {
         Report {
             command,
@@ -150,6 +165,7 @@ impl Report {
             kernel: kernel(),
             cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             shards: engine::node::default_shards(),
+            pinned: false,
             unix_time: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
@@ -506,9 +522,9 @@ impl Report {
             let _ = writeln!(
                 md,
                 "Latency is from each message's intended send time (open loop: no coordinated omission); the ratio \
-                 is p99 over the raw 4 KiB fdatasync p99 of this run ({} µs). The load generator shares the \
-                 machine's cores with the node.\n",
-                sync.latency.p99_us
+                 is p99 over the raw 4 KiB fdatasync p99 of this run ({} µs). {}\n",
+                sync.latency.p99_us,
+                self.load_cores(self.shards)
             );
             let _ = writeln!(
                 md,
@@ -550,9 +566,14 @@ impl Report {
             );
             let _ = writeln!(
                 md,
-                "The same workload and clients on a fresh node per shard count; this machine has {} cores, shared \
-                 with the load generator.\n",
-                self.cores
+                "The same workload and clients on a fresh node per shard count; this machine has {} cores. {}\n",
+                self.cores,
+                if self.pinned {
+                    "Each node's shards are pinned to the first cores and the load generator's threads to the \
+                     cores left (where none are left, they share them)."
+                } else {
+                    "The load generator shares them with the node."
+                }
             );
             let _ = writeln!(
                 md,
@@ -597,8 +618,10 @@ impl Report {
                 md,
                 "Closed-loop peak first, then an open loop offering 10× that rate from {} client threads; each \
                  shard's listener holds at most {} writes (`http.writes_in_flight_max`) and answers the rest 503 \
-                 at once. The load generator shares this machine's cores.\n",
-                o.clients, o.writes_in_flight_max
+                 at once. {}\n",
+                o.clients,
+                o.writes_in_flight_max,
+                self.load_cores(o.shards)
             );
             let _ = writeln!(md, "| peak/s | offered/s | sent/s | acknowledged/s | refused (503)/s | acknowledged / peak | p99 acknowledged µs | RSS before → after MiB |");
             let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
