@@ -40,7 +40,8 @@ pub struct HttpOptions {
     pub shards: usize,
     /// Pins the node's shards to cores `0..shards` and the load generator's threads to the
     /// cores after them, so that neither competes with the other (on a machine with cores to
-    /// spare; where none are left the load threads run unpinned).
+    /// spare; where none are left the load threads run unpinned, and with more shards than cores
+    /// nothing is pinned).
     pub pin: bool,
 }
 
@@ -54,7 +55,7 @@ impl HttpOptions {
     fn node_config(&self, data_dir: &Path) -> Result<NodeConfig, String> {
         let mut config = NodeConfig::new(data_dir, "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?);
         config.shards = self.shards;
-        if self.pin {
+        if self.pin && self.shards <= engine::node::default_shards() {
             config.cpu = Some(0);
         }
         Ok(config)

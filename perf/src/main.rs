@@ -358,7 +358,7 @@ fn run(command: Command) -> Result<(), String> {
                         .map(|index| {
                             let dir = work_dir.join(format!("scaling-{count}-{index}"));
                             let processes = (http.processes / count).max(1);
-                            let core = pin.then_some(index);
+                            let core = (pin && count <= report.cores).then_some(index);
                             std::thread::spawn(move || {
                                 engine_run::run(Scenario::Many, &dir, processes, engine_messages, batch, core)
                             })
