@@ -43,6 +43,10 @@ pub struct HttpOptions {
     /// spare; where none are left the load threads run unpinned, and with more shards than cores
     /// nothing is pinned).
     pub pin: bool,
+    /// `shards.spin_before_park_us` of the node.
+    pub spin_before_park_us: u64,
+    /// `http.write_wait_ms` of the overload part's node (`None`: the node's default).
+    pub write_wait_ms: Option<u64>,
 }
 
 impl HttpOptions {
@@ -55,6 +59,7 @@ impl HttpOptions {
     fn node_config(&self, data_dir: &Path) -> Result<NodeConfig, String> {
         let mut config = NodeConfig::new(data_dir, "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?);
         config.shards = self.shards;
+        config.spin_before_park_us = self.spin_before_park_us;
         if self.pin && self.shards <= engine::node::default_shards() {
             config.cpu = Some(0);
         }
@@ -304,6 +309,7 @@ pub fn run(scenario: Scenario, work_dir: &Path, options: &HttpOptions) -> Result
 pub struct OverloadRun {
     pub shards: usize,
     pub writes_in_flight_max: usize,
+    pub write_wait_ms: u64,
     /// Closed-loop peak of the `many` scenario (client messages/s).
     pub peak_per_s: f64,
     /// The rate asked of the open loop, and the rate its clients managed to send at.
@@ -342,7 +348,10 @@ pub fn overload(work_dir: &Path, options: &HttpOptions, factor: f64, clients: us
     // Twice the closed loop's concurrency across the shards: room for the peak, and fewer
     // than the open loop's threads, so that the excess is refused.
     config.http.writes_in_flight_max = (options.clients * 2).div_ceil(options.shards).max(8);
-    let writes_in_flight_max = config.http.writes_in_flight_max;
+    if let Some(wait) = options.write_wait_ms {
+        config.http.write_wait_ms = wait;
+    }
+    let (writes_in_flight_max, write_wait_ms) = (config.http.writes_in_flight_max, config.http.write_wait_ms);
     let node = node::start(config).map_err(|e| e.to_string())?;
     let url = format!("http://{}", node.addr);
     let setup = Client::new(&url, Signer::generate_ed25519());
@@ -388,10 +397,10 @@ pub fn overload(work_dir: &Path, options: &HttpOptions, factor: f64, clients: us
     )?;
     let peak_per_s = options.messages as f64 / seconds;
     drained(&setup)?;
-    let rss_before_bytes = status_bytes("VmRSS");
     let offered_per_s = peak_per_s * factor;
     let total = (offered_per_s * options.seconds).max(1.0) as u64;
     let signed = sign(options.messages, total);
+    let rss_before_bytes = status_bytes("VmRSS");
     let start = Instant::now() + Duration::from_millis(50);
     let (seconds, latency, refused) = drive_counting(
         &url,
@@ -415,6 +424,7 @@ pub fn overload(work_dir: &Path, options: &HttpOptions, factor: f64, clients: us
     let run = OverloadRun {
         shards: options.shards,
         writes_in_flight_max,
+        write_wait_ms,
         peak_per_s,
         offered_per_s,
         sent_per_s: total as f64 / seconds,

@@ -139,6 +139,12 @@ enum Command {
         /// machine with cores to spare, so that node and load generator do not compete.
         #[arg(long)]
         pin: bool,
+        /// `shards.spin_before_park_us` of the nodes of the HTTP, scaling and overload parts.
+        #[arg(long, default_value_t = 0)]
+        spin_before_park_us: u64,
+        /// `http.write_wait_ms` of the overload part's node (default: the node's).
+        #[arg(long)]
+        write_wait_ms: Option<u64>,
         /// Tiny sizes everywhere: proves every part and scenario works in seconds (CI).
         #[arg(long)]
         smoke: bool,
@@ -198,6 +204,8 @@ fn run(command: Command) -> Result<(), String> {
             overload_clients,
             hibernation_processes,
             pin,
+            spin_before_park_us,
+            write_wait_ms,
             smoke,
         } => {
             let shards = shards.unwrap_or_else(engine::node::default_shards);
@@ -219,6 +227,8 @@ fn run(command: Command) -> Result<(), String> {
                     loads: vec![0.5],
                     shards,
                     pin,
+                    spin_before_park_us,
+                    write_wait_ms,
                 };
                 (
                     LimitOptions::smoke(),
@@ -237,6 +247,8 @@ fn run(command: Command) -> Result<(), String> {
                     loads,
                     shards,
                     pin,
+                    spin_before_park_us,
+                    write_wait_ms,
                 };
                 (LimitOptions::full(), http, engine_messages, batch, log_mib << 20)
             };

@@ -144,6 +144,18 @@ const TARGET_MESSAGES_PER_S_PER_CORE: f64 = 1e6;
 const TARGET_ORDERS_PER_S: f64 = 1e6;
 
 impl Report {
+    /// The median of `figure` over the scaling points of `shards` shards (a shard count may be
+    /// listed several times in `--scaling-shards`, runs alternating, to tame noise).
+    fn scaling_median(&self, shards: usize, figure: fn(&ScalingPoint) -> f64) -> Option<f64> {
+        let mut values: Vec<f64> = self.scaling.iter().filter(|p| p.shards == shards).map(figure).collect();
+        values.sort_by(f64::total_cmp);
+        match values.len() {
+            0 => None,
+            n if n % 2 == 1 => Some(values[n / 2]),
+            n => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+        }
+    }
+
     /// Where the HTTP load generator ran, beside a node of `shards` shards.
     fn load_cores(&self, shards: usize) -> String {
         if self.pinned && shards < self.cores {
@@ -586,16 +598,8 @@ impl Report {
                 "| shards | HTTP client msg/s | all msg/s | p99 µs | × 1 shard | engine API msg/s | × 1 shard |"
             );
             let _ = writeln!(md, "|---|---|---|---|---|---|---|");
-            let base = self
-                .scaling
-                .iter()
-                .find(|p| p.shards == 1)
-                .map(|p| p.client_messages_per_s);
-            let engine_base = self
-                .scaling
-                .iter()
-                .find(|p| p.shards == 1)
-                .map(|p| p.engine_messages_per_s);
+            let base = self.scaling_median(1, |p| p.client_messages_per_s);
+            let engine_base = self.scaling_median(1, |p| p.engine_messages_per_s);
             for p in &self.scaling {
                 let ratio = base.map_or("-".to_owned(), |b| format!("{:.2}×", p.client_messages_per_s / b));
                 let engine_ratio =
@@ -617,10 +621,13 @@ impl Report {
             let _ = writeln!(
                 md,
                 "Closed-loop peak first, then an open loop offering 10× that rate from {} client threads; each \
-                 shard's listener holds at most {} writes (`http.writes_in_flight_max`) and answers the rest 503 \
-                 at once. {}\n",
+                 shard's listener holds at most {} writes (`http.writes_in_flight_max`); a write beyond them waits \
+                 up to {} ms for one to end (`http.write_wait_ms`), then is answered 503. A thread whose message \
+                 is refused sends its next one at once if it is due. {} Resident memory is the whole process's, \
+                 the load generator's items (signed ahead) included: before is taken once they are signed.\n",
                 o.clients,
                 o.writes_in_flight_max,
+                o.write_wait_ms,
                 self.load_cores(o.shards)
             );
             let _ = writeln!(md, "| peak/s | offered/s | sent/s | acknowledged/s | refused (503)/s | acknowledged / peak | p99 acknowledged µs | RSS before → after MiB |");
@@ -729,15 +736,23 @@ impl Report {
                 o.refused_per_s
             );
         }
-        if let (Some(one), Some(two)) = (
-            self.scaling.iter().find(|p| p.shards == 1),
-            self.scaling.iter().find(|p| p.shards == 2),
+        if let (Some(one), Some(two), Some(engine_one), Some(engine_two)) = (
+            self.scaling_median(1, |p| p.client_messages_per_s),
+            self.scaling_median(2, |p| p.client_messages_per_s),
+            self.scaling_median(1, |p| p.engine_messages_per_s),
+            self.scaling_median(2, |p| p.engine_messages_per_s),
         ) {
+            let runs = self.scaling.iter().filter(|p| p.shards == 1).count();
             let _ = writeln!(
                 md,
-                "- Scaling from 1 to 2 shards (many processes): {:.2}× over HTTP, {:.2}× through the engine's API (target ≥ {TARGET_SCALING_2}×).",
-                two.client_messages_per_s / one.client_messages_per_s,
-                two.engine_messages_per_s / one.engine_messages_per_s
+                "- Scaling from 1 to 2 shards (many processes{}): {:.2}× over HTTP, {:.2}× through the engine's API (target ≥ {TARGET_SCALING_2}×).",
+                if runs > 1 {
+                    format!(", medians of {runs} runs each")
+                } else {
+                    String::new()
+                },
+                two / one,
+                engine_two / engine_one
             );
         }
         let best_engine = self
