@@ -1073,17 +1073,42 @@ pub async fn ingress(state: Rc<NodeState>, request: Request<Incoming>) -> Result
         // Released when the request ends, however it ends (a client that hangs up drops it).
         let Some(_slot) = state.writes.acquire(max, wait).await else {
             state.metrics.rejected(503);
-            return Ok(fail(
+            let refusal = fail(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
                     "overloaded: {max} writes in flight on this shard (http.writes_in_flight_max) for {} ms",
                     wait.as_millis()
                 ),
-            ));
+            );
+            return Ok(drained(request, refusal).await);
         };
         return route_ingress(state, request).await;
     }
     route_ingress(state, request).await
+}
+
+/// Most bytes of a refused request's body read (and dropped) so that its connection can carry
+/// the next request, and how long they may take to come.
+const DRAIN_BYTES_MAX: usize = 64 << 10;
+const DRAIN_PATIENCE: Duration = Duration::from_secs(1);
+
+/// `answer`, once `request`'s body is read and dropped. A refused client sends its next request
+/// on the same connection: without this, hyper closes a connection whose body it has not read,
+/// and every refusal costs the client a new connection and the shard an accept. A larger body,
+/// or one that does not come, closes the connection instead.
+async fn drained(request: Request<Incoming>, mut answer: Answer) -> Answer {
+    let body = Limited::new(request.into_body(), DRAIN_BYTES_MAX);
+    let read = futures_lite::future::or(async { body.collect().await.is_ok() }, async {
+        glommio::timer::sleep(DRAIN_PATIENCE).await;
+        false
+    })
+    .await;
+    if !read {
+        answer
+            .headers_mut()
+            .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
+    answer
 }
 
 /// The `POST /` requests one shard's listener holds (at most `http.writes_in_flight_max`), and
