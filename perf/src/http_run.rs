@@ -321,8 +321,11 @@ pub struct OverloadRun {
     pub refused_per_s: f64,
     /// p99 of the acknowledged messages, from their due time (µs).
     pub accepted_p99_us: u64,
-    /// Resident memory of this process (node and load generator) before and after.
+    /// Resident memory of this process (node and load generator) before, the most in each
+    /// half of the flood (sampled every 250 ms), and after.
     pub rss_before_bytes: u64,
+    pub rss_first_half_max_bytes: u64,
+    pub rss_second_half_max_bytes: u64,
     pub rss_after_bytes: u64,
 }
 
@@ -401,8 +404,21 @@ pub fn overload(work_dir: &Path, options: &HttpOptions, factor: f64, clients: us
     let total = (offered_per_s * options.seconds).max(1.0) as u64;
     let signed = sign(options.messages, total);
     let rss_before_bytes = status_bytes("VmRSS");
+    // Resident memory sampled while the flood lasts: bounded memory is a flat second half.
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let sampling = Arc::clone(&sampling);
+        std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while sampling.load(Ordering::Relaxed) {
+                samples.push(status_bytes("VmRSS"));
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            samples
+        })
+    };
     let start = Instant::now() + Duration::from_millis(50);
-    let (seconds, latency, refused) = drive_counting(
+    let driven = drive_counting(
         &url,
         &workload,
         Some(&signed),
@@ -415,7 +431,13 @@ pub fn overload(work_dir: &Path, options: &HttpOptions, factor: f64, clients: us
             rate: offered_per_s,
         },
         true,
-    )?;
+    );
+    sampling.store(false, Ordering::Relaxed);
+    let samples = sampler.join().map_err(|_| "the memory sampler panicked".to_owned())?;
+    let (seconds, latency, refused) = driven?;
+    let half = samples.len() / 2;
+    let rss_first_half_max_bytes = samples[..half].iter().copied().max().unwrap_or(0);
+    let rss_second_half_max_bytes = samples[half..].iter().copied().max().unwrap_or(0);
     let rss_after_bytes = status_bytes("VmRSS");
     let accepted = total - refused;
     drained(&setup)?;
@@ -433,6 +455,8 @@ pub fn overload(work_dir: &Path, options: &HttpOptions, factor: f64, clients: us
         refused_per_s: refused as f64 / seconds,
         accepted_p99_us: latency.value_at_quantile(0.99),
         rss_before_bytes,
+        rss_first_half_max_bytes,
+        rss_second_half_max_bytes,
         rss_after_bytes,
     };
     eprintln!(

@@ -630,11 +630,11 @@ impl Report {
                 o.write_wait_ms,
                 self.load_cores(o.shards)
             );
-            let _ = writeln!(md, "| peak/s | offered/s | sent/s | acknowledged/s | refused (503)/s | acknowledged / peak | p99 acknowledged µs | RSS before → after MiB |");
+            let _ = writeln!(md, "| peak/s | offered/s | sent/s | acknowledged/s | refused (503)/s | acknowledged / peak | p99 acknowledged µs | RSS before → most in 1st half, 2nd half of the flood → after MiB |");
             let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
             let _ = writeln!(
                 md,
-                "| {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} % | {} | {:.0} → {:.0} |",
+                "| {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} % | {} | {:.0} → {:.0}, {:.0} → {:.0} |",
                 o.peak_per_s,
                 o.offered_per_s,
                 o.sent_per_s,
@@ -643,6 +643,8 @@ impl Report {
                 100.0 * o.accepted_per_s / o.peak_per_s,
                 o.accepted_p99_us,
                 o.rss_before_bytes as f64 / f64::from(1 << 20),
+                o.rss_first_half_max_bytes as f64 / f64::from(1 << 20),
+                o.rss_second_half_max_bytes as f64 / f64::from(1 << 20),
                 o.rss_after_bytes as f64 / f64::from(1 << 20)
             );
         }
