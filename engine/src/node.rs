@@ -129,11 +129,15 @@ pub struct HttpLimits {
     /// Largest data item `POST /` accepts; a larger body is answered 413 without being read
     /// whole. At most [`DATA_ITEM_BYTES_MAX`], the ANS-104 bound.
     pub body_bytes_max: usize,
-    /// Most `POST /` requests a shard's listener holds at once; more wait for one to end, so
-    /// that overload costs a bounded wait or a refusal, not memory and latency for everyone.
+    /// Most `POST /` requests a shard's listener holds at once; more wait in line for one to
+    /// end, so that overload costs a bounded wait or a refusal, not memory and latency for
+    /// everyone. See [`crate::http::WriteSlots`].
     pub writes_in_flight_max: usize,
-    /// How long a `POST /` waits for one of those to end before it is answered 503 with
-    /// Retry-After (0: at once). See [`crate::http::WriteSlots`].
+    /// Most `POST /` requests waiting in line for one of those; a request beyond them is held
+    /// for `write_wait_ms`, then answered 503 with Retry-After.
+    pub writes_waiting_max: usize,
+    /// Longest wait in line, and how long a request beyond the line is held before its 503
+    /// (0: refused at once, the line unused).
     pub write_wait_ms: u64,
 }
 
@@ -143,7 +147,8 @@ impl Default for HttpLimits {
             connections_max: CONNECTIONS_MAX,
             body_bytes_max: DATA_ITEM_BYTES_MAX,
             writes_in_flight_max: 1024,
-            write_wait_ms: 100,
+            writes_waiting_max: 1024,
+            write_wait_ms: 1000,
         }
     }
 }

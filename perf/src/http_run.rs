@@ -351,6 +351,8 @@ pub fn overload(work_dir: &Path, options: &HttpOptions, factor: f64, clients: us
     // Twice the closed loop's concurrency across the shards: room for the peak, and fewer
     // than the open loop's threads, so that the excess is refused.
     config.http.writes_in_flight_max = (options.clients * 2).div_ceil(options.shards).max(8);
+    // A line as long: the rest of the open loop's threads are held, then refused.
+    config.http.writes_waiting_max = config.http.writes_in_flight_max;
     if let Some(wait) = options.write_wait_ms {
         config.http.write_wait_ms = wait;
     }
