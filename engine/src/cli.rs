@@ -586,6 +586,9 @@ fn init_logging(logging: &crate::config::Logging) {
 }
 
 pub fn main() -> ExitCode {
+    if let Err(error) = crate::allocator::never_purge() {
+        eprintln!("hewitt: warning: {error}");
+    }
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Serve { config, from_genesis } => match config.load() {

@@ -2,6 +2,7 @@
 //! pieces of the `hewitt` binary. `main.rs` stays thin; everything testable lives here.
 
 pub mod abi;
+pub mod allocator;
 pub mod checkpoint;
 pub mod checkpoint_files;
 pub mod cli;
