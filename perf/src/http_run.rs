@@ -147,12 +147,15 @@ fn drive_counting(
             );
             let signed = signed.cloned();
             let cores = cores.cloned();
-            std::thread::spawn(move || -> Result<Histogram<u64>, String> {
+            // Latencies are kept as a list per thread and merged at the end: a histogram each
+            // (~400 KiB once its range is touched) would make thousands of threads' memory
+            // swamp the node's in the overload part's resident-memory figures.
+            std::thread::spawn(move || -> Result<Vec<Duration>, String> {
                 if let Some(cores) = &cores {
                     pin_thread(cores)?;
                 }
                 let client = Client::new(&url, Signer::generate_ed25519());
-                let mut h = histogram();
+                let mut h = Vec::new();
                 loop {
                     let ticket = next.fetch_add(1, Ordering::Relaxed);
                     if ticket >= total {
@@ -173,7 +176,7 @@ fn drive_counting(
                         }
                     };
                     match client.post_bytes(&bytes) {
-                        Ok(_) => record(&mut h, due.elapsed()),
+                        Ok(_) => h.push(due.elapsed()),
                         Err(engine::client::ClientError::Status { status: 503, .. }) if refusals_expected => {
                             refused.fetch_add(1, Ordering::Relaxed);
                         }
@@ -185,8 +188,9 @@ fn drive_counting(
         .collect();
     let mut all = histogram();
     for worker in workers {
-        let h = worker.join().map_err(|_| "a load thread panicked".to_owned())??;
-        all.add(h).map_err(|e| e.to_string())?;
+        for latency in worker.join().map_err(|_| "a load thread panicked".to_owned())?? {
+            record(&mut all, latency);
+        }
     }
     Ok((began.elapsed().as_secs_f64(), all, refused.load(Ordering::Relaxed)))
 }
@@ -245,6 +249,7 @@ pub fn run(scenario: Scenario, work_dir: &Path, options: &HttpOptions) -> Result
             Pace::Closed => options.clients,
             Pace::Open { .. } => options.open_loop_clients,
         };
+        let cpu_before = shard_cpu_ns();
         let (seconds, latency) = drive(&url, &workload, cores.as_ref(), clients, first_ticket, total, pace)?;
         first_ticket += total;
         let began = match pace {
@@ -252,6 +257,7 @@ pub fn run(scenario: Scenario, work_dir: &Path, options: &HttpOptions) -> Result
             Pace::Open { start, .. } => start,
         };
         let now_assigned = drained(&setup)?;
+        let shard_cpu_ns = shard_cpu_ns().saturating_sub(cpu_before);
         let all_seconds = began.elapsed().as_secs_f64();
         let all = now_assigned - assigned;
         assigned = now_assigned;
@@ -265,6 +271,7 @@ pub fn run(scenario: Scenario, work_dir: &Path, options: &HttpOptions) -> Result
             achieved_per_s: total as f64 / seconds,
             all_messages_per_s: all as f64 / all_seconds,
             latency: Latency::of(&latency),
+            shard_cpu_us_per_message: shard_cpu_ns as f64 / 1e3 / total.max(1) as f64,
         };
         eprintln!("  {}", phase.line());
         Ok(phase)
@@ -327,6 +334,22 @@ pub struct OverloadRun {
     pub rss_first_half_max_bytes: u64,
     pub rss_second_half_max_bytes: u64,
     pub rss_after_bytes: u64,
+}
+
+/// CPU time the node's shard threads (named `hewitt-shard-<i>`) of this process have run, in
+/// ns (`/proc/self/task/*/schedstat`); threads that ended are not counted.
+pub fn shard_cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.starts_with("hewitt-shard-"))
+        })
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// A byte figure of this process from `/proc/self/status` (`VmRSS`, `RssAnon`, …); 0 if absent.

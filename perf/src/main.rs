@@ -165,6 +165,9 @@ enum Command {
 const ENGINE_SPAWN_MAX: usize = 5000;
 
 fn main() {
+    if let Err(error) = engine::allocator::never_purge() {
+        eprintln!("hewitt-perf: warning: {error}");
+    }
     if let Err(e) = run(Args::parse().command) {
         eprintln!("hewitt-perf: {e}");
         std::process::exit(1);

@@ -63,18 +63,22 @@ pub struct Phase {
     pub all_messages_per_s: f64,
     /// Acknowledgement latency from each message's intended send time.
     pub latency: Latency,
+    /// CPU time the node's shard threads spent per client message (all shards, µs): what a
+    /// message costs the node, whoever else shares its cores.
+    pub shard_cpu_us_per_message: f64,
 }
 
 impl Phase {
     pub fn line(&self) -> String {
         format!(
-            "{}: {:.0} client msg/s ({:.0} all), p50 {} µs, p99 {} µs, max {} µs",
+            "{}: {:.0} client msg/s ({:.0} all), p50 {} µs, p99 {} µs, max {} µs, {:.1} shard CPU µs/msg",
             self.label,
             self.achieved_per_s,
             self.all_messages_per_s,
             self.latency.p50_us,
             self.latency.p99_us,
-            self.latency.max_us
+            self.latency.max_us,
+            self.shard_cpu_us_per_message
         )
     }
 }
