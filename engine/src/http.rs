@@ -1094,15 +1094,39 @@ const DRAIN_PATIENCE: Duration = Duration::from_secs(1);
 
 /// `answer`, once `request`'s body is read and dropped. A refused client sends its next request
 /// on the same connection: without this, hyper closes a connection whose body it has not read,
-/// and every refusal costs the client a new connection and the shard an accept. A larger body,
-/// or one that does not come, closes the connection instead.
+/// and every refusal costs the client a new connection and the shard an accept. A body that is
+/// larger, or not sent yet (`Expect: 100-continue`: reading would ask for it), or that does not
+/// come, closes the connection instead. Frames are dropped as they come, not gathered.
 async fn drained(request: Request<Incoming>, mut answer: Answer) -> Answer {
-    let body = Limited::new(request.into_body(), DRAIN_BYTES_MAX);
-    let read = futures_lite::future::or(async { body.collect().await.is_ok() }, async {
-        glommio::timer::sleep(DRAIN_PATIENCE).await;
-        false
-    })
-    .await;
+    let small = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|length| length.to_str().ok()?.parse::<usize>().ok())
+        .is_some_and(|length| length <= DRAIN_BYTES_MAX);
+    let expects = request.headers().contains_key(http::header::EXPECT);
+    let read = small
+        && !expects
+        && futures_lite::future::or(
+            async {
+                let mut body = request.into_body();
+                let mut read = 0;
+                while let Some(frame) = body.frame().await {
+                    match frame {
+                        Ok(frame) => read += frame.data_ref().map_or(0, |data| data.len()),
+                        Err(_) => return false,
+                    }
+                    if read > DRAIN_BYTES_MAX {
+                        return false;
+                    }
+                }
+                true
+            },
+            async {
+                glommio::timer::sleep(DRAIN_PATIENCE).await;
+                false
+            },
+        )
+        .await;
     if !read {
         answer
             .headers_mut()

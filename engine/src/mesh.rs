@@ -38,6 +38,9 @@ use crate::shard::Remote;
 pub const CONTROL_RING_SLOTS: usize = 128;
 /// Most requests and answers one batch carries.
 pub const CONTROL_BATCH_MAX: usize = 256;
+/// Most requests waiting to be handed to one peer while its ring is full; more fail at once
+/// (the client gets 503). Answers are never held back: each answers a request received.
+pub const CONTROL_QUEUE_ASKS_MAX: usize = 4096;
 /// Slots of each delivery ring; each slot holds a batch of up to [`DELIVERY_BATCH_MAX`] items.
 pub const DELIVERY_RING_SLOTS: usize = 64;
 /// Most items one delivery batch carries.
@@ -140,6 +143,8 @@ struct Lane {
     /// The asking shard's requests waiting for answers (shared with [`Mesh::pending`]).
     pending: Pending,
     queue: RefCell<Vec<Control>>,
+    /// Requests in `queue`.
+    queued_asks: Cell<usize>,
     /// A task is sending the queue (it takes what is posted until the queue is empty).
     flushing: Cell<bool>,
 }
@@ -147,6 +152,9 @@ struct Lane {
 impl Lane {
     /// Queues `control`; starts a task that sends the queue once this turn's posts are in.
     fn post(self: &Rc<Lane>, control: Control) {
+        if matches!(control, Control::Ask { .. }) {
+            self.queued_asks.set(self.queued_asks.get() + 1);
+        }
         self.queue.borrow_mut().push(control);
         if self.flushing.replace(true) {
             return;
@@ -159,10 +167,25 @@ impl Lane {
                 let batch: Vec<Control> = {
                     let mut queue = lane.queue.borrow_mut();
                     let take = queue.len().min(CONTROL_BATCH_MAX);
-                    queue.drain(..take).collect()
+                    let pending = lane.pending.borrow();
+                    let mut batch = Vec::with_capacity(take);
+                    for control in queue.drain(..take) {
+                        if let Control::Ask { id, .. } = control {
+                            lane.queued_asks.set(lane.queued_asks.get() - 1);
+                            if !pending.contains_key(&id) {
+                                // Its client went away while it waited here: not worth sending.
+                                continue;
+                            }
+                        }
+                        batch.push(control);
+                    }
+                    batch
                 };
                 if batch.is_empty() {
-                    break;
+                    if lane.queue.borrow().is_empty() {
+                        break;
+                    }
+                    continue;
                 }
                 let asks: Vec<u64> = batch
                     .iter()
@@ -186,8 +209,8 @@ impl Lane {
     }
 }
 
-/// Requests waiting for answers, by their number.
-type Pending = Rc<RefCell<HashMap<u64, oneshot::Sender<Answer>>>>;
+/// Requests waiting for answers, by their number: the shard asked, and where its answer goes.
+type Pending = Rc<RefCell<HashMap<u64, (usize, oneshot::Sender<Answer>)>>>;
 
 /// A shard's connected ends.
 pub struct Mesh {
@@ -251,6 +274,7 @@ impl Ends {
                 Some(task) => Some(Rc::new(Lane {
                     sender: task.await,
                     pending: Rc::clone(&pending),
+                    queued_asks: Cell::new(0),
                     queue: RefCell::new(Vec::new()),
                     flushing: Cell::new(false),
                 })),
@@ -310,10 +334,15 @@ impl Mesh {
         let lane = self.control[to]
             .as_ref()
             .ok_or_else(|| format!("shard {to} is this shard"))?;
+        if lane.queued_asks.get() >= CONTROL_QUEUE_ASKS_MAX {
+            return Err(format!(
+                "shard {to} is busy: {CONTROL_QUEUE_ASKS_MAX} requests wait to be handed to it"
+            ));
+        }
         let id = self.next.get();
         self.next.set(id + 1);
         let (tx, rx) = oneshot::channel();
-        self.pending.borrow_mut().insert(id, tx);
+        self.pending.borrow_mut().insert(id, (to, tx));
         // However this ask ends (answered, failed, or dropped with its connection), its entry goes.
         let _pending = PendingGuard { mesh: self, id };
         lane.post(Control::Ask { id, ask });
@@ -349,9 +378,25 @@ impl Mesh {
         }
     }
 
+    /// Fails every request waiting for an answer from shard `to`, which stopped (its end of
+    /// the request ring closed): their answers will not come.
+    pub fn peer_stopped(&self, to: usize) {
+        let failed: Vec<_> = {
+            let mut pending = self.pending.borrow_mut();
+            let ids: Vec<u64> = pending
+                .iter()
+                .filter(|(_, (at, _))| *at == to)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter().filter_map(|id| pending.remove(&id)).collect()
+        };
+        // Dropped outside the borrow: each closed channel ends its `ask` with an error.
+        drop(failed);
+    }
+
     /// Hands an answer from a peer to the request waiting for it.
     pub fn answered(&self, id: u64, answer: Answer) {
-        if let Some(waiting) = self.pending.borrow_mut().remove(&id) {
+        if let Some((_, waiting)) = self.pending.borrow_mut().remove(&id) {
             let _ = waiting.send(answer);
         }
     }

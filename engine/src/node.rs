@@ -782,6 +782,8 @@ fn start_control(
                     }
                 }
             }
+            // Shard `from` stopped: what this shard asked it will not be answered.
+            state.mesh.peer_stopped(from);
         }))
         .detach();
     }

@@ -325,3 +325,74 @@ fn an_overloaded_multi_shard_node_refuses_with_503_and_stays_up() {
         "resident memory grew by {grown} bytes under overload"
     );
 }
+
+/// Sends `head` then, apart, `body` on `stream`; returns the status line of the answer.
+fn post_apart(stream: &mut std::net::TcpStream, body: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: hewitt\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).expect("write the head");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    stream.write_all(body).expect("write the body");
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    // The answer is small and ends with its JSON body: read until the headers say it is whole.
+    loop {
+        let read = stream.read(&mut buffer).expect("read the answer");
+        assert!(read > 0, "the node closed the connection instead of answering");
+        answer.extend_from_slice(&buffer[..read]);
+        let text = String::from_utf8_lossy(&answer);
+        if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|line| {
+                    line.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")?
+                        .parse::<usize>()
+                        .ok()
+                })
+                .expect("a content length");
+            if rest.len() >= length {
+                return head.lines().next().unwrap_or_default().to_owned();
+            }
+        }
+    }
+}
+
+#[test]
+fn a_refused_write_keeps_its_connection_and_a_full_line_is_held_before_its_503() {
+    use std::io::Write;
+    let data = tempfile::tempdir().expect("temporary directory");
+    let mut command = Command::new(BINARY);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .args(["--set", "shards=1", "--set", "http.writes_in_flight_max=1"])
+        .args(["--set", "http.writes_waiting_max=0", "--set", "http.write_wait_ms=300"]);
+    let node = Node::launch(command, data.path());
+    let addr = node.url.trim_start_matches("http://").to_owned();
+    // A write whose body never comes holds the only slot.
+    let mut holder = std::net::TcpStream::connect(&addr).expect("connect");
+    holder
+        .write_all(b"POST / HTTP/1.1\r\nHost: hewitt\r\nContent-Length: 1000\r\n\r\n")
+        .expect("write a head");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+
+    let mut client = std::net::TcpStream::connect(&addr).expect("connect");
+    for round in 0..3 {
+        let began = std::time::Instant::now();
+        let status = post_apart(&mut client, &[b'x'; 1000]);
+        assert!(status.contains(" 503 "), "round {round}: refused, got {status}");
+        assert!(
+            began.elapsed() >= std::time::Duration::from_millis(300),
+            "round {round}: the refusal waited http.write_wait_ms"
+        );
+    }
+    drop(holder);
+    // The slot is free again: the same connection gets a real answer (400: not a data item).
+    let status = post_apart(&mut client, &[b'x'; 1000]);
+    assert!(status.contains(" 400 "), "the write reached the node: {status}");
+    assert!(node.terminate().success());
+}
