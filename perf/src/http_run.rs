@@ -317,8 +317,10 @@ pub struct OverloadRun {
     pub shards: usize,
     pub writes_in_flight_max: usize,
     pub write_wait_ms: u64,
-    /// Closed-loop peak of the `many` scenario (client messages/s).
+    /// Closed-loop peak of the `many` scenario (client messages/s): the median of `peaks_per_s`,
+    /// two closed loops before the flood and one after.
     pub peak_per_s: f64,
+    pub peaks_per_s: Vec<f64>,
     /// The rate asked of the open loop, and the rate its clients managed to send at.
     pub offered_per_s: f64,
     pub sent_per_s: f64,
@@ -367,7 +369,11 @@ pub fn status_bytes(field: &str) -> u64 {
 
 /// Overload: the `many` scenario's closed-loop peak, then an open loop offering `factor` times
 /// that rate from `clients` threads for `options.seconds`. A node that sheds load keeps its
-/// acknowledged rate near the peak and answers the rest 503 at once.
+/// acknowledged rate near the peak and refuses the rest with 503.
+///
+/// The peak is the median of three closed loops, two before the flood and one after: single
+/// closed loops on the 16-core machine varied from 35 to 48 thousand messages/s, which made
+/// the ratio to one of them say more about that loop than about the flood.
 pub fn overload(work_dir: &Path, options: &HttpOptions, factor: f64, clients: usize) -> Result<OverloadRun, String> {
     let data_dir = work_dir.join(format!("http-overload-{}", std::process::id()));
     let mut config = options.node_config(&data_dir)?;
@@ -412,22 +418,26 @@ pub fn overload(work_dir: &Path, options: &HttpOptions, factor: f64, clients: us
         });
         Arc::new(parts.into_iter().flatten().collect())
     };
-    let (seconds, _, _) = drive_counting(
-        &url,
-        &workload,
-        Some(&sign(0, options.messages)),
-        cores.as_ref(),
-        options.clients,
-        0,
-        options.messages,
-        Pace::Closed,
-        false,
-    )?;
-    let peak_per_s = options.messages as f64 / seconds;
-    drained(&setup)?;
-    let offered_per_s = peak_per_s * factor;
+    let closed_loop = |first: u64| -> Result<f64, String> {
+        let (seconds, _, _) = drive_counting(
+            &url,
+            &workload,
+            Some(&sign(first, options.messages)),
+            cores.as_ref(),
+            options.clients,
+            first,
+            options.messages,
+            Pace::Closed,
+            false,
+        )?;
+        drained(&setup)?;
+        Ok(options.messages as f64 / seconds)
+    };
+    let mut peaks = vec![closed_loop(0)?, closed_loop(options.messages)?];
+    let offered_per_s = peaks.iter().copied().fold(0.0, f64::max) * factor;
+    let flood_first = 2 * options.messages;
     let total = (offered_per_s * options.seconds).max(1.0) as u64;
-    let signed = sign(options.messages, total);
+    let signed = sign(flood_first, total);
     let rss_before_bytes = status_bytes("VmRSS");
     // Resident memory sampled while the flood lasts: bounded memory is a flat second half.
     let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -449,7 +459,7 @@ pub fn overload(work_dir: &Path, options: &HttpOptions, factor: f64, clients: us
         Some(&signed),
         cores.as_ref(),
         clients,
-        options.messages,
+        flood_first,
         total,
         Pace::Open {
             start,
@@ -466,6 +476,11 @@ pub fn overload(work_dir: &Path, options: &HttpOptions, factor: f64, clients: us
     let rss_after_bytes = status_bytes("VmRSS");
     let accepted = total - refused;
     drained(&setup)?;
+    drop(signed);
+    peaks.push(closed_loop(flood_first + total)?);
+    let mut sorted = peaks.clone();
+    sorted.sort_by(f64::total_cmp);
+    let peak_per_s = sorted[1];
     node.stop().map_err(|e| e.to_string())?;
     std::fs::remove_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
     let run = OverloadRun {
@@ -473,6 +488,7 @@ pub fn overload(work_dir: &Path, options: &HttpOptions, factor: f64, clients: us
         writes_in_flight_max,
         write_wait_ms,
         peak_per_s,
+        peaks_per_s: peaks,
         offered_per_s,
         sent_per_s: total as f64 / seconds,
         clients,

@@ -624,12 +624,18 @@ impl Report {
             );
             let _ = writeln!(
                 md,
-                "Closed-loop peak first, then an open loop offering 10× that rate from {} client threads; each \
+                "Closed-loop peak first (the median of two closed loops before the flood and one after: {}), then \
+                 an open loop offering 10× the higher of the first two from {} client threads; each \
                  shard's listener holds at most {} writes (`http.writes_in_flight_max`) and as many in line \
                  (`http.writes_waiting_max`); a write waits in line up to {} ms (`http.write_wait_ms`), and one \
                  beyond the line is held as long, then answered 503. A thread whose message is refused sends its \
                  next one at once if it is due. {} Resident memory is the whole process's, \
                  the load generator's items (signed ahead) included: before is taken once they are signed.\n",
+                o.peaks_per_s
+                    .iter()
+                    .map(|p| format!("{p:.0}/s"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 o.clients,
                 o.writes_in_flight_max,
                 o.write_wait_ms,
