@@ -232,7 +232,7 @@ const FIELDS: &[Field] = &[
         key: "shards_spin_before_park_us",
         env: "HEWITT_SHARDS_SPIN_BEFORE_PARK_US",
         unit: "µs",
-        doc: "How long an idle shard spins before it parks: waking a parked shard costs tens of µs, spinning costs idle CPU. 0 parks at once.",
+        doc: "How long an idle shard spins before it parks: parking and waking cost tens of µs of CPU and latency each, spinning costs idle CPU. 0 parks at once.",
         kind: Kind::Int { min: 0, max: 1_000_000 },
         get: |s| Value::Int(s.node.spin_before_park_us),
         set: |s, v| s.node.spin_before_park_us = int(v),

@@ -160,9 +160,9 @@ impl Lane {
             return;
         }
         let lane = Rc::clone(self);
+        // Spawned, the task runs after every task already runnable (the other connections of
+        // this turn), whose posts join its first batch.
         glommio::spawn_local(async move {
-            // Every task already runnable (the other connections of this turn) posts first.
-            futures_lite::future::yield_now().await;
             loop {
                 let batch: Vec<Control> = {
                     let mut queue = lane.queue.borrow_mut();

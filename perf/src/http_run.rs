@@ -43,8 +43,8 @@ pub struct HttpOptions {
     /// spare; where none are left the load threads run unpinned, and with more shards than cores
     /// nothing is pinned).
     pub pin: bool,
-    /// `shards.spin_before_park_us` of the node.
-    pub spin_before_park_us: u64,
+    /// `shards_spin_before_park_us` of the node (`None`: the node's default).
+    pub spin_before_park_us: Option<u64>,
     /// `http.write_wait_ms` of the overload part's node (`None`: the node's default).
     pub write_wait_ms: Option<u64>,
 }
@@ -59,7 +59,9 @@ impl HttpOptions {
     fn node_config(&self, data_dir: &Path) -> Result<NodeConfig, String> {
         let mut config = NodeConfig::new(data_dir, "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?);
         config.shards = self.shards;
-        config.spin_before_park_us = self.spin_before_park_us;
+        if let Some(spin) = self.spin_before_park_us {
+            config.spin_before_park_us = spin;
+        }
         if self.pin && self.shards <= engine::node::default_shards() {
             config.cpu = Some(0);
         }

@@ -139,9 +139,10 @@ enum Command {
         /// machine with cores to spare, so that node and load generator do not compete.
         #[arg(long)]
         pin: bool,
-        /// `shards.spin_before_park_us` of the nodes of the HTTP, scaling and overload parts.
-        #[arg(long, default_value_t = 0)]
-        spin_before_park_us: u64,
+        /// `shards_spin_before_park_us` of the nodes of the HTTP, scaling and overload parts
+        /// (default: the node's).
+        #[arg(long)]
+        spin_before_park_us: Option<u64>,
         /// `http.write_wait_ms` of the overload part's node (default: the node's).
         #[arg(long)]
         write_wait_ms: Option<u64>,
