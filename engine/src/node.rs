@@ -43,8 +43,9 @@ pub struct NodeConfig {
     /// issues a process-wide memory barrier (IPIs) before each park, and a parked shard takes
     /// tens of µs to wake. On two pinned cores a request handed to another shard and answered
     /// took 48–56 µs and 77–90 µs of the shards' CPU parked at once, 25–27 µs and 44–51 µs
-    /// spinning 50 µs first, spin included (`cargo bench --bench mesh`); one shard over HTTP
-    /// spent 174–190 µs of CPU a message against 194–211 (`hewitt-perf`).
+    /// spinning 50 µs first, spin included (`cargo bench --bench mesh`). Over HTTP on this
+    /// 2-core machine, where the load generator shares the cores, the difference is within
+    /// the noise (`hewitt-perf`, `shard CPU µs/msg`).
     pub spin_before_park_us: u64,
     /// When set, every timestamp the node gives is this (ms since the epoch) instead of the wall
     /// clock: for reproducibility tests that compare whole timelines between runs.

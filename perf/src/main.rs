@@ -8,6 +8,10 @@
 //! intended send time). It writes `report.json`, `report.md` and SVG plots into `--out`.
 //! perf/README.md describes each part.
 
+// The node runs in this process: it gets the allocator the `hewitt` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod big_restart;
 mod engine_run;
 mod hibernation_run;
