@@ -4,8 +4,9 @@
 //! **Freed memory is never purged** (returned to the OS). mimalloc purges free pages a while
 //! after they are freed (`madvise`), which shoots down TLB entries on every core running the
 //! process and makes the pages fault in again when reused: in `hewitt-perf` runs of the `many`
-//! scenario on two shards it stalled acknowledgements for 100 to 450 ms (p99 of the 50 % open
-//! loop 61 to 313 ms, against 9 to 12 ms with purging off). Resident memory then stays at its
+//! scenario on two shards it stalled acknowledgements for up to 450 ms: the p99 of the 50 %
+//! open loop was 32 to 313 ms in five runs with purging (`MIMALLOC_PURGE_DELAY=999`, which
+//! this module leaves alone), 9 to 13 ms in five without. Resident memory then stays at its
 //! high-water mark, which the node's bounded queues and pools cap.
 
 use std::ffi::{c_int, c_long};
