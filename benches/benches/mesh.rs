@@ -4,12 +4,12 @@
 //! - `mesh/ask/<k>_in_flight/spin_<us>`: one request handed from shard 0 to shard 1 and its
 //!   answer back (`Mesh::ask`, the owner answering at once), with `k` requests in flight from
 //!   as many tasks (1: the round trip's latency; 64: what batching carries), each shard on an
-//!   executor pinned to a core of its own (cores 0 and 1) and spinning `us` µs before it parks
+//!   executor pinned to a core of its own (the first two it may use) and spinning `us` µs before it parks
 //!   (`shards_spin_before_park_us`). The figure per element is wall time per request; the
 //!   shards' CPU time per request is printed beside it (parking and waking cost CPU that wall
 //!   time hides when the cores are otherwise idle).
 //!
-//! Needs two cores; on one it measures nothing and says so. Runs once per benchmark in test
+//! Needs two CPUs it may use; with fewer it measures nothing and says so. Runs once per benchmark in test
 //! mode (`cargo test --benches`) so it never rots.
 
 use std::rc::Rc;
@@ -31,7 +31,7 @@ fn thread_cpu() -> Duration {
 
 /// Runs `requests` asks from shard 0 to shard 1 with `in_flight` at a time; returns the wall
 /// time of the asks and the CPU time both shards spent meanwhile.
-fn run(requests: u64, in_flight: usize, spin_us: u64) -> (Duration, Duration) {
+fn run(cores: [usize; 2], requests: u64, in_flight: usize, spin_us: u64) -> (Duration, Duration) {
     let mut ends = engine::mesh::ends(2).into_iter();
     let (zero, one) = (ends.next().expect("shard 0"), ends.next().expect("shard 1"));
     let (cpu_tx, cpu_rx) = mpsc::channel::<Duration>();
@@ -45,7 +45,7 @@ fn run(requests: u64, in_flight: usize, spin_us: u64) -> (Duration, Duration) {
     };
     let owner = {
         let cpu_tx = cpu_tx.clone();
-        builder(1)
+        builder(cores[1])
             .name("bench-shard-1")
             .spawn(move || async move {
                 let (mesh, receivers) = one.connect().await;
@@ -66,7 +66,7 @@ fn run(requests: u64, in_flight: usize, spin_us: u64) -> (Duration, Duration) {
             })
             .expect("shard 1")
     };
-    let asker = builder(0)
+    let asker = builder(cores[0])
         .name("bench-shard-0")
         .spawn(move || async move {
             let (mesh, receivers) = zero.connect().await;
@@ -119,10 +119,12 @@ fn run(requests: u64, in_flight: usize, spin_us: u64) -> (Duration, Duration) {
 }
 
 fn mesh(c: &mut Criterion) {
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-        eprintln!("mesh: needs two cores; skipped");
+    let allowed = engine::node::allowed_cpus();
+    let [first, second, ..] = allowed[..] else {
+        eprintln!("mesh: needs two CPUs to pin to, has {allowed:?}; skipped");
         return;
-    }
+    };
+    let cores = [first, second];
     let mut group = c.benchmark_group("mesh/ask");
     group.throughput(Throughput::Elements(1));
     for in_flight in [1, 64] {
@@ -131,7 +133,7 @@ fn mesh(c: &mut Criterion) {
             let mut cpu = (Duration::ZERO, 0u64);
             group.bench_function(id, |b| {
                 b.iter_custom(|iters| {
-                    let (wall, spent) = run(iters, in_flight, spin_us);
+                    let (wall, spent) = run(cores, iters, in_flight, spin_us);
                     cpu.0 += spent;
                     cpu.1 += iters;
                     wall

@@ -39,13 +39,15 @@ pub struct NodeConfig {
     /// Shards (executor threads, each with its own log and processes). Fixed for the life of a
     /// data dir: placement depends on it.
     pub shards: usize,
-    /// How long an idle shard spins before it parks (µs). Parking is dear here: glommio
-    /// issues a process-wide memory barrier (IPIs) before each park, and a parked shard takes
-    /// tens of µs to wake. On two pinned cores a request handed to another shard and answered
-    /// took 48–56 µs and 77–90 µs of the shards' CPU parked at once, 25–27 µs and 44–51 µs
-    /// spinning 50 µs first, spin included (`cargo bench --bench mesh`). Over HTTP on this
-    /// 2-core machine, where the load generator shares the cores, the difference is within
-    /// the noise (`hewitt-perf`, `shard CPU µs/msg`).
+    /// How long an idle shard spins before it parks (µs); 0 parks at once. Parking is dear:
+    /// glommio issues a process-wide memory barrier (IPIs) before each park, and a parked
+    /// shard takes tens of µs to wake. On two pinned cores with nothing else running, a
+    /// request handed to another shard and answered took 48–56 µs and 77–90 µs of the shards'
+    /// CPU parked at once, 25–27 µs and 44–51 µs spinning 50 µs first, spin included (`cargo
+    /// bench --bench mesh`). But where other work shares the cores, spinning takes their time:
+    /// over HTTP on this 2-core machine, load generator beside the node, 50 µs cost two shards
+    /// 20 % of their peak and one shard its open-loop p99 (`hewitt-perf`). So it is off by
+    /// default, for cores reserved to the node.
     pub spin_before_park_us: u64,
     /// When set, every timestamp the node gives is this (ms since the epoch) instead of the wall
     /// clock: for reproducibility tests that compare whole timelines between runs.
@@ -166,7 +168,7 @@ impl NodeConfig {
             listen,
             cpu: None,
             shards: default_shards(),
-            spin_before_park_us: 50,
+            spin_before_park_us: 0,
             fixed_clock_ms: None,
             log: LogConfig {
                 // A record holds a whole data item (up to DATA_ITEM_BYTES_MAX) plus its
@@ -258,6 +260,38 @@ const PUMP_TURN: std::time::Duration = std::time::Duration::from_micros(500);
 /// How soon the executor must get back to the group committer once it has work (µs); a
 /// fraction of an fdatasync, so that acknowledgement latency stays close to the disk's.
 const COMMIT_LATENCY_US: u64 = 100;
+
+/// The CPUs this thread may run on (`sched_getaffinity`); empty if they cannot be read.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: `set` is a plain bit set the call fills within its size; the macro reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .collect()
+    }
+}
+
+/// A shard's placement when no `cpu` is set: fenced to the CPUs the node may run on, which
+/// lets it run where an unbound one would. Not `Unbound`, because glommio drops
+/// `spin_before_park` for an unbound executor, which would then park at once.
+fn fenced_to_allowed_cpus() -> glommio::Placement {
+    let allowed = allowed_cpus();
+    match glommio::CpuSet::online() {
+        Ok(online) => {
+            let set = online.filter(|location| allowed.contains(&location.cpu));
+            if set.is_empty() {
+                glommio::Placement::Unbound
+            } else {
+                glommio::Placement::Fenced(set)
+            }
+        }
+        Err(_) => glommio::Placement::Unbound,
+    }
+}
 
 /// Default of [`HttpLimits::connections_max`]: a connection beyond it is closed at once
 /// (clients see a reset and retry), so that waiting requests cannot grow without bound.
@@ -642,7 +676,7 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         shard_config.listen = listen;
         let placement = match config.cpu {
             Some(cpu) => glommio::Placement::Fixed(cpu + index),
-            None => glommio::Placement::Unbound,
+            None => fenced_to_allowed_cpus(),
         };
         let mut builder = glommio::LocalExecutorBuilder::new(placement).name(&format!("hewitt-shard-{index}"));
         if config.spin_before_park_us > 0 {

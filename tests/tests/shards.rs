@@ -362,7 +362,7 @@ fn post_apart(stream: &mut std::net::TcpStream, body: &[u8]) -> String {
 }
 
 #[test]
-fn a_refused_write_keeps_its_connection_and_a_full_line_is_held_before_its_503() {
+fn a_refused_write_keeps_its_connection_and_waits_its_turn_before_its_503() {
     use std::io::Write;
     let data = tempfile::tempdir().expect("temporary directory");
     let mut command = Command::new(BINARY);
@@ -370,10 +370,11 @@ fn a_refused_write_keeps_its_connection_and_a_full_line_is_held_before_its_503()
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data.path())
         .args(["--set", "shards=1", "--set", "http.writes_in_flight_max=1"])
-        .args(["--set", "http.writes_waiting_max=0", "--set", "http.write_wait_ms=300"]);
+        .args(["--set", "http.writes_waiting_max=1", "--set", "http.write_wait_ms=300"]);
     let node = Node::launch(command, data.path());
     let addr = node.url.trim_start_matches("http://").to_owned();
     // A write whose body never comes holds the only slot.
+    let timeout = Some(std::time::Duration::from_secs(10));
     let mut holder = std::net::TcpStream::connect(&addr).expect("connect");
     holder
         .write_all(b"POST / HTTP/1.1\r\nHost: hewitt\r\nContent-Length: 1000\r\n\r\n")
@@ -381,6 +382,7 @@ fn a_refused_write_keeps_its_connection_and_a_full_line_is_held_before_its_503()
     std::thread::sleep(std::time::Duration::from_millis(200));
 
     let mut client = std::net::TcpStream::connect(&addr).expect("connect");
+    client.set_read_timeout(timeout).expect("a read timeout");
     for round in 0..3 {
         let began = std::time::Instant::now();
         let status = post_apart(&mut client, &[b'x'; 1000]);
@@ -391,7 +393,8 @@ fn a_refused_write_keeps_its_connection_and_a_full_line_is_held_before_its_503()
         );
     }
     drop(holder);
-    // The slot is free again: the same connection gets a real answer (400: not a data item).
+    // The slot is free again (a request waiting in line when it frees is handed it): the same
+    // connection gets a real answer (400: not a data item).
     let status = post_apart(&mut client, &[b'x'; 1000]);
     assert!(status.contains(" 400 "), "the write reached the node: {status}");
     assert!(node.terminate().success());
