@@ -46,8 +46,8 @@ pub struct NodeConfig {
     /// CPU parked at once, 25–27 µs and 44–51 µs spinning 50 µs first, spin included (`cargo
     /// bench --bench mesh`). But where other work shares the cores, spinning takes their time:
     /// over HTTP on this 2-core machine, load generator beside the node, 50 µs cost two shards
-    /// 20 % of their peak and one shard its open-loop p99 (`hewitt-perf`). So it is off by
-    /// default, for cores reserved to the node.
+    /// 20 % of their peak, and one shard alone on its core 9 % (the kernel's work for its
+    /// sockets and syncs shares that core). So it is off by default.
     pub spin_before_park_us: u64,
     /// When set, every timestamp the node gives is this (ms since the epoch) instead of the wall
     /// clock: for reproducibility tests that compare whole timelines between runs.
