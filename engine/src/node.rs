@@ -297,6 +297,54 @@ fn fenced_to_allowed_cpus() -> glommio::Placement {
 /// (clients see a reset and retry), so that waiting requests cannot grow without bound.
 pub const CONNECTIONS_MAX: usize = 4096;
 
+/// The submission depth of a shard's io_uring rings; each ring's completion queue holds twice as
+/// many entries. A completion queue must hold every operation that can be in flight at once:
+/// when it overflows, the kernel parks completions on a side list that only some calls flush,
+/// and a shard can then sleep with connections waiting on it (a 1-shard node driven by 1024
+/// connections stopped for good within seconds on the default depth of 128; a slower leak of
+/// the same kind stalled runs for ~60 s at 256 connections). A shard has at most two socket
+/// operations in flight per connection (a read and a write), client or outbound, plus its log
+/// and checkpoint I/O, its listener and the rings' own links, which `RING_DEPTH_SPARE` covers.
+pub fn ring_depth(config: &NodeConfig) -> usize {
+    (config.http.connections_max + config.ao.upload_connections + RING_DEPTH_SPARE).min(RING_DEPTH_MAX)
+}
+
+/// Submission entries beyond the sockets' (see [`ring_depth`]): room in the completion queue
+/// for 2048 other operations (log, checkpoints, listener, gateway fetches, the rings' links).
+const RING_DEPTH_SPARE: usize = 1024;
+
+/// io_uring's largest submission queue (`IORING_MAX_ENTRIES`); `http.connections_max` is
+/// bounded so that [`ring_depth`] stays under it.
+pub const RING_DEPTH_MAX: usize = 32768;
+
+/// Files a node holds besides its sockets: segments, index and checkpoint files, rings.
+const OPEN_FILES_SPARE: usize = 512;
+
+/// Raises this process's soft limit on open files to its hard limit (the kernel's default soft
+/// limit, 1024, is below one shard's default connections); returns the soft limit now.
+pub fn raise_open_files_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a plain struct that the calls fill or read.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -660,6 +708,18 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         source,
     })?;
     check_shards(&config.data_dir, count)?;
+    let wanted = (count * (config.http.connections_max + config.ao.upload_connections) + OPEN_FILES_SPARE) as u64;
+    let open_files = raise_open_files_limit();
+    if open_files < wanted {
+        tracing::warn!(
+            open_files,
+            wanted,
+            "the open-file limit is below what {count} shard(s) of {} connections need: accepts will fail \
+             with EMFILE before http.connections_max; raise the hard limit (LimitNOFILE, ulimit -Hn) or lower \
+             http.connections_max",
+            config.http.connections_max
+        );
+    }
     // Made once here, so that every shard loads the same key.
     load_or_create_key(&config.data_dir.join("node-key.json"))?;
     // One engine and instance pool for the node: each module is compiled once, whatever the
@@ -679,6 +739,7 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             None => fenced_to_allowed_cpus(),
         };
         let mut builder = glommio::LocalExecutorBuilder::new(placement).name(&format!("hewitt-shard-{index}"));
+        builder = builder.ring_depth(ring_depth(&config));
         if config.spin_before_park_us > 0 {
             builder = builder.spin_before_park(std::time::Duration::from_micros(config.spin_before_park_us));
         }

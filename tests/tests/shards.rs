@@ -328,7 +328,7 @@ fn an_overloaded_multi_shard_node_refuses_with_503_and_stays_up() {
 
 /// Sends `head` then, apart, `body` on `stream`; returns the status line of the answer.
 fn post_apart(stream: &mut std::net::TcpStream, body: &[u8]) -> String {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let head = format!(
         "POST / HTTP/1.1\r\nHost: hewitt\r\nContent-Length: {}\r\n\r\n",
         body.len()
@@ -336,6 +336,12 @@ fn post_apart(stream: &mut std::net::TcpStream, body: &[u8]) -> String {
     stream.write_all(head.as_bytes()).expect("write the head");
     std::thread::sleep(std::time::Duration::from_millis(20));
     stream.write_all(body).expect("write the body");
+    read_status(stream)
+}
+
+/// Reads one whole answer from `stream`; returns its status line.
+fn read_status(stream: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
     let mut answer = Vec::new();
     let mut buffer = [0u8; 4096];
     // The answer is small and ends with its JSON body: read until the headers say it is whole.
@@ -359,6 +365,68 @@ fn post_apart(stream: &mut std::net::TcpStream, body: &[u8]) -> String {
             }
         }
     }
+}
+
+/// Client connections of the test below: four times the 256 completions of io_uring's default
+/// ring, so that their completions cannot all fit in it.
+const BURST_CONNECTIONS: usize = 1024;
+/// Writes each of those connections sends.
+const BURST_WRITES_EACH: usize = 4;
+
+#[test]
+fn one_shard_answers_every_write_from_more_connections_than_its_ring_held() {
+    use std::io::Write;
+    let open_files = engine::node::raise_open_files_limit();
+    assert!(
+        open_files >= BURST_CONNECTIONS as u64 + 256,
+        "the test needs {} open files, the hard limit is {open_files}",
+        BURST_CONNECTIONS + 256
+    );
+    let data = tempfile::tempdir().expect("temporary directory");
+    let node = start(data.path(), 1, false);
+    let client = node.client();
+    let module = load_sample(&client, "counter", &[]);
+    let pids: Vec<ProcessId> = (0..16).map(|_| spawn(&client, &node, module)).collect();
+    let addr = node.url.trim_start_matches("http://").to_owned();
+    // Each connection sends its writes one after the other, as fast as they are answered: a
+    // closed loop, the load under which a shard on io_uring's default ring stopped for good.
+    let workers: Vec<_> = (0..BURST_CONNECTIONS)
+        .map(|i| {
+            let items: Vec<Vec<u8>> = (0..BURST_WRITES_EACH)
+                .map(|_| {
+                    client
+                        .message_item(pids[i % pids.len()], &[Tag::new("Action", "Increment")], b"")
+                        .to_bytes()
+                })
+                .collect();
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
+                stream
+                    .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+                    .expect("a read timeout");
+                for (n, body) in items.iter().enumerate() {
+                    let head = format!(
+                        "POST / HTTP/1.1\r\nHost: hewitt\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    stream.write_all(&[head.as_bytes(), body].concat()).expect("write a request");
+                    let status = read_status(&mut stream);
+                    assert!(status.contains(" 202 "), "connection {i}, write {n}: {status}");
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("every write of a connection was answered 202");
+    }
+    let counted: u64 = pids.iter().map(|pid| tests::counter_value(&client, *pid)).sum();
+    assert_eq!(
+        counted,
+        (BURST_CONNECTIONS * BURST_WRITES_EACH) as u64,
+        "every acknowledged increment was evaluated once"
+    );
+    assert!(node.terminate().success());
 }
 
 #[test]

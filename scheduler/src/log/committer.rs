@@ -76,13 +76,14 @@ const IN_FLIGHT_TICK: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Never completes: wakes the executor every [`IN_FLIGHT_TICK`] while it is polled.
 ///
-/// Raced against a batch's write and sync, as a precaution. When the committer runs in a
+/// Raced against a batch's write and sync, as a guard. When the committer runs in a
 /// latency-sensitive task queue, glommio submits its I/O on the latency ring; an executor asleep
 /// on its main ring must notice that completion through the link between the rings. Rare
-/// batches were seen to take ~60 s to complete (until a client's timeout and retry); a missed
-/// completion is one suspect (the cause is not established: one more such stall was seen with
-/// this in place). A timer completes on the main ring, so while I/O is in flight the executor
-/// never sleeps longer than a tick. Costs one timer per tick of in-flight I/O; nothing when idle.
+/// batches were seen to take ~60 s to complete (until a client's timeout and retry), most
+/// likely completions parked by an overflowing completion queue (the node now sizes its rings
+/// to its connections: `engine::node::ring_depth`). A timer completes on the main ring, so while
+/// I/O is in flight the executor never sleeps longer than a tick. Costs one timer per tick of
+/// in-flight I/O; nothing when idle.
 async fn keep_executor_awake<T>() -> T {
     loop {
         glommio::timer::sleep(IN_FLIGHT_TICK).await;
