@@ -390,14 +390,15 @@ fn run(command: Command) -> Result<(), String> {
                         engine_total += run.messages_per_s;
                     }
                     eprintln!(
-                        "scaling {count} shards: http {:.0}/s, engine {engine_total:.0}/s",
-                        run.peak.achieved_per_s
+                        "scaling {count} shards: http {:.0}/s ({:.1} shard CPU µs/msg), engine {engine_total:.0}/s",
+                        run.peak.achieved_per_s, run.peak.shard_cpu_us_per_message
                     );
                     report.scaling.push(report::ScalingPoint {
                         shards: count,
                         client_messages_per_s: run.peak.achieved_per_s,
                         all_messages_per_s: run.peak.all_messages_per_s,
                         p99_us: run.peak.latency.p99_us,
+                        shard_cpu_us_per_message: run.peak.shard_cpu_us_per_message,
                         engine_messages_per_s: engine_total,
                     });
                     std::thread::sleep(Duration::from_millis(200));

@@ -136,6 +136,8 @@ pub struct ScalingPoint {
     pub client_messages_per_s: f64,
     pub all_messages_per_s: f64,
     pub p99_us: u64,
+    /// CPU time of the node's shard threads per client message over HTTP, all shards summed.
+    pub shard_cpu_us_per_message: f64,
     /// The same scenario through the engine's API, one shard core per thread, summed.
     pub engine_messages_per_s: f64,
 }
@@ -595,13 +597,16 @@ impl Report {
                 md,
                 "Over HTTP the node and its clients (signing, HTTP) share the cores; through the engine's API the \
                  items are signed ahead and each shard core runs on its own thread with its own log, so that \
-                 column shows what the shard cores themselves scale to.\n"
+                 column shows what the shard cores themselves scale to. Shard CPU is the time the node's shard \
+                 threads ran per client message (all shards); shards busy is that time over the closed loop's \
+                 length and the shard count: well under 100 % means the clients' concurrency, not the shard \
+                 cores, set the peak.\n"
             );
             let _ = writeln!(
                 md,
-                "| shards | HTTP client msg/s | all msg/s | p99 µs | × 1 shard | engine API msg/s | × 1 shard |"
+                "| shards | HTTP client msg/s | all msg/s | p99 µs | shard CPU µs/msg | shards busy | × 1 shard | engine API msg/s | × 1 shard |"
             );
-            let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+            let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
             let base = self.scaling_median(1, |p| p.client_messages_per_s);
             let engine_base = self.scaling_median(1, |p| p.engine_messages_per_s);
             for p in &self.scaling {
@@ -610,8 +615,15 @@ impl Report {
                     engine_base.map_or("-".to_owned(), |b| format!("{:.2}×", p.engine_messages_per_s / b));
                 let _ = writeln!(
                     md,
-                    "| {} | {:.0} | {:.0} | {} | {ratio} | {:.0} | {engine_ratio} |",
-                    p.shards, p.client_messages_per_s, p.all_messages_per_s, p.p99_us, p.engine_messages_per_s
+                    "| {} | {:.0} | {:.0} | {} | {:.1} | {:.0} % | {ratio} | {:.0} | {engine_ratio} |",
+                    p.shards,
+                    p.client_messages_per_s,
+                    p.all_messages_per_s,
+                    p.p99_us,
+                    p.shard_cpu_us_per_message,
+                    // Share of the shard cores' time their threads ran during the closed loop.
+                    p.shard_cpu_us_per_message * p.client_messages_per_s / 1e4 / p.shards as f64,
+                    p.engine_messages_per_s
                 );
             }
         }
