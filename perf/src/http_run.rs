@@ -1,5 +1,5 @@
-//! A scenario over HTTP: a node started in this process on a fresh data dir, driven on loopback
-//! with signed ANS-104 items by `clients` threads. First closed loop (peak durable throughput),
+//! A scenario over HTTP: a node started in a child process on a fresh data dir, driven on
+//! loopback with signed ANS-104 items by `clients` threads of this one. First closed loop (peak durable throughput),
 //! then open loop at fixed fractions of that peak, each latency measured from the message's
 //! *intended* send time into an HdrHistogram (no coordinated omission).
 //!
@@ -8,7 +8,9 @@
 //! messenger's rallies in `pingpong`, say), so a phase's "all messages" rate counts the work
 //! the node really did, not only what it acknowledged.
 
-use std::path::Path;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +19,7 @@ use engine::client::Client;
 use engine::node::{self, NodeConfig};
 use hdrhistogram::Histogram;
 use scheduler::signer::Signer;
+use scheduler::Address;
 use serde_json::Value;
 
 use crate::report::{histogram, record, Latency, Phase, ScenarioRun};
@@ -56,16 +59,178 @@ impl HttpOptions {
         (self.pin && self.shards < cores).then(|| (self.shards..cores).collect())
     }
 
-    fn node_config(&self, data_dir: &Path) -> Result<NodeConfig, String> {
-        let mut config = NodeConfig::new(data_dir, "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?);
+    fn node_spec(&self, data_dir: &Path) -> NodeSpec {
+        NodeSpec {
+            data_dir: data_dir.to_owned(),
+            shards: self.shards,
+            cpu: (self.pin && self.shards <= engine::node::default_shards()).then_some(0),
+            spin_before_park_us: self.spin_before_park_us,
+            ..NodeSpec::default()
+        }
+    }
+}
+
+/// The settings of a node under test that the HTTP parts vary; the rest are the node's defaults.
+/// Also the flags of this binary's `node` command, which runs such a node.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct NodeSpec {
+    /// Data dir (created if missing).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    pub shards: usize,
+    /// Pins shard `i` to core `cpu + i`.
+    #[arg(long)]
+    pub cpu: Option<usize>,
+    #[arg(long)]
+    pub spin_before_park_us: Option<u64>,
+    #[arg(long)]
+    pub writes_in_flight_max: Option<usize>,
+    #[arg(long)]
+    pub writes_waiting_max: Option<usize>,
+    #[arg(long)]
+    pub write_wait_ms: Option<u64>,
+    #[arg(long)]
+    pub instance_count_max: Option<u32>,
+}
+
+impl NodeSpec {
+    /// The node's configuration: its defaults, on loopback with a free port, and these settings.
+    pub fn config(&self) -> Result<NodeConfig, String> {
+        let mut config = NodeConfig::new(&self.data_dir, "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?);
         config.shards = self.shards;
+        config.cpu = self.cpu;
         if let Some(spin) = self.spin_before_park_us {
             config.spin_before_park_us = spin;
         }
-        if self.pin && self.shards <= engine::node::default_shards() {
-            config.cpu = Some(0);
+        if let Some(max) = self.writes_in_flight_max {
+            config.http.writes_in_flight_max = max;
+        }
+        if let Some(max) = self.writes_waiting_max {
+            config.http.writes_waiting_max = max;
+        }
+        if let Some(wait) = self.write_wait_ms {
+            config.http.write_wait_ms = wait;
+        }
+        if let Some(count) = self.instance_count_max {
+            config.compute.instance_count_max = count;
         }
         Ok(config)
+    }
+
+    /// The `node` command's flags for these settings.
+    fn flags(&self) -> Vec<String> {
+        let mut flags = vec![
+            "--data-dir".to_owned(),
+            self.data_dir.display().to_string(),
+            "--shards".to_owned(),
+            self.shards.to_string(),
+        ];
+        let optional = [
+            ("--cpu", self.cpu.map(|v| v as u64)),
+            ("--spin-before-park-us", self.spin_before_park_us),
+            ("--writes-in-flight-max", self.writes_in_flight_max.map(|v| v as u64)),
+            ("--writes-waiting-max", self.writes_waiting_max.map(|v| v as u64)),
+            ("--write-wait-ms", self.write_wait_ms),
+            ("--instance-count-max", self.instance_count_max.map(u64::from)),
+        ];
+        for (flag, value) in optional {
+            if let Some(value) = value {
+                flags.push(flag.to_owned());
+                flags.push(value.to_string());
+            }
+        }
+        flags
+    }
+}
+
+/// The `node` command: runs a node of `spec`, prints `<listen address> <node address>` on a
+/// line once it serves, and stops it cleanly when standard input ends (its parent closed it, or
+/// died).
+pub fn serve(spec: &NodeSpec) -> Result<(), String> {
+    let node = node::start(spec.config()?).map_err(|e| e.to_string())?;
+    println!("{} {}", node.addr, node.address);
+    let mut rest = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut rest);
+    node.stop().map_err(|e| e.to_string())
+}
+
+/// A node under test in a child process (this binary's `node` command: the node's library and
+/// allocator settings, as `hewitt serve` runs them). The load generator's threads and the node
+/// share no address space: the memory and shard CPU the report gives are the node's alone, and
+/// the process-wide memory barrier a shard issues before it parks (glommio's membarrier, which
+/// interrupts every core running a thread of the process) reaches the node's threads only, as
+/// with clients on other machines.
+pub struct NodeProcess {
+    child: Child,
+    pub url: String,
+    pub address: Address,
+}
+
+impl NodeProcess {
+    /// Starts a node of `spec`; returns once it serves.
+    pub fn start(spec: &NodeSpec) -> Result<NodeProcess, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("this binary's path: {e}"))?;
+        let mut child = std::process::Command::new(exe)
+            .arg("node")
+            .args(spec.flags())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("starting the node process: {e}"))?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().ok_or("the node's output")?;
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .map_err(|e| format!("reading the node's first line: {e}"))?;
+        let mut words = line.split_whitespace();
+        let (Some(addr), Some(address)) = (words.next(), words.next()) else {
+            let status = child.wait().map_err(|e| e.to_string())?;
+            return Err(format!("the node process ended before serving ({status})"));
+        };
+        let address = address
+            .parse()
+            .map_err(|e| format!("node address {address:?}: {e:?}"))?;
+        Ok(NodeProcess {
+            url: format!("http://{addr}"),
+            address,
+            child,
+        })
+    }
+
+    /// CPU time the node's shard threads (named `hewitt-shard-<i>`) have run, in ns.
+    pub fn shard_cpu_ns(&self) -> u64 {
+        shard_cpu_ns_of(&format!("/proc/{}/task", self.child.id()))
+    }
+
+    /// A byte figure of the node process from its `/proc/<pid>/status` (`VmRSS`, …).
+    pub fn status_bytes(&self, field: &str) -> u64 {
+        status_bytes_of(&format!("/proc/{}/status", self.child.id()), field)
+    }
+
+    /// Stops the node (it makes everything durable first) and waits for its process to end.
+    pub fn stop(mut self) -> Result<(), String> {
+        drop(self.child.stdin.take());
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| format!("waiting for the node process: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("the node process ended with {status}"))
+        }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        // A run that failed half way: no node outlives it.
+        if self.child.try_wait().is_ok_and(|status| status.is_none()) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -214,12 +379,12 @@ fn drained(client: &Client) -> Result<u64, String> {
 /// Runs `scenario` over HTTP against a node on a fresh data dir under `work_dir`.
 pub fn run(scenario: Scenario, work_dir: &Path, options: &HttpOptions) -> Result<ScenarioRun, String> {
     let data_dir = work_dir.join(format!("http-{}-{}", scenario.name(), std::process::id()));
-    let mut config = options.node_config(&data_dir)?;
+    let mut spec = options.node_spec(&data_dir);
     if scenario == Scenario::Spawn {
-        config.compute.instance_count_max = SPAWN_STORM_PROCESSES_MAX as u32 + 100;
+        spec.instance_count_max = Some(SPAWN_STORM_PROCESSES_MAX as u32 + 100);
     }
-    let node = node::start(config).map_err(|e| e.to_string())?;
-    let url = format!("http://{}", node.addr);
+    let node = NodeProcess::start(&spec)?;
+    let url = node.url.clone();
     let setup = Client::new(&url, Signer::generate_ed25519());
     let workload = prepare(scenario, options.processes, node.address, &mut |item| {
         setup.post_item(&item).map(drop).map_err(|e| e.to_string())
@@ -251,7 +416,7 @@ pub fn run(scenario: Scenario, work_dir: &Path, options: &HttpOptions) -> Result
             Pace::Closed => options.clients,
             Pace::Open { .. } => options.open_loop_clients,
         };
-        let cpu_before = shard_cpu_ns();
+        let cpu_before = node.shard_cpu_ns();
         let (seconds, latency) = drive(&url, &workload, cores.as_ref(), clients, first_ticket, total, pace)?;
         first_ticket += total;
         let began = match pace {
@@ -259,7 +424,7 @@ pub fn run(scenario: Scenario, work_dir: &Path, options: &HttpOptions) -> Result
             Pace::Open { start, .. } => start,
         };
         let now_assigned = drained(&setup)?;
-        let shard_cpu_ns = shard_cpu_ns().saturating_sub(cpu_before);
+        let shard_cpu_ns = node.shard_cpu_ns().saturating_sub(cpu_before);
         let all_seconds = began.elapsed().as_secs_f64();
         let all = now_assigned - assigned;
         assigned = now_assigned;
@@ -297,7 +462,7 @@ pub fn run(scenario: Scenario, work_dir: &Path, options: &HttpOptions) -> Result
         )?);
     }
     let health = setup.get("/health").map_err(|e| e.to_string())?;
-    node.stop().map_err(|e| e.to_string())?;
+    node.stop()?;
     std::fs::remove_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
     Ok(ScenarioRun {
         scenario: scenario.name().to_owned(),
@@ -332,18 +497,18 @@ pub struct OverloadRun {
     pub refused_per_s: f64,
     /// p99 of the acknowledged messages, from their due time (µs).
     pub accepted_p99_us: u64,
-    /// Resident memory of this process (node and load generator) before, the most in each
-    /// half of the flood (sampled every 250 ms), and after.
+    /// Resident memory of the node's process before, the most in each half of the flood
+    /// (sampled every 250 ms), and after.
     pub rss_before_bytes: u64,
     pub rss_first_half_max_bytes: u64,
     pub rss_second_half_max_bytes: u64,
     pub rss_after_bytes: u64,
 }
 
-/// CPU time the node's shard threads (named `hewitt-shard-<i>`) of this process have run, in
-/// ns (`/proc/self/task/*/schedstat`); threads that ended are not counted.
-pub fn shard_cpu_ns() -> u64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+/// CPU time the threads named `hewitt-shard-<i>` under `tasks` (a `/proc/<pid>/task`) have
+/// run, in ns (their `schedstat`); threads that ended are not counted.
+fn shard_cpu_ns_of(tasks: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(tasks) else {
         return 0;
     };
     tasks
@@ -356,9 +521,9 @@ pub fn shard_cpu_ns() -> u64 {
         .sum()
 }
 
-/// A byte figure of this process from `/proc/self/status` (`VmRSS`, `RssAnon`, …); 0 if absent.
-pub fn status_bytes(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// A byte figure (`VmRSS`, `RssAnon`, …) of a `/proc/<pid>/status`; 0 if absent.
+fn status_bytes_of(status: &str, field: &str) -> u64 {
+    std::fs::read_to_string(status)
         .ok()
         .and_then(|status| {
             status
@@ -367,6 +532,11 @@ pub fn status_bytes(field: &str) -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kib| kib * 1024)
+}
+
+/// A byte figure of this process from `/proc/self/status` (`VmRSS`, `RssAnon`, …); 0 if absent.
+pub fn status_bytes(field: &str) -> u64 {
+    status_bytes_of("/proc/self/status", field)
 }
 
 /// Overload: the `many` scenario's closed-loop peak, then an open loop offering `factor` times
@@ -378,18 +548,17 @@ pub fn status_bytes(field: &str) -> u64 {
 /// the ratio to one of them say more about that loop than about the flood.
 pub fn overload(work_dir: &Path, options: &HttpOptions, factor: f64, clients: usize) -> Result<OverloadRun, String> {
     let data_dir = work_dir.join(format!("http-overload-{}", std::process::id()));
-    let mut config = options.node_config(&data_dir)?;
+    let mut spec = options.node_spec(&data_dir);
     // Twice the closed loop's concurrency across the shards: room for the peak, and fewer
     // than the open loop's threads, so that the excess is refused.
-    config.http.writes_in_flight_max = (options.clients * 2).div_ceil(options.shards).max(8);
+    let writes_in_flight_max = (options.clients * 2).div_ceil(options.shards).max(8);
+    spec.writes_in_flight_max = Some(writes_in_flight_max);
     // A line as long: the rest of the open loop's threads are held, then refused.
-    config.http.writes_waiting_max = config.http.writes_in_flight_max;
-    if let Some(wait) = options.write_wait_ms {
-        config.http.write_wait_ms = wait;
-    }
-    let (writes_in_flight_max, write_wait_ms) = (config.http.writes_in_flight_max, config.http.write_wait_ms);
-    let node = node::start(config).map_err(|e| e.to_string())?;
-    let url = format!("http://{}", node.addr);
+    spec.writes_waiting_max = Some(writes_in_flight_max);
+    spec.write_wait_ms = options.write_wait_ms;
+    let write_wait_ms = spec.config()?.http.write_wait_ms;
+    let node = NodeProcess::start(&spec)?;
+    let url = node.url.clone();
     let setup = Client::new(&url, Signer::generate_ed25519());
     let workload = prepare(Scenario::Many, options.processes, node.address, &mut |item| {
         setup.post_item(&item).map(drop).map_err(|e| e.to_string())
@@ -440,15 +609,16 @@ pub fn overload(work_dir: &Path, options: &HttpOptions, factor: f64, clients: us
     let flood_first = 2 * options.messages;
     let total = (offered_per_s * options.seconds).max(1.0) as u64;
     let signed = sign(flood_first, total);
-    let rss_before_bytes = status_bytes("VmRSS");
+    let rss_before_bytes = node.status_bytes("VmRSS");
     // Resident memory sampled while the flood lasts: bounded memory is a flat second half.
     let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let sampler = {
         let sampling = Arc::clone(&sampling);
+        let status = format!("/proc/{}/status", node.child.id());
         std::thread::spawn(move || {
             let mut samples = Vec::new();
             while sampling.load(Ordering::Relaxed) {
-                samples.push(status_bytes("VmRSS"));
+                samples.push(status_bytes_of(&status, "VmRSS"));
                 std::thread::sleep(Duration::from_millis(250));
             }
             samples
@@ -475,7 +645,7 @@ pub fn overload(work_dir: &Path, options: &HttpOptions, factor: f64, clients: us
     let half = samples.len() / 2;
     let rss_first_half_max_bytes = samples[..half].iter().copied().max().unwrap_or(0);
     let rss_second_half_max_bytes = samples[half..].iter().copied().max().unwrap_or(0);
-    let rss_after_bytes = status_bytes("VmRSS");
+    let rss_after_bytes = node.status_bytes("VmRSS");
     let accepted = total - refused;
     drained(&setup)?;
     drop(signed);
@@ -483,7 +653,7 @@ pub fn overload(work_dir: &Path, options: &HttpOptions, factor: f64, clients: us
     let mut sorted = peaks.clone();
     sorted.sort_by(f64::total_cmp);
     let peak_per_s = sorted[1];
-    node.stop().map_err(|e| e.to_string())?;
+    node.stop()?;
     std::fs::remove_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
     let run = OverloadRun {
         shards: options.shards,

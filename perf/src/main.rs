@@ -3,12 +3,13 @@
 //! `hewitt-perf report` measures, in one run: the machine's limits (memcpy, O_DIRECT write
 //! bandwidth, append + fdatasync latency, a raw wasmtime loop on the same modules), the log
 //! alone (durable appends of 100 B, 1 KiB and 10 KiB records), every scenario through the
-//! engine's API (no HTTP), and every scenario over HTTP against a node started in this process
+//! engine's API (no HTTP), and every scenario over HTTP against a node in a child process
 //! (closed loop for the peak, then open loop at fractions of it with latency measured from the
 //! intended send time). It writes `report.json`, `report.md` and SVG plots into `--out`.
 //! perf/README.md describes each part.
 
-// The node runs in this process: it gets the allocator the `hewitt` binary uses.
+// Nodes run in this binary (the engine parts in this process, the HTTP parts in a child): they
+// get the allocator the `hewitt` binary uses.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -154,6 +155,10 @@ enum Command {
         #[arg(long)]
         smoke: bool,
     },
+    /// Runs a node for the HTTP parts (started by `report` as a child process); prints its
+    /// addresses once it serves and stops it when standard input ends.
+    #[command(hide = true)]
+    Node(http_run::NodeSpec),
     /// Raw append + fdatasync latency of a disk, alone.
     Fsync {
         #[arg(long, default_value = ".")]
@@ -181,6 +186,7 @@ fn main() {
 
 fn run(command: Command) -> Result<(), String> {
     match command {
+        Command::Node(spec) => http_run::serve(&spec),
         Command::Fsync {
             dir,
             rounds,

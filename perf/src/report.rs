@@ -641,8 +641,8 @@ impl Report {
                  shard's listener holds at most {} writes (`http.writes_in_flight_max`) and as many in line \
                  (`http.writes_waiting_max`); a write waits in line up to {} ms (`http.write_wait_ms`), and one \
                  beyond the line is held as long, then answered 503. A thread whose message is refused sends its \
-                 next one at once if it is due. {} Resident memory is the whole process's, \
-                 the load generator's items (signed ahead) included: before is taken once they are signed.\n",
+                 next one at once if it is due. {} Resident memory is the node process's (the load \
+                 generator runs in another).\n",
                 o.peaks_per_s
                     .iter()
                     .map(|p| format!("{p:.0}/s"))
