@@ -475,6 +475,15 @@ const FIELDS: &[Field] = &[
         set: |s, v| s.node.http.write_wait_ms = int(v),
     },
     Field {
+        key: "http.shard_ports_base",
+        env: "HEWITT_HTTP_SHARD_PORTS_BASE",
+        unit: "port",
+        doc: "When not 0, shard i also listens on this port + i: a client that computes placement (messenger::placement, from GET / 'shards') sends each request to the shard that owns its process, and nothing is handed across shards. 0: off.",
+        kind: Kind::Int { min: 0, max: 65535 },
+        get: |s| Value::Int(u64::from(s.node.http.shard_ports_base)),
+        set: |s, v| s.node.http.shard_ports_base = int(v) as u16,
+    },
+    Field {
         key: "ao.trusted_nodes",
         env: "HEWITT_AO_TRUSTED_NODES",
         unit: "addresses",

@@ -269,10 +269,7 @@ pub async fn serve<B: RequestBody>(
     let answer = match (&method, segments.as_slice()) {
         (&Method::GET, ["health"]) => health(&state),
         (&Method::GET, ["ready"]) => Ok(ready(&state)),
-        (&Method::GET, []) => Ok(respond(
-            StatusCode::OK,
-            &json!({"timestamp": now().0.to_string(), "address": state.address().to_string()}),
-        )),
+        (&Method::GET, []) => Ok(respond(StatusCode::OK, &node_info(&state))),
         (&Method::POST, []) => {
             let arrived = std::time::Instant::now();
             let answer = post_item(&state, request.into_body(), verified, &params).await;
@@ -355,6 +352,25 @@ fn ready(state: &NodeState) -> Answer {
             answer
         }
     }
+}
+
+/// `GET /`: the scheduler's clock and address (as AO's SU answers), and what a client needs to
+/// send each request to the shard that owns its process: the shard count (the input of
+/// `messenger::placement::shard_of`) and each shard's own port, if `http.shard_ports_base` is
+/// set (shard `i` at index `i`).
+fn node_info(state: &NodeState) -> Value {
+    let base = state.http.shard_ports_base;
+    let shard_ports: Vec<u32> = if base == 0 {
+        Vec::new()
+    } else {
+        (0..state.mesh.count as u32).map(|i| u32::from(base) + i).collect()
+    };
+    json!({
+        "timestamp": now().0.to_string(),
+        "address": state.address().to_string(),
+        "shards": state.mesh.count,
+        "shard_ports": shard_ports,
+    })
 }
 
 /// `GET /health`: the node is alive (200, also while it recovers) and accepts writes, or 503
@@ -1275,7 +1291,12 @@ async fn route_ingress(state: Rc<NodeState>, request: Request<Incoming>) -> Resu
                 };
                 let verified = VerifiedItem { bytes, item };
                 match to {
-                    Some(to) => dispatch(&state, to, &head, Bytes::new(), Some(verified)).await,
+                    Some(to) => {
+                        if to != state.mesh.index {
+                            state.metrics.handed_over();
+                        }
+                        dispatch(&state, to, &head, Bytes::new(), Some(verified)).await
+                    }
                     None => load_module_everywhere(&state, &head, verified).await,
                 }
             }
@@ -1283,6 +1304,7 @@ async fn route_ingress(state: Rc<NodeState>, request: Request<Incoming>) -> Resu
                 // The owner applies the route's own limit; this one only bounds the copy.
                 let bytes_max = state.http.body_bytes_max.max(DRY_RUN_BYTES_MAX).max(GRAPHQL_BYTES_MAX);
                 let body = read_body(body, bytes_max).await?;
+                state.metrics.handed_over();
                 dispatch(&state, to, &head, body, None).await
             }
             _ => {

@@ -35,6 +35,7 @@ pub struct Metrics {
     ack_seconds: Histogram,
     evaluation_seconds: Histogram,
     rejected: Family<Reason, Counter>,
+    handed_over: Counter,
     uploads: Family<Reason, Counter>,
     upload_lag_bytes: Gauge,
 }
@@ -55,6 +56,7 @@ impl Default for Metrics {
             // Evaluations are microseconds: from 1 µs.
             evaluation_seconds: Histogram::new(exponential_buckets(1e-6, 2.0, 26)),
             rejected: Family::default(),
+            handed_over: Counter::default(),
             uploads: Family::default(),
             upload_lag_bytes: Gauge::default(),
         }
@@ -119,6 +121,12 @@ impl Metrics {
             _ => "other",
         };
         self.rejected.get_or_create(&vec![("reason", reason)]).inc();
+    }
+
+    /// A request that reached this shard's listener was handed to the shard that owns its
+    /// process.
+    pub fn handed_over(&self) {
+        self.handed_over.inc();
     }
 
     /// An upload attempt to the bundler ended: `accepted`, `refused` or `retried`.
@@ -221,6 +229,12 @@ impl Metrics {
             "messages_rejected",
             "Client items refused at ingress, by reason",
             self.rejected.clone(),
+        );
+        shard.register(
+            "requests_handed_over",
+            "Requests this shard's listeners received for a process another shard owns, handed to it \
+             (none when clients use the shards' own ports, http.shard_ports_base)",
+            self.handed_over.clone(),
         );
         shard.register("cron_ticks", "Cron ticks evaluated", ConstCounter::new(c.cron_ticks));
         shard.register(

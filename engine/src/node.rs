@@ -146,6 +146,10 @@ pub struct HttpLimits {
     /// Longest wait in line, and how long a request beyond the line is held before its 503
     /// (0: refused at once, the line unused).
     pub write_wait_ms: u64,
+    /// When not 0, shard `i` also listens on this port + `i` (same address as `listen`): a
+    /// client that computes placement (`messenger::placement`) reaches the shard that owns its
+    /// process directly, and no request is handed across shards.
+    pub shard_ports_base: u16,
 }
 
 impl Default for HttpLimits {
@@ -156,6 +160,7 @@ impl Default for HttpLimits {
             writes_in_flight_max: 1024,
             writes_waiting_max: 1024,
             write_wait_ms: 1000,
+            shard_ports_base: 0,
         }
     }
 }
@@ -316,6 +321,12 @@ const RING_DEPTH_SPARE: usize = 1024;
 /// io_uring's largest submission queue (`IORING_MAX_ENTRIES`); `http.connections_max` is
 /// bounded so that [`ring_depth`] stays under it.
 pub const RING_DEPTH_MAX: usize = 32768;
+
+/// The ports of the shards' own listeners (`http.shard_ports_base` + shard), if configured.
+pub fn shard_ports(config: &NodeConfig) -> Option<std::ops::RangeInclusive<usize>> {
+    let base = config.http.shard_ports_base as usize;
+    (base != 0).then(|| base..=base + config.shards.max(1) - 1)
+}
 
 /// Files a node holds besides its sockets: segments, index and checkpoint files, rings.
 const OPEN_FILES_SPARE: usize = 512;
@@ -708,6 +719,20 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         source,
     })?;
     check_shards(&config.data_dir, count)?;
+    if let Some(ports) = shard_ports(&config) {
+        if *ports.end() > u16::MAX as usize || ports.contains(&(config.listen.port() as usize)) {
+            return Err(StartError::Listen {
+                addr: config.listen,
+                source: std::io::Error::other(format!(
+                    "http.shard_ports_base {} gives shard ports {}..={} for {count} shards: they must stay under \
+                     65536 and apart from the listen port",
+                    config.http.shard_ports_base,
+                    ports.start(),
+                    ports.end()
+                )),
+            });
+        }
+    }
     let wanted = (count * (config.http.connections_max + config.ao.upload_connections) + OPEN_FILES_SPARE) as u64;
     let open_files = raise_open_files_limit();
     if open_files < wanted {
@@ -810,6 +835,27 @@ async fn run_shard(
             return;
         }
     };
+    let shard_listener = match shard_ports(&config) {
+        None => None,
+        Some(ports) => {
+            let shard_addr = SocketAddr::new(config.listen.ip(), (ports.start() + index) as u16);
+            match glommio::net::TcpListener::bind(shard_addr) {
+                Ok(listener) => Some(listener),
+                Err(error) => {
+                    let error = StartError::Listen {
+                        addr: shard_addr,
+                        source: std::io::Error::other(format!("shard {index}'s own port: {error}")),
+                    };
+                    if index == 0 {
+                        let _ = bound.send(Err(error));
+                    } else {
+                        let _ = ready.send(Err(error));
+                    }
+                    return;
+                }
+            }
+        }
+    };
     if index == 0 {
         let _ = bound.send(Ok(addr));
     }
@@ -824,9 +870,15 @@ async fn run_shard(
     tracing::info!(%addr, address = %state.address, "listening; reading the log back");
     start_control(&state, receivers.control);
     // /health, /ready and /metrics answer while the log is read back.
+    if let Some(listener) = &shard_listener {
+        if let Ok(shard_addr) = listener.local_addr() {
+            tracing::info!(%shard_addr, "this shard's own port (http.shard_ports_base)");
+        }
+    }
     let serving = glommio::spawn_local(tracing::Instrument::in_current_span(serve(
         Rc::clone(&state),
         listener,
+        shard_listener,
         stop,
     )));
     match recover(&state).await {
@@ -1315,13 +1367,25 @@ fn start_uploads(state: &Rc<NodeState>) -> Result<(), StartError> {
 }
 
 /// Accepts connections until `stop` fires (or its sender is dropped).
-async fn serve(state: Rc<NodeState>, listener: glommio::net::TcpListener, mut stop: oneshot::Receiver<()>) {
+async fn serve(
+    state: Rc<NodeState>,
+    listener: glommio::net::TcpListener,
+    shard_listener: Option<glommio::net::TcpListener>,
+    mut stop: oneshot::Receiver<()>,
+) {
     loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+        let accept_shared = async { Some(listener.accept().await) };
+        let accept_own = async {
+            match &shard_listener {
+                Some(own) => Some(own.accept().await),
+                None => std::future::pending().await,
+            }
+        };
+        let stopped = async {
             let _ = (&mut stop).await;
             None
-        })
-        .await;
+        };
+        let accepted = futures_lite::future::or(futures_lite::future::or(accept_shared, accept_own), stopped).await;
         let Some(accepted) = accepted else {
             tracing::info!("node stopping");
             return;

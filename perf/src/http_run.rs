@@ -50,6 +50,10 @@ pub struct HttpOptions {
     pub spin_before_park_us: Option<u64>,
     /// `http.write_wait_ms` of the overload part's node (`None`: the node's default).
     pub write_wait_ms: Option<u64>,
+    /// Clients compute placement and send each item to the port of the shard that owns its
+    /// process (`http.shard_ports_base`), instead of to the node's port, where any shard takes
+    /// it and hands on what another owns.
+    pub shard_aware: bool,
 }
 
 impl HttpOptions {
@@ -59,13 +63,61 @@ impl HttpOptions {
         (self.pin && self.shards < cores).then(|| (self.shards..cores).collect())
     }
 
-    fn node_spec(&self, data_dir: &Path) -> NodeSpec {
-        NodeSpec {
+    fn node_spec(&self, data_dir: &Path) -> Result<NodeSpec, String> {
+        Ok(NodeSpec {
             data_dir: data_dir.to_owned(),
             shards: self.shards,
             cpu: (self.pin && self.shards <= engine::node::default_shards()).then_some(0),
             spin_before_park_us: self.spin_before_park_us,
+            shard_ports_base: if self.shard_aware {
+                Some(free_ports(self.shards)?)
+            } else {
+                None
+            },
             ..NodeSpec::default()
+        })
+    }
+}
+
+/// The first of `count` consecutive ports free on loopback now.
+fn free_ports(count: usize) -> Result<u16, String> {
+    let count = count.max(1) as u16;
+    let start = 20_000 + (std::process::id() % 20_000) as u16;
+    (start..60_000)
+        .chain(20_000..start)
+        .step_by(count as usize)
+        .find(|base| (0..count).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()))
+        .ok_or_else(|| format!("no {count} consecutive free ports on loopback"))
+}
+
+/// Where the load generator sends its items.
+#[derive(Clone, Debug)]
+pub enum Ingress {
+    /// The node's port: any shard takes an item and hands on what another shard owns.
+    Any(String),
+    /// Each shard's own port, shard `i` at index `i`: an item goes to its owner.
+    ShardAware(Vec<String>),
+}
+
+impl Ingress {
+    /// The index of the URL an item goes to (placement as the node computes it).
+    fn pick(&self, item: &scheduler::data_item::DataItem) -> usize {
+        match self {
+            Ingress::Any(_) => 0,
+            Ingress::ShardAware(urls) => {
+                let process = match item.tag("Type") {
+                    Some("Process") => Some(scheduler::ProcessId::from(item.id())),
+                    _ => item.target.map(scheduler::ProcessId),
+                };
+                process.map_or(0, |process| messenger::placement::shard_of(&process, urls.len()))
+            }
+        }
+    }
+
+    fn urls(&self) -> Vec<String> {
+        match self {
+            Ingress::Any(url) => vec![url.clone()],
+            Ingress::ShardAware(urls) => urls.clone(),
         }
     }
 }
@@ -92,6 +144,9 @@ pub struct NodeSpec {
     pub write_wait_ms: Option<u64>,
     #[arg(long)]
     pub instance_count_max: Option<u32>,
+    /// `http.shard_ports_base`: shard `i` also listens on this port + `i`.
+    #[arg(long)]
+    pub shard_ports_base: Option<u16>,
 }
 
 impl NodeSpec {
@@ -115,6 +170,9 @@ impl NodeSpec {
         if let Some(count) = self.instance_count_max {
             config.compute.instance_count_max = count;
         }
+        if let Some(base) = self.shard_ports_base {
+            config.http.shard_ports_base = base;
+        }
         Ok(config)
     }
 
@@ -133,6 +191,7 @@ impl NodeSpec {
             ("--writes-waiting-max", self.writes_waiting_max.map(|v| v as u64)),
             ("--write-wait-ms", self.write_wait_ms),
             ("--instance-count-max", self.instance_count_max.map(u64::from)),
+            ("--shard-ports-base", self.shard_ports_base.map(u64::from)),
         ];
         for (flag, value) in optional {
             if let Some(value) = value {
@@ -165,6 +224,8 @@ pub struct NodeProcess {
     child: Child,
     pub url: String,
     pub address: Address,
+    /// Where the load generator sends its items.
+    pub ingress: Ingress,
 }
 
 impl NodeProcess {
@@ -192,9 +253,19 @@ impl NodeProcess {
         let address = address
             .parse()
             .map_err(|e| format!("node address {address:?}: {e:?}"))?;
+        let url = format!("http://{addr}");
+        let ingress = match spec.shard_ports_base {
+            None => Ingress::Any(url.clone()),
+            Some(base) => Ingress::ShardAware(
+                (0..spec.shards)
+                    .map(|i| format!("http://127.0.0.1:{}", base as usize + i))
+                    .collect(),
+            ),
+        };
         Ok(NodeProcess {
-            url: format!("http://{addr}"),
+            url,
             address,
+            ingress,
             child,
         })
     }
@@ -271,7 +342,7 @@ enum Pace {
 /// the first due time to the last acknowledgement and the latency histogram (µs) of the
 /// acknowledged messages.
 fn drive(
-    url: &str,
+    ingress: &Ingress,
     workload: &Arc<Workload>,
     cores: Option<&Vec<usize>>,
     clients: usize,
@@ -279,7 +350,7 @@ fn drive(
     total: u64,
     pace: Pace,
 ) -> Result<(f64, Histogram<u64>), String> {
-    let (seconds, latency, _) = drive_counting(url, workload, None, cores, clients, first, total, pace, false)?;
+    let (seconds, latency, _) = drive_counting(ingress, workload, None, cores, clients, first, total, pace, false)?;
     Ok((seconds, latency))
 }
 
@@ -288,7 +359,7 @@ fn drive(
 /// signing it then. With `cores`, every load thread runs on those cores only.
 #[allow(clippy::too_many_arguments)]
 fn drive_counting(
-    url: &str,
+    ingress: &Ingress,
     workload: &Arc<Workload>,
     signed: Option<&Arc<Vec<Vec<u8>>>>,
     cores: Option<&Vec<usize>>,
@@ -306,9 +377,9 @@ fn drive_counting(
     };
     let workers: Vec<_> = (0..clients.max(1))
         .map(|_| {
-            let (next, url, workload, refused) = (
+            let (next, ingress, workload, refused) = (
                 Arc::clone(&next),
-                url.to_owned(),
+                ingress.clone(),
                 Arc::clone(workload),
                 Arc::clone(&refused),
             );
@@ -321,17 +392,34 @@ fn drive_counting(
                 if let Some(cores) = &cores {
                     pin_thread(cores)?;
                 }
-                let client = Client::new(&url, Signer::generate_ed25519());
+                let clients: Vec<Client> = ingress
+                    .urls()
+                    .iter()
+                    .map(|url| Client::new(url, Signer::generate_ed25519()))
+                    .collect();
                 let mut h = Vec::new();
                 loop {
                     let ticket = next.fetch_add(1, Ordering::Relaxed);
                     if ticket >= total {
                         return Ok(h);
                     }
-                    let bytes = match &signed {
-                        Some(signed) => signed[ticket as usize].clone(),
-                        None => workload.item(first + ticket).to_bytes(),
+                    let (bytes, to) = match &signed {
+                        Some(signed) => {
+                            let bytes = signed[ticket as usize].clone();
+                            let to = match &ingress {
+                                Ingress::Any(_) => 0,
+                                Ingress::ShardAware(_) => {
+                                    scheduler::data_item::DataItem::parse(&bytes).map_or(0, |item| ingress.pick(&item))
+                                }
+                            };
+                            (bytes, to)
+                        }
+                        None => {
+                            let item = workload.item(first + ticket);
+                            (item.to_bytes(), ingress.pick(&item))
+                        }
                     };
+                    let client = &clients[to];
                     let due = match pace {
                         Pace::Closed => Instant::now(),
                         Pace::Open { start, rate } => {
@@ -362,6 +450,17 @@ fn drive_counting(
     Ok((began.elapsed().as_secs_f64(), all, refused.load(Ordering::Relaxed)))
 }
 
+/// Requests the node's shards have handed to another shard so far (every shard's
+/// `hewitt_requests_handed_over_total`).
+fn handed_over(client: &Client) -> Result<f64, String> {
+    let page = client.get_bytes("/metrics").map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&page)
+        .lines()
+        .filter(|line| line.starts_with("hewitt_requests_handed_over_total"))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum())
+}
+
 /// The node's count of assigned messages once it has evaluated everything it was given.
 fn drained(client: &Client) -> Result<u64, String> {
     let mut last = None;
@@ -379,7 +478,7 @@ fn drained(client: &Client) -> Result<u64, String> {
 /// Runs `scenario` over HTTP against a node on a fresh data dir under `work_dir`.
 pub fn run(scenario: Scenario, work_dir: &Path, options: &HttpOptions) -> Result<ScenarioRun, String> {
     let data_dir = work_dir.join(format!("http-{}-{}", scenario.name(), std::process::id()));
-    let mut spec = options.node_spec(&data_dir);
+    let mut spec = options.node_spec(&data_dir)?;
     if scenario == Scenario::Spawn {
         spec.instance_count_max = Some(SPAWN_STORM_PROCESSES_MAX as u32 + 100);
     }
@@ -417,7 +516,16 @@ pub fn run(scenario: Scenario, work_dir: &Path, options: &HttpOptions) -> Result
             Pace::Open { .. } => options.open_loop_clients,
         };
         let cpu_before = node.shard_cpu_ns();
-        let (seconds, latency) = drive(&url, &workload, cores.as_ref(), clients, first_ticket, total, pace)?;
+        let handed_before = handed_over(&setup)?;
+        let (seconds, latency) = drive(
+            &node.ingress,
+            &workload,
+            cores.as_ref(),
+            clients,
+            first_ticket,
+            total,
+            pace,
+        )?;
         first_ticket += total;
         let began = match pace {
             Pace::Closed => Instant::now() - Duration::from_secs_f64(seconds),
@@ -425,6 +533,7 @@ pub fn run(scenario: Scenario, work_dir: &Path, options: &HttpOptions) -> Result
         };
         let now_assigned = drained(&setup)?;
         let shard_cpu_ns = node.shard_cpu_ns().saturating_sub(cpu_before);
+        let handed = handed_over(&setup)? - handed_before;
         let all_seconds = began.elapsed().as_secs_f64();
         let all = now_assigned - assigned;
         assigned = now_assigned;
@@ -439,6 +548,7 @@ pub fn run(scenario: Scenario, work_dir: &Path, options: &HttpOptions) -> Result
             all_messages_per_s: all as f64 / all_seconds,
             latency: Latency::of(&latency),
             shard_cpu_us_per_message: shard_cpu_ns as f64 / 1e3 / total.max(1) as f64,
+            handed_over_share: handed / total.max(1) as f64,
         };
         eprintln!("  {}", phase.line());
         Ok(phase)
@@ -548,7 +658,7 @@ pub fn status_bytes(field: &str) -> u64 {
 /// the ratio to one of them say more about that loop than about the flood.
 pub fn overload(work_dir: &Path, options: &HttpOptions, factor: f64, clients: usize) -> Result<OverloadRun, String> {
     let data_dir = work_dir.join(format!("http-overload-{}", std::process::id()));
-    let mut spec = options.node_spec(&data_dir);
+    let mut spec = options.node_spec(&data_dir)?;
     // Twice the closed loop's concurrency across the shards: room for the peak, and fewer
     // than the open loop's threads, so that the excess is refused.
     let writes_in_flight_max = (options.clients * 2).div_ceil(options.shards).max(8);
@@ -591,7 +701,7 @@ pub fn overload(work_dir: &Path, options: &HttpOptions, factor: f64, clients: us
     };
     let closed_loop = |first: u64| -> Result<f64, String> {
         let (seconds, _, _) = drive_counting(
-            &url,
+            &node.ingress,
             &workload,
             Some(&sign(first, options.messages)),
             cores.as_ref(),
@@ -626,7 +736,7 @@ pub fn overload(work_dir: &Path, options: &HttpOptions, factor: f64, clients: us
     };
     let start = Instant::now() + Duration::from_millis(50);
     let driven = drive_counting(
-        &url,
+        &node.ingress,
         &workload,
         Some(&signed),
         cores.as_ref(),

@@ -151,6 +151,11 @@ enum Command {
         /// `http.write_wait_ms` of the overload part's node (default: the node's).
         #[arg(long)]
         write_wait_ms: Option<u64>,
+        /// HTTP clients that compute placement: each item goes to the port of the shard that owns
+        /// its process (the node's `http.shard_ports_base`), so no request is handed across
+        /// shards. Without it items go to the node's port, where any shard takes them.
+        #[arg(long)]
+        shard_aware: bool,
         /// Tiny sizes everywhere: proves every part and scenario works in seconds (CI).
         #[arg(long)]
         smoke: bool,
@@ -220,6 +225,7 @@ fn run(command: Command) -> Result<(), String> {
             pin,
             spin_before_park_us,
             write_wait_ms,
+            shard_aware,
             smoke,
         } => {
             let shards = shards.unwrap_or_else(engine::node::default_shards);
@@ -243,6 +249,7 @@ fn run(command: Command) -> Result<(), String> {
                     pin,
                     spin_before_park_us,
                     write_wait_ms,
+                    shard_aware,
                 };
                 (
                     LimitOptions::smoke(),
@@ -263,6 +270,7 @@ fn run(command: Command) -> Result<(), String> {
                     pin,
                     spin_before_park_us,
                     write_wait_ms,
+                    shard_aware,
                 };
                 (LimitOptions::full(), http, engine_messages, batch, log_mib << 20)
             };
@@ -271,6 +279,7 @@ fn run(command: Command) -> Result<(), String> {
             let mut report = Report::stamp(command, limits);
             report.shards = shards;
             report.pinned = pin;
+            report.shard_aware = shard_aware;
             if parts.contains(&Part::Log) {
                 for record_bytes in [100, 1024, 10 * 1024] {
                     let dir = work_dir.join(format!("log-{record_bytes}"));
@@ -405,6 +414,7 @@ fn run(command: Command) -> Result<(), String> {
                         all_messages_per_s: run.peak.all_messages_per_s,
                         p99_us: run.peak.latency.p99_us,
                         shard_cpu_us_per_message: run.peak.shard_cpu_us_per_message,
+                        handed_over_share: run.peak.handed_over_share,
                         engine_messages_per_s: engine_total,
                     });
                     std::thread::sleep(Duration::from_millis(200));

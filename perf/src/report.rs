@@ -66,19 +66,22 @@ pub struct Phase {
     /// CPU time the node's shard threads spent per client message (all shards, µs): what a
     /// message costs the node, whoever else shares its cores.
     pub shard_cpu_us_per_message: f64,
+    /// Share of the client messages a shard handed to another (`hewitt_requests_handed_over_total`).
+    pub handed_over_share: f64,
 }
 
 impl Phase {
     pub fn line(&self) -> String {
         format!(
-            "{}: {:.0} client msg/s ({:.0} all), p50 {} µs, p99 {} µs, max {} µs, {:.1} shard CPU µs/msg",
+            "{}: {:.0} client msg/s ({:.0} all), p50 {} µs, p99 {} µs, max {} µs, {:.1} shard CPU µs/msg, {:.0} % handed over",
             self.label,
             self.achieved_per_s,
             self.all_messages_per_s,
             self.latency.p50_us,
             self.latency.p99_us,
             self.latency.max_us,
-            self.shard_cpu_us_per_message
+            self.shard_cpu_us_per_message,
+            self.handed_over_share * 100.0
         )
     }
 }
@@ -110,6 +113,8 @@ pub struct Report {
     pub shards: usize,
     /// `--pin`: shards on cores `0..N`, the HTTP load generator on the cores after them.
     pub pinned: bool,
+    /// `--shard-aware`: HTTP clients send each item to its owner shard's own port.
+    pub shard_aware: bool,
     pub unix_time: u64,
     pub durability: String,
     pub limits: Limits,
@@ -138,6 +143,8 @@ pub struct ScalingPoint {
     pub p99_us: u64,
     /// CPU time of the node's shard threads per client message over HTTP, all shards summed.
     pub shard_cpu_us_per_message: f64,
+    /// Share of the client messages a shard handed to another.
+    pub handed_over_share: f64,
     /// The same scenario through the engine's API, one shard core per thread, summed.
     pub engine_messages_per_s: f64,
 }
@@ -162,9 +169,9 @@ impl Report {
         }
     }
 
-    /// Where the HTTP load generator ran, beside a node of `shards` shards.
+    /// Where the HTTP load generator ran, beside a node of `shards` shards, and where it sent.
     fn load_cores(&self, shards: usize) -> String {
-        if self.pinned && shards < self.cores {
+        let cores = if self.pinned && shards < self.cores {
             format!(
                 "The node's {shards} shards are pinned to cores 0..{shards} and the load generator's threads to the \
                  {} cores after them.",
@@ -172,6 +179,18 @@ impl Report {
             )
         } else {
             "The load generator shares the machine's cores with the node.".to_owned()
+        };
+        format!("{cores} {}", self.ingress())
+    }
+
+    /// Where the HTTP clients sent their items.
+    fn ingress(&self) -> &'static str {
+        if self.shard_aware {
+            "Clients compute placement and send each item to the port of the shard that owns its process \
+             (`http.shard_ports_base`, `--shard-aware`): nothing is handed across shards."
+        } else {
+            "Clients send to the node's port, where any shard takes an item and hands it to the shard that owns \
+             its process (half of them with 2 shards)."
         }
     }
 
@@ -184,6 +203,7 @@ impl Report {
             cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             shards: engine::node::default_shards(),
             pinned: false,
+            shard_aware: false,
             unix_time: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
@@ -584,14 +604,15 @@ impl Report {
             );
             let _ = writeln!(
                 md,
-                "The same workload and clients on a fresh node per shard count; this machine has {} cores. {}\n",
+                "The same workload and clients on a fresh node per shard count; this machine has {} cores. {} {}\n",
                 self.cores,
                 if self.pinned {
                     "Each node's shards are pinned to the first cores and the load generator's threads to the \
                      cores left (where none are left, they share them)."
                 } else {
                     "The load generator shares them with the node."
-                }
+                },
+                self.ingress()
             );
             let _ = writeln!(
                 md,
@@ -770,13 +791,18 @@ impl Report {
             let runs = self.scaling.iter().filter(|p| p.shards == 1).count();
             let _ = writeln!(
                 md,
-                "- Scaling from 1 to 2 shards (many processes{}): {:.2}× over HTTP, {:.2}× through the engine's API (target ≥ {TARGET_SCALING_2}×).",
+                "- Scaling from 1 to 2 shards (many processes{}): {:.2}× over HTTP ({}), {:.2}× through the engine's API (target ≥ {TARGET_SCALING_2}×).",
                 if runs > 1 {
                     format!(", medians of {runs} runs each")
                 } else {
                     String::new()
                 },
                 two / one,
+                if self.shard_aware {
+                    "shard-aware clients"
+                } else {
+                    "clients on the node's port"
+                },
                 engine_two / engine_one
             );
         }

@@ -127,3 +127,31 @@ fn report_smoke_runs_every_part_and_scenario() {
         assert!(svg.starts_with("<svg"), "{plot} is not an SVG");
     }
 }
+
+#[test]
+fn shard_aware_clients_send_every_item_to_its_owner() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let out = dir.path().join("report");
+    let run = Command::new(env!("CARGO_BIN_EXE_hewitt-perf"))
+        .args(["report", "--smoke", "--parts", "scaling", "--scaling-shards", "3"])
+        .args(["--processes", "12", "--shard-aware", "--out"])
+        .arg(&out)
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .output()
+        .expect("hewitt-perf runs");
+    assert!(
+        run.status.success(),
+        "hewitt-perf report --shard-aware failed ({}): {}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let text = std::fs::read_to_string(out.join("report.json")).expect("report.json");
+    let report: Value = serde_json::from_str(&text).expect("report.json is JSON");
+    let point = &report["scaling"][0];
+    assert_eq!(point["shards"], 3, "{point}");
+    assert!(point["client_messages_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{point}");
+    assert_eq!(point["handed_over_share"].as_f64(), Some(0.0), "{point}");
+    let md = std::fs::read_to_string(out.join("report.md")).expect("report.md");
+    assert!(md.contains("nothing is handed across shards"), "{md}");
+}

@@ -430,6 +430,75 @@ fn one_shard_answers_every_write_from_more_connections_than_its_ring_held() {
 }
 
 #[test]
+fn a_client_that_computes_placement_reaches_each_owner_on_its_shard_port() {
+    let data = tempfile::tempdir().expect("temporary directory");
+    // Three free ports in a row for the shards' own listeners.
+    let base = (20_000..60_000u16)
+        .step_by(7)
+        .find(|base| (0..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()))
+        .expect("three free ports in a row");
+    let mut command = Command::new(BINARY);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .args(["--set", "shards=3", "--set", &format!("http.shard_ports_base={base}")]);
+    let node = Node::launch(command, data.path());
+    let client = node.client();
+    let info = client.get("/").expect("GET /");
+    assert_eq!(info["shards"], 3, "{info}");
+    let ports: Vec<u16> = info["shard_ports"]
+        .as_array()
+        .expect("shard ports")
+        .iter()
+        .map(|p| p.as_u64().expect("a port") as u16)
+        .collect();
+    assert_eq!(ports, vec![base, base + 1, base + 2]);
+    let module = load_sample(&client, "counter", &[]);
+    let pids: Vec<ProcessId> = (0..12).map(|_| spawn(&client, &node, module)).collect();
+    let handed_over = |node: &Node| tests::metric(node, "hewitt_requests_handed_over_total");
+    let before = handed_over(&node);
+
+    // Each message sent to its owner's port: served there, nothing handed across shards.
+    let owners: Vec<usize> = pids.iter().map(|pid| messenger::placement::shard_of(pid, 3)).collect();
+    assert!(
+        owners.iter().any(|&o| o != 0),
+        "some process lives beyond shard 0: {owners:?}"
+    );
+    for (pid, owner) in pids.iter().zip(&owners) {
+        let direct = Client::new(
+            &format!("http://127.0.0.1:{}", ports[*owner]),
+            Signer::generate_ed25519(),
+        );
+        direct
+            .send(*pid, &[Tag::new("Action", "Increment")], b"")
+            .expect("sent to its owner");
+    }
+    assert_eq!(handed_over(&node), before, "no request was handed over");
+
+    // The same to the wrong shard's port still works: it is handed to the owner.
+    for (pid, owner) in pids.iter().zip(&owners) {
+        let wrong = Client::new(
+            &format!("http://127.0.0.1:{}", ports[(owner + 1) % 3]),
+            Signer::generate_ed25519(),
+        );
+        wrong
+            .send(*pid, &[Tag::new("Action", "Increment")], b"")
+            .expect("sent to another shard");
+    }
+    assert_eq!(
+        handed_over(&node),
+        before + pids.len() as f64,
+        "each was handed over once"
+    );
+    for pid in &pids {
+        wait_until("both increments are evaluated", || {
+            tests::counter_value(&client, *pid) == 2
+        });
+    }
+    assert!(node.terminate().success());
+}
+
+#[test]
 fn a_refused_write_keeps_its_connection_and_waits_its_turn_before_its_503() {
     use std::io::Write;
     let data = tempfile::tempdir().expect("temporary directory");
