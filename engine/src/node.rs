@@ -322,11 +322,35 @@ const RING_DEPTH_SPARE: usize = 1024;
 /// bounded so that [`ring_depth`] stays under it.
 pub const RING_DEPTH_MAX: usize = 32768;
 
+/// A listener on `addr` that no other socket shares (no SO_REUSEPORT, unlike the node's port):
+/// a shard's own port, which must fail to bind rather than split its connections with another
+/// process that holds it.
+fn bind_exclusive(addr: SocketAddr) -> std::io::Result<glommio::net::TcpListener> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let listener = std::net::TcpListener::bind(addr)?;
+    let fd = listener.into_raw_fd();
+    // The backlog glommio gives the node's port (the standard library's is smaller).
+    // SAFETY: `fd` is the listening socket just bound, owned here.
+    if unsafe { libc::listen(fd, 1024) } != 0 {
+        let error = std::io::Error::last_os_error();
+        // SAFETY: `fd` is still owned here; closing it once.
+        unsafe { libc::close(fd) };
+        return Err(error);
+    }
+    // SAFETY: `fd` is a bound, listening TCP socket whose ownership passes to glommio.
+    Ok(unsafe { glommio::net::TcpListener::from_raw_fd(fd) })
+}
+
 /// The ports of the shards' own listeners (`http.shard_ports_base` + shard), if configured.
 pub fn shard_ports(config: &NodeConfig) -> Option<std::ops::RangeInclusive<usize>> {
     let base = config.http.shard_ports_base as usize;
     (base != 0).then(|| base..=base + config.shards.max(1) - 1)
 }
+
+/// Why a shard's thread ends before its task runs: its executor could not be made.
+const NO_EXECUTOR: &str = "its executor could not start (on kernels before 5.12 io_uring rings count against the \
+     locked-memory limit: raise LimitMEMLOCK / ulimit -l, or lower http.connections_max, from which the rings are \
+     sized)";
 
 /// Files a node holds besides its sockets: segments, index and checkpoint files, rings.
 const OPEN_FILES_SPARE: usize = 512;
@@ -751,7 +775,9 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     // shard count.
     let runtime = Runtime::new(config.compute.clone()).map_err(|e| StartError::Compute(e.to_string()))?;
     let (bound_tx, bound_rx) = std::sync::mpsc::sync_channel::<Result<SocketAddr, StartError>>(1);
-    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<Started, StartError>>(count);
+    // A channel per shard: one whose executor never ran its task (its thread ended first) is
+    // told apart from one still starting.
+    let mut readies = Vec::with_capacity(count);
     let mut threads = Vec::with_capacity(count);
     let mut stops = Vec::with_capacity(count);
     let mut listen = config.listen;
@@ -768,7 +794,9 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         if config.spin_before_park_us > 0 {
             builder = builder.spin_before_park(std::time::Duration::from_micros(config.spin_before_park_us));
         }
-        let (bound, ready, runtime) = (bound_tx.clone(), ready_tx.clone(), runtime.clone());
+        let (ready, ready_rx) = std::sync::mpsc::sync_channel::<Result<Started, StartError>>(1);
+        readies.push(ready_rx);
+        let (bound, runtime) = (bound_tx.clone(), runtime.clone());
         let thread = builder
             .spawn(move || {
                 // Every log line of the shard's thread carries its shard number.
@@ -783,20 +811,37 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             match bound_rx.recv() {
                 Ok(Ok(addr)) => listen = addr,
                 Ok(Err(error)) => return Err(error),
-                Err(_) => return Err(StartError::Executor("shard 0 ended before binding".into())),
+                Err(_) => {
+                    return Err(StartError::Executor(format!(
+                        "shard 0 ended before binding: {NO_EXECUTOR}"
+                    )))
+                }
             }
         }
     }
-    drop(ready_tx);
-    let mut started = Vec::with_capacity(count);
-    for _ in 0..count {
-        match ready_rx.recv() {
-            Ok(Ok(shard)) => started.push(shard),
-            // The shards already started stop with the process (a start error ends `hewitt`).
-            Ok(Err(error)) => return Err(error),
-            Err(_) => return Err(StartError::Executor("a shard thread ended before starting".into())),
+    let mut started: Vec<Option<Started>> = (0..count).map(|_| None).collect();
+    while started.iter().any(Option::is_none) {
+        for (index, ready) in readies.iter().enumerate() {
+            if started[index].is_some() {
+                continue;
+            }
+            match ready.try_recv() {
+                Ok(Ok(shard)) => started[index] = Some(shard),
+                // The shards already started stop with the process (a start error ends `hewitt`).
+                Ok(Err(error)) => return Err(error),
+                Err(std::sync::mpsc::TryRecvError::Empty) => {}
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    return Err(StartError::Executor(format!(
+                        "shard {index} ended before it was ready: {NO_EXECUTOR}"
+                    )))
+                }
+            }
+        }
+        if started.iter().any(Option::is_none) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
+    let started: Vec<Started> = started.into_iter().flatten().collect();
     Ok(RunningNode {
         addr: listen,
         address: started[0].address,
@@ -839,7 +884,7 @@ async fn run_shard(
         None => None,
         Some(ports) => {
             let shard_addr = SocketAddr::new(config.listen.ip(), (ports.start() + index) as u16);
-            match glommio::net::TcpListener::bind(shard_addr) {
+            match bind_exclusive(shard_addr) {
                 Ok(listener) => Some(listener),
                 Err(error) => {
                     let error = StartError::Listen {
@@ -875,12 +920,28 @@ async fn run_shard(
             tracing::info!(%shard_addr, "this shard's own port (http.shard_ports_base)");
         }
     }
+    // One accept loop per listener: an accept raced against another and dropped can lose a
+    // connection the kernel already accepted for it.
+    let (stop_shared_tx, stop_shared) = oneshot::channel::<()>();
+    let (stop_own_tx, stop_own) = oneshot::channel::<()>();
+    glommio::spawn_local(async move {
+        let _ = stop.await;
+        let _ = stop_shared_tx.send(());
+        let _ = stop_own_tx.send(());
+    })
+    .detach();
     let serving = glommio::spawn_local(tracing::Instrument::in_current_span(serve(
         Rc::clone(&state),
         listener,
-        shard_listener,
-        stop,
+        stop_shared,
     )));
+    let serving_own = shard_listener.map(|own| {
+        glommio::spawn_local(tracing::Instrument::in_current_span(serve(
+            Rc::clone(&state),
+            own,
+            stop_own,
+        )))
+    });
     match recover(&state).await {
         Ok((processes, recovery_ms)) => {
             start_deliveries(&state, receivers.data);
@@ -890,6 +951,9 @@ async fn run_shard(
                 recovery_ms,
             }));
             serving.await;
+            if let Some(serving_own) = serving_own {
+                serving_own.await;
+            }
             if let Err(error) = crate::checkpoint_files::take(&state).await {
                 tracing::warn!(%error, "no checkpoint at stop: the next start replays further");
             }
@@ -901,7 +965,8 @@ async fn run_shard(
             }
         }
         Err(error) => {
-            drop(serving); // cancels it: stops accepting
+            drop(serving); // cancels them: stops accepting
+            drop(serving_own);
             let _ = ready.send(Err(error));
         }
     }
@@ -1367,25 +1432,13 @@ fn start_uploads(state: &Rc<NodeState>) -> Result<(), StartError> {
 }
 
 /// Accepts connections until `stop` fires (or its sender is dropped).
-async fn serve(
-    state: Rc<NodeState>,
-    listener: glommio::net::TcpListener,
-    shard_listener: Option<glommio::net::TcpListener>,
-    mut stop: oneshot::Receiver<()>,
-) {
+async fn serve(state: Rc<NodeState>, listener: glommio::net::TcpListener, mut stop: oneshot::Receiver<()>) {
     loop {
-        let accept_shared = async { Some(listener.accept().await) };
-        let accept_own = async {
-            match &shard_listener {
-                Some(own) => Some(own.accept().await),
-                None => std::future::pending().await,
-            }
-        };
-        let stopped = async {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             let _ = (&mut stop).await;
             None
-        };
-        let accepted = futures_lite::future::or(futures_lite::future::or(accept_shared, accept_own), stopped).await;
+        })
+        .await;
         let Some(accepted) = accepted else {
             tracing::info!("node stopping");
             return;

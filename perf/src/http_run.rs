@@ -63,7 +63,8 @@ impl HttpOptions {
         (self.pin && self.shards < cores).then(|| (self.shards..cores).collect())
     }
 
-    fn node_spec(&self, data_dir: &Path) -> Result<NodeSpec, String> {
+    /// The node for `clients` client threads.
+    fn node_spec(&self, data_dir: &Path, clients: usize) -> Result<NodeSpec, String> {
         Ok(NodeSpec {
             data_dir: data_dir.to_owned(),
             shards: self.shards,
@@ -74,6 +75,10 @@ impl HttpOptions {
             } else {
                 None
             },
+            // A shard-aware client holds a connection to every shard it sends to, so each
+            // shard may see every client (on the node's port they spread over the shards).
+            connections_max: (self.shard_aware && clients + 64 > node::CONNECTIONS_MAX)
+                .then(|| (clients + 64).min(30_000)),
             ..NodeSpec::default()
         })
     }
@@ -82,8 +87,9 @@ impl HttpOptions {
 /// The first of `count` consecutive ports free on loopback now.
 fn free_ports(count: usize) -> Result<u16, String> {
     let count = count.max(1) as u16;
-    let start = 20_000 + (std::process::id() % 20_000) as u16;
-    (start..60_000)
+    // Below the kernel's ephemeral ports (32768 up), which connections take.
+    let start = 20_000 + (std::process::id() % 12_000) as u16;
+    (start..32_000)
         .chain(20_000..start)
         .step_by(count as usize)
         .find(|base| (0..count).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()))
@@ -147,6 +153,8 @@ pub struct NodeSpec {
     /// `http.shard_ports_base`: shard `i` also listens on this port + `i`.
     #[arg(long)]
     pub shard_ports_base: Option<u16>,
+    #[arg(long)]
+    pub connections_max: Option<usize>,
 }
 
 impl NodeSpec {
@@ -173,6 +181,9 @@ impl NodeSpec {
         if let Some(base) = self.shard_ports_base {
             config.http.shard_ports_base = base;
         }
+        if let Some(max) = self.connections_max {
+            config.http.connections_max = max;
+        }
         Ok(config)
     }
 
@@ -192,6 +203,7 @@ impl NodeSpec {
             ("--write-wait-ms", self.write_wait_ms),
             ("--instance-count-max", self.instance_count_max.map(u64::from)),
             ("--shard-ports-base", self.shard_ports_base.map(u64::from)),
+            ("--connections-max", self.connections_max.map(|v| v as u64)),
         ];
         for (flag, value) in optional {
             if let Some(value) = value {
@@ -478,7 +490,7 @@ fn drained(client: &Client) -> Result<u64, String> {
 /// Runs `scenario` over HTTP against a node on a fresh data dir under `work_dir`.
 pub fn run(scenario: Scenario, work_dir: &Path, options: &HttpOptions) -> Result<ScenarioRun, String> {
     let data_dir = work_dir.join(format!("http-{}-{}", scenario.name(), std::process::id()));
-    let mut spec = options.node_spec(&data_dir)?;
+    let mut spec = options.node_spec(&data_dir, options.clients.max(options.open_loop_clients))?;
     if scenario == Scenario::Spawn {
         spec.instance_count_max = Some(SPAWN_STORM_PROCESSES_MAX as u32 + 100);
     }
@@ -549,6 +561,7 @@ pub fn run(scenario: Scenario, work_dir: &Path, options: &HttpOptions) -> Result
             latency: Latency::of(&latency),
             shard_cpu_us_per_message: shard_cpu_ns as f64 / 1e3 / total.max(1) as f64,
             handed_over_share: handed / total.max(1) as f64,
+            shards_busy: shard_cpu_ns as f64 / 1e9 / all_seconds / options.shards.max(1) as f64,
         };
         eprintln!("  {}", phase.line());
         Ok(phase)
@@ -613,6 +626,11 @@ pub struct OverloadRun {
     pub rss_first_half_max_bytes: u64,
     pub rss_second_half_max_bytes: u64,
     pub rss_after_bytes: u64,
+    /// Of `rss_after_bytes`, the file-backed pages (`RssFile`: the log's mapped segments, the
+    /// binary) and the messages the node assigned by then: most of the rest is what it keeps
+    /// per message (each result, in memory for `/result`).
+    pub rss_file_after_bytes: u64,
+    pub assigned_after: u64,
 }
 
 /// CPU time the threads named `hewitt-shard-<i>` under `tasks` (a `/proc/<pid>/task`) have
@@ -658,7 +676,7 @@ pub fn status_bytes(field: &str) -> u64 {
 /// the ratio to one of them say more about that loop than about the flood.
 pub fn overload(work_dir: &Path, options: &HttpOptions, factor: f64, clients: usize) -> Result<OverloadRun, String> {
     let data_dir = work_dir.join(format!("http-overload-{}", std::process::id()));
-    let mut spec = options.node_spec(&data_dir)?;
+    let mut spec = options.node_spec(&data_dir, clients.max(options.clients))?;
     // Twice the closed loop's concurrency across the shards: room for the peak, and fewer
     // than the open loop's threads, so that the excess is refused.
     let writes_in_flight_max = (options.clients * 2).div_ceil(options.shards).max(8);
@@ -756,8 +774,9 @@ pub fn overload(work_dir: &Path, options: &HttpOptions, factor: f64, clients: us
     let rss_first_half_max_bytes = samples[..half].iter().copied().max().unwrap_or(0);
     let rss_second_half_max_bytes = samples[half..].iter().copied().max().unwrap_or(0);
     let rss_after_bytes = node.status_bytes("VmRSS");
+    let rss_file_after_bytes = node.status_bytes("RssFile");
     let accepted = total - refused;
-    drained(&setup)?;
+    let assigned_after = drained(&setup)?;
     drop(signed);
     peaks.push(closed_loop(flood_first + total)?);
     let mut sorted = peaks.clone();
@@ -781,6 +800,8 @@ pub fn overload(work_dir: &Path, options: &HttpOptions, factor: f64, clients: us
         rss_first_half_max_bytes,
         rss_second_half_max_bytes,
         rss_after_bytes,
+        rss_file_after_bytes,
+        assigned_after,
     };
     eprintln!(
         "overload: peak {:.0}/s, offered {:.0}/s (sent {:.0}/s), accepted {:.0}/s, refused {:.0}/s",

@@ -183,6 +183,8 @@ fn main() {
     if let Err(error) = engine::allocator::never_purge() {
         eprintln!("hewitt-perf: warning: {error}");
     }
+    // Thousands of client connections in the overload part (and the node's, in its process).
+    engine::node::raise_open_files_limit();
     if let Err(e) = run(Args::parse().command) {
         eprintln!("hewitt-perf: {e}");
         std::process::exit(1);
@@ -415,6 +417,7 @@ fn run(command: Command) -> Result<(), String> {
                         p99_us: run.peak.latency.p99_us,
                         shard_cpu_us_per_message: run.peak.shard_cpu_us_per_message,
                         handed_over_share: run.peak.handed_over_share,
+                        shards_busy: run.peak.shards_busy,
                         engine_messages_per_s: engine_total,
                     });
                     std::thread::sleep(Duration::from_millis(200));

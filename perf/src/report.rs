@@ -68,6 +68,9 @@ pub struct Phase {
     pub shard_cpu_us_per_message: f64,
     /// Share of the client messages a shard handed to another (`hewitt_requests_handed_over_total`).
     pub handed_over_share: f64,
+    /// The shard threads' CPU time over the phase's length (first due time until the node was
+    /// idle again) and the shard count: near 1, the shard cores set the rate.
+    pub shards_busy: f64,
 }
 
 impl Phase {
@@ -145,6 +148,8 @@ pub struct ScalingPoint {
     pub shard_cpu_us_per_message: f64,
     /// Share of the client messages a shard handed to another.
     pub handed_over_share: f64,
+    /// How busy the shard threads were during the closed loop (see [`Phase::shards_busy`]).
+    pub shards_busy: f64,
     /// The same scenario through the engine's API, one shard core per thread, summed.
     pub engine_messages_per_s: f64,
 }
@@ -619,8 +624,8 @@ impl Report {
                 "Over HTTP the node and its clients (signing, HTTP) share the cores; through the engine's API the \
                  items are signed ahead and each shard core runs on its own thread with its own log, so that \
                  column shows what the shard cores themselves scale to. Shard CPU is the time the node's shard \
-                 threads ran per client message (all shards); shards busy is that time over the closed loop's \
-                 length and the shard count: well under 100 % means the clients' concurrency, not the shard \
+                 threads ran per client message (all shards); shards busy is their CPU time over the closed \
+                 loop's length (until the node was idle again) and the shard count: well under 100 % means the clients' concurrency, not the shard \
                  cores, set the peak.\n"
             );
             let _ = writeln!(
@@ -642,8 +647,7 @@ impl Report {
                     p.all_messages_per_s,
                     p.p99_us,
                     p.shard_cpu_us_per_message,
-                    // Share of the shard cores' time their threads ran during the closed loop.
-                    p.shard_cpu_us_per_message * p.client_messages_per_s / 1e4 / p.shards as f64,
+                    p.shards_busy * 100.0,
                     p.engine_messages_per_s
                 );
             }
@@ -663,7 +667,9 @@ impl Report {
                  (`http.writes_waiting_max`); a write waits in line up to {} ms (`http.write_wait_ms`), and one \
                  beyond the line is held as long, then answered 503. A thread whose message is refused sends its \
                  next one at once if it is due. {} Resident memory is the node process's (the load \
-                 generator runs in another).\n",
+                 generator runs in another); it grows with the messages the node holds (the log's mapped \
+                 pages, file-backed, and each message's result, kept in memory for `/result`), not with \
+                 the requests refused or waiting: compare it with the messages held after the flood.\n",
                 o.peaks_per_s
                     .iter()
                     .map(|p| format!("{p:.0}/s"))
@@ -674,11 +680,11 @@ impl Report {
                 o.write_wait_ms,
                 self.load_cores(o.shards)
             );
-            let _ = writeln!(md, "| peak/s | offered/s | sent/s | acknowledged/s | refused (503)/s | acknowledged / peak | p99 acknowledged µs | RSS before → most in 1st half, 2nd half of the flood → after MiB |");
-            let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+            let _ = writeln!(md, "| peak/s | offered/s | sent/s | acknowledged/s | refused (503)/s | acknowledged / peak | p99 acknowledged µs | RSS before → most in 1st half, 2nd half of the flood → after MiB | after: file-backed MiB, messages held |");
+            let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
             let _ = writeln!(
                 md,
-                "| {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} % | {} | {:.0} → {:.0}, {:.0} → {:.0} |",
+                "| {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} % | {} | {:.0} → {:.0}, {:.0} → {:.0} | {:.0}, {} |",
                 o.peak_per_s,
                 o.offered_per_s,
                 o.sent_per_s,
@@ -689,7 +695,9 @@ impl Report {
                 o.rss_before_bytes as f64 / f64::from(1 << 20),
                 o.rss_first_half_max_bytes as f64 / f64::from(1 << 20),
                 o.rss_second_half_max_bytes as f64 / f64::from(1 << 20),
-                o.rss_after_bytes as f64 / f64::from(1 << 20)
+                o.rss_after_bytes as f64 / f64::from(1 << 20),
+                o.rss_file_after_bytes as f64 / f64::from(1 << 20),
+                o.assigned_after
             );
         }
 

@@ -429,14 +429,85 @@ fn one_shard_answers_every_write_from_more_connections_than_its_ring_held() {
     assert!(node.terminate().success());
 }
 
+/// The first of `count` ports in a row free on loopback now, below the kernel's ephemeral ports
+/// (32768 up), searched from a point that differs between concurrent runs.
+fn free_ports(count: u16) -> u16 {
+    let start = 20_000 + (std::process::id() % 12_000) as u16;
+    (start..32_000)
+        .chain(20_000..start)
+        .step_by(count as usize)
+        .find(|base| (0..count).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()))
+        .expect("free ports in a row")
+}
+
+#[test]
+fn a_shard_port_another_socket_holds_stops_the_start_with_the_reason() {
+    use std::os::fd::FromRawFd;
+    let data = tempfile::tempdir().expect("temporary directory");
+    let base = free_ports(2);
+    // Another process's listener on shard 1's port, with SO_REUSEPORT as a node's shared
+    // listener has: a shard port must not join it and split its connections.
+    // SAFETY: plain socket calls on a socket created and owned here.
+    let holder = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0, "a socket");
+        let one: libc::c_int = 1;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEPORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: (base + 1).to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let bound = libc::bind(
+            fd,
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(bound, 0, "bind the holder");
+        assert_eq!(libc::listen(fd, 16), 0, "listen");
+        std::net::TcpListener::from_raw_fd(fd)
+    };
+    let mut node = Command::new(BINARY)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .args(["--set", "shards=2", "--set", &format!("http.shard_ports_base={base}")])
+        .env("HEWITT_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the node");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = node.try_wait().expect("poll the node") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            node.kill().expect("stop the node");
+            node.wait().expect("reap the node");
+            panic!("the node started on a port another socket holds");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut node.stderr.take().expect("piped stderr"), &mut stderr).expect("read stderr");
+    assert!(!status.success(), "the node refused to start: {stderr}");
+    assert!(stderr.contains("shard 1's own port"), "and said which port: {stderr}");
+    drop(holder);
+}
+
 #[test]
 fn a_client_that_computes_placement_reaches_each_owner_on_its_shard_port() {
     let data = tempfile::tempdir().expect("temporary directory");
-    // Three free ports in a row for the shards' own listeners.
-    let base = (20_000..60_000u16)
-        .step_by(7)
-        .find(|base| (0..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()))
-        .expect("three free ports in a row");
+    let base = free_ports(3);
     let mut command = Command::new(BINARY);
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
