@@ -667,9 +667,9 @@ impl Report {
                  (`http.writes_waiting_max`); a write waits in line up to {} ms (`http.write_wait_ms`), and one \
                  beyond the line is held as long, then answered 503. A thread whose message is refused sends its \
                  next one at once if it is due. {} Resident memory is the node process's (the load \
-                 generator runs in another); it grows with the messages the node holds (the log's mapped \
-                 pages, file-backed, and each message's result, kept in memory for `/result`), not with \
-                 the requests refused or waiting: compare it with the messages held after the flood.\n",
+                 generator runs in another). It grows with the open connections (their buffers; at most \
+                 `http.connections_max` per shard) and with the messages the node holds (each result is kept in \
+                 memory for `/result`; the log's mapped pages are file-backed), not with the requests refused.\n",
                 o.peaks_per_s
                     .iter()
                     .map(|p| format!("{p:.0}/s"))
