@@ -735,10 +735,17 @@ struct Started {
 
 /// Starts a node (one executor thread per shard) and returns once every shard serves HTTP (or
 /// one failed to start).
-pub fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
+pub fn start(mut config: NodeConfig) -> Result<RunningNode, StartError> {
     let count = config.shards.max(1);
     FIXED_CLOCK_MS.store(config.fixed_clock_ms.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    // Absolute from here on: glommio opens directories (to sync them after a rename) relative
+    // to no directory at all, so a relative data dir (`hewitt-data/demo`) failed every durable
+    // replace (monitors, cron lease, upload cursor) with EBADF.
+    config.data_dir = std::path::absolute(&config.data_dir).map_err(|source| StartError::DataDir {
         path: config.data_dir.clone(),
         source,
     })?;

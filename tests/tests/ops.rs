@@ -425,14 +425,15 @@ fn a_restart_does_not_recompile_modules() {
     assert_eq!(client.result(pid, id).expect("result")["Output"], "1");
 }
 
-/// README's first command, `hewitt demo`, at a small size: it runs every sample, assign and a
-/// cron process over HTTP, measures, stops the node and exits 0.
+/// README's first command, `hewitt demo`, at a small size, on its default data dir (relative:
+/// `hewitt-data/demo` under the working directory): it runs every sample, assign and a cron
+/// process over HTTP, measures, stops the node and exits 0.
 #[test]
 fn the_demo_runs_end_to_end() {
-    let data = tempfile::tempdir().expect("temporary directory");
+    let cwd = tempfile::tempdir().expect("temporary directory");
     let output = std::process::Command::new(BINARY)
-        .args(["demo", "--messages", "40", "--clients", "2", "--data-dir"])
-        .arg(data.path().join("demo"))
+        .args(["demo", "--messages", "40", "--clients", "2"])
+        .current_dir(cwd.path())
         .env("HEWITT_LOG", "warn")
         .output()
         .expect("hewitt demo runs");
@@ -454,4 +455,10 @@ fn the_demo_runs_end_to_end() {
     ] {
         assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");
     }
+    // Its cron step saved the monitored set through that relative path (a durable replace,
+    // which once failed there with EBADF).
+    assert!(
+        cwd.path().join("hewitt-data/demo/node-key.json").is_file(),
+        "the default data dir was used"
+    );
 }
