@@ -93,7 +93,10 @@ async fn keep_executor_awake<T>() -> T {
 impl Committer {
     /// A committer for `log`; nothing happens until [`Committer::run`] is spawned.
     pub fn new(log: Rc<RefCell<Log>>) -> Rc<Committer> {
+        // Absolute: glommio opens a directory (to sync new segments' names) relative to no
+        // directory at all, so a relative one fails with EBADF.
         let dir = log.borrow().dir().to_owned();
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
         Rc::new(Committer {
             log,
             dir,
