@@ -7,12 +7,15 @@ use std::process::Command;
 
 use serde_json::Value;
 
-#[test]
-fn report_smoke_runs_every_part_and_scenario() {
+/// Runs `hewitt-perf report --smoke` with `args` into a temporary directory; returns it, the
+/// report's directory and its report.json.
+fn smoke_report(args: &[&str]) -> (tempfile::TempDir, std::path::PathBuf, Value) {
     let dir = tempfile::tempdir().expect("temporary directory");
     let out = dir.path().join("report");
     let run = Command::new(env!("CARGO_BIN_EXE_hewitt-perf"))
-        .args(["report", "--smoke", "--out"])
+        .args(["report", "--smoke"])
+        .args(args)
+        .arg("--out")
         .arg(&out)
         .arg("--work-dir")
         .arg(dir.path().join("work"))
@@ -20,13 +23,18 @@ fn report_smoke_runs_every_part_and_scenario() {
         .expect("hewitt-perf runs");
     assert!(
         run.status.success(),
-        "hewitt-perf report --smoke failed ({}): {}",
+        "hewitt-perf report --smoke {args:?} failed ({}): {}",
         run.status,
         String::from_utf8_lossy(&run.stderr)
     );
-
     let text = std::fs::read_to_string(out.join("report.json")).expect("report.json");
     let report: Value = serde_json::from_str(&text).expect("report.json is JSON");
+    (dir, out, report)
+}
+
+#[test]
+fn report_smoke_runs_every_part_and_scenario() {
+    let (_dir, out, report) = smoke_report(&[]);
     for key in ["commit", "cpu", "kernel", "cores", "shards"] {
         assert!(!report[key].is_null(), "report.json lacks {key}");
     }
@@ -130,24 +138,15 @@ fn report_smoke_runs_every_part_and_scenario() {
 
 #[test]
 fn shard_aware_clients_send_every_item_to_its_owner() {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let out = dir.path().join("report");
-    let run = Command::new(env!("CARGO_BIN_EXE_hewitt-perf"))
-        .args(["report", "--smoke", "--parts", "scaling", "--scaling-shards", "3"])
-        .args(["--processes", "12", "--shard-aware", "--out"])
-        .arg(&out)
-        .arg("--work-dir")
-        .arg(dir.path().join("work"))
-        .output()
-        .expect("hewitt-perf runs");
-    assert!(
-        run.status.success(),
-        "hewitt-perf report --shard-aware failed ({}): {}",
-        run.status,
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let text = std::fs::read_to_string(out.join("report.json")).expect("report.json");
-    let report: Value = serde_json::from_str(&text).expect("report.json is JSON");
+    let (_dir, out, report) = smoke_report(&[
+        "--parts",
+        "scaling",
+        "--scaling-shards",
+        "3",
+        "--processes",
+        "12",
+        "--shard-aware",
+    ]);
     let point = &report["scaling"][0];
     assert_eq!(point["shards"], 3, "{point}");
     assert!(point["client_messages_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{point}");
