@@ -247,13 +247,18 @@ fn resident_bytes(pid: u32) -> u64 {
 #[test]
 fn an_overloaded_multi_shard_node_refuses_with_503_and_stays_up() {
     let data = tempfile::tempdir().expect("temporary directory");
-    let mut command = Command::new(BINARY);
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data.path())
-        .args(["--set", "shards=2", "--set", "limits.queue_messages_max=4"])
-        .args(["--set", "http.writes_in_flight_max=8"]);
-    let node = Node::launch(command, data.path());
+    let node = Node::start_with(
+        BINARY,
+        data.path(),
+        &[
+            "--set",
+            "shards=2",
+            "--set",
+            "limits.queue_messages_max=4",
+            "--set",
+            "http.writes_in_flight_max=8",
+        ],
+    );
     let client = node.client();
     // Every message burns its whole Compute-Limit (a few ms) and fails: slower than clients
     // can send, so the evaluation queues fill.
@@ -508,12 +513,11 @@ fn a_shard_port_another_socket_holds_stops_the_start_with_the_reason() {
 fn a_client_that_computes_placement_reaches_each_owner_on_its_shard_port() {
     let data = tempfile::tempdir().expect("temporary directory");
     let base = free_ports(3);
-    let mut command = Command::new(BINARY);
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data.path())
-        .args(["--set", "shards=3", "--set", &format!("http.shard_ports_base={base}")]);
-    let node = Node::launch(command, data.path());
+    let node = Node::start_with(
+        BINARY,
+        data.path(),
+        &["--set", "shards=3", "--set", &format!("http.shard_ports_base={base}")],
+    );
     let client = node.client();
     let info = client.get("/").expect("GET /");
     assert_eq!(info["shards"], 3, "{info}");
@@ -573,13 +577,20 @@ fn a_client_that_computes_placement_reaches_each_owner_on_its_shard_port() {
 fn a_refused_write_keeps_its_connection_and_waits_its_turn_before_its_503() {
     use std::io::Write;
     let data = tempfile::tempdir().expect("temporary directory");
-    let mut command = Command::new(BINARY);
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data.path())
-        .args(["--set", "shards=1", "--set", "http.writes_in_flight_max=1"])
-        .args(["--set", "http.writes_waiting_max=1", "--set", "http.write_wait_ms=300"]);
-    let node = Node::launch(command, data.path());
+    let node = Node::start_with(
+        BINARY,
+        data.path(),
+        &[
+            "--set",
+            "shards=1",
+            "--set",
+            "http.writes_in_flight_max=1",
+            "--set",
+            "http.writes_waiting_max=1",
+            "--set",
+            "http.write_wait_ms=300",
+        ],
+    );
     let addr = node.url.trim_start_matches("http://").to_owned();
     // A write whose body never comes holds the only slot.
     let timeout = Some(std::time::Duration::from_secs(10));
