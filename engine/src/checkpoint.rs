@@ -27,9 +27,12 @@
 //!                                    0 message: cause u64, item (rest)
 //!                                    1 spawn:   cause u64, process len u32 + bytes, notice (rest)
 //!                                    2 assign:  cause u64, message [32], count u32 × pid [32]
-//!                                    3 to another shard: shard u32, then a sub-kind 4..6
-//!                                    4 remote message: item; 5 remote spawn: item;
-//!                                    6 remote assign: pid [32], item
+//!                                    3 to another shard: shard u32, then a sub-kind 4..7
+//!                                    4 remote message: item; 5 remote spawn: item
+//!                                    (written before notices came back; read only);
+//!                                    6 remote assign: pid [32], item;
+//!                                    7 remote spawn awaiting its answer: process len
+//!                                    u32 + bytes, notice (rest)
 //!              kind u8 = 3 commit:   generation u64, log position u64, results offset u64
 //! results      pid [32], nonce u64, tick (u8 0|1, time u64, cron u32), error u8, JSON text
 //! ```
@@ -112,9 +115,16 @@ pub enum Pending {
         to: u32,
         item: DataItem,
     },
+    /// A spawn from a version whose parent's shard delivered the notice itself (read only).
     RemoteSpawn {
         to: u32,
         item: DataItem,
+    },
+    /// A spawn sent (or to be sent) to shard `to` that has not answered with its notice yet.
+    RemoteSpawnNotified {
+        to: u32,
+        process: DataItem,
+        notice: DataItem,
     },
     RemoteAssign {
         to: u32,
@@ -262,6 +272,15 @@ pub fn encode_pending(out: &mut Vec<u8>, pending: &Pending) {
                 out.push(6);
                 out.extend_from_slice(&process.0);
                 out.extend_from_slice(&item.to_bytes());
+            }
+            Pending::RemoteSpawnNotified { to, process, notice } => {
+                out.push(3);
+                out.extend_from_slice(&to.to_le_bytes());
+                out.push(7);
+                let process = process.to_bytes();
+                out.extend_from_slice(&(process.len() as u32).to_le_bytes());
+                out.extend_from_slice(&process);
+                out.extend_from_slice(&notice.to_bytes());
             }
         }
     });
@@ -414,6 +433,16 @@ fn decode_pending(r: &mut Reader<'_>) -> Result<Pending, String> {
                         to,
                         process,
                         item: r.item("message")?,
+                    }
+                }
+                7 => {
+                    let len = r.u32("process length")?;
+                    let process =
+                        DataItem::parse(r.take(len as usize, "process")?).map_err(|e| format!("process: {e}"))?;
+                    Pending::RemoteSpawnNotified {
+                        to,
+                        process,
+                        notice: r.item("notice")?,
                     }
                 }
                 other => return Err(format!("remote pending kind {other}")),
@@ -786,6 +815,53 @@ mod tests {
         // Reopening cuts what is not committed.
         drop(open_checkpoints(&path, loaded.end).unwrap());
         assert_eq!(std::fs::metadata(&path).unwrap().len(), committed);
+    }
+
+    #[test]
+    fn every_kind_of_pending_item_reads_back_as_written() {
+        let signer = scheduler::signer::Signer::generate_ed25519();
+        let item = |n: u8| signer.sign(Some([n; 32]), Some([n; 32]), Vec::new(), vec![n; 3]);
+        let written = vec![
+            Pending::Message {
+                item: item(1),
+                cause: 5,
+            },
+            Pending::Spawn {
+                process: item(2),
+                notice: item(3),
+                cause: 6,
+            },
+            Pending::Assign {
+                processes: vec![ProcessId([4; 32]), ProcessId([5; 32])],
+                message: MessageId([6; 32]),
+                cause: 7,
+            },
+            Pending::RemoteMessage { to: 1, item: item(7) },
+            Pending::RemoteSpawn { to: 2, item: item(8) },
+            Pending::RemoteAssign {
+                to: 3,
+                process: ProcessId([9; 32]),
+                item: item(10),
+            },
+            Pending::RemoteSpawnNotified {
+                to: 4,
+                process: item(11),
+                notice: item(12),
+            },
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoints");
+        let mut file = open_checkpoints(&path, 0).unwrap();
+        let mut out = Vec::new();
+        for pending in &written {
+            encode_pending(&mut out, pending);
+        }
+        encode_commit(&mut out, &commit(1));
+        file.write_all(&out).unwrap();
+        drop(file);
+        let loaded = load(&path).unwrap().unwrap();
+        // Debug output names every field (data items by their bytes): equal text, equal items.
+        assert_eq!(format!("{:?}", loaded.pending), format!("{written:?}"));
     }
 
     #[test]

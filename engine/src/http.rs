@@ -313,6 +313,7 @@ fn metrics(state: &NodeState) -> Answer {
             commits: state.committer.stats(),
             backlog: shard.backlog(),
             outbox: shard.outbox_len(),
+            spawns_awaiting: shard.spawns_awaiting(),
             processes: shard.process_count(),
             modules: shard.module_count(),
             instances_live: shard.instances_live(),
@@ -1392,6 +1393,10 @@ pub async fn answer_ask(state: &Rc<NodeState>, ask: Ask) -> crate::mesh::Answer 
         Ask::Message(id) => crate::mesh::Answer::Message(match state.recovering() {
             Some(_) => Err("still reading its log back".to_owned()),
             None => state.shard.borrow().held_message(id).map_err(|e| e.to_string()),
+        }),
+        Ask::Module(id) => crate::mesh::Answer::Module(match state.recovering() {
+            Some(_) => Err("still reading its log back".to_owned()),
+            None => state.shard.borrow().module_record(id).map_err(|e| e.to_string()),
         }),
     }
 }

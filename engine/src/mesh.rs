@@ -29,7 +29,7 @@ use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender
 use http::{HeaderMap, Method, StatusCode, Uri};
 use hyper::body::Bytes;
 use scheduler::data_item::DataItem;
-use scheduler::MessageId;
+use scheduler::{MessageId, ModuleId};
 
 use crate::shard::Remote;
 
@@ -82,6 +82,8 @@ pub enum Ask {
     Http(Box<Forwarded>),
     /// The bytes of a message, if the shard holds it durably.
     Message(MessageId),
+    /// The log record of a module (kind and payload), if the shard holds it durably.
+    Module(ModuleId),
 }
 
 /// The answer to an [`Ask`].
@@ -90,6 +92,8 @@ pub enum Answer {
     Http(Reply),
     /// `Ok(None)`: not held here (or not durable yet); `Err`: the shard cannot tell now.
     Message(Result<Option<Vec<u8>>, String>),
+    /// As for a message: the record's kind and payload.
+    Module(Result<Option<(u8, Vec<u8>)>, String>),
 }
 
 #[derive(Debug)]

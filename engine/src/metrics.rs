@@ -71,6 +71,8 @@ pub struct Snapshot {
     pub commits: CommitStats,
     pub backlog: usize,
     pub outbox: usize,
+    /// Spawns sent to the shards that own the children, their answers not back yet.
+    pub spawns_awaiting: usize,
     pub processes: usize,
     pub modules: usize,
     pub instances_live: usize,
@@ -263,6 +265,11 @@ impl Metrics {
             "outbox_items",
             "Outbox items waiting for delivery",
             ConstGauge::new(now.outbox as i64),
+        );
+        shard.register(
+            "spawns_awaiting",
+            "Spawns sent to the shards that own the children whose Spawned notices (or refusals) have not come back",
+            ConstGauge::new(now.spawns_awaiting as i64),
         );
         shard.register(
             "instances_live",

@@ -21,7 +21,7 @@ use futures_lite::StreamExt;
 use scheduler::data_item::DATA_ITEM_BYTES_MAX;
 use scheduler::log::{Committer, LogConfig, LogError};
 use scheduler::signer::Signer;
-use scheduler::{Address, MessageId, Nonce, ProcessId, Timestamp};
+use scheduler::{Address, MessageId, ModuleId, Nonce, ProcessId, Timestamp};
 
 use crate::compute::{ComputeConfig, Runtime};
 use crate::shard::{Evaluated, Shard, ShardError, ShardLimits};
@@ -1037,6 +1037,19 @@ fn start_deliveries(
                     // them in its checkpoints, or derives them again by replay.
                     continue;
                 }
+                let missing: Vec<ModuleId> = {
+                    let shard = state.shard.borrow();
+                    let mut missing: Vec<ModuleId> = batch.iter().filter_map(|r| shard.missing_module(r)).collect();
+                    missing.sort();
+                    missing.dedup();
+                    missing
+                };
+                for module in missing {
+                    copy_module(&state, from, module).await;
+                }
+                if state.failure().is_some() {
+                    continue; // as above
+                }
                 state.shard.borrow_mut().accept_remote(from, batch);
                 state.wake_pump();
             }
@@ -1056,7 +1069,12 @@ fn start_deliveries(
                     }
                     continue;
                 };
-                if let Err(error) = state.committer.wait_durable(cause).await {
+                // (An item with no cause waits for nothing: this shard's log may even be empty.)
+                let durable = match cause {
+                    crate::shard::NO_CAUSE => Ok(()),
+                    cause => state.committer.wait_durable(cause).await,
+                };
+                if let Err(error) = durable {
                     tracing::error!(%error, to, "log failed; deliveries to the other shard stop");
                     return;
                 }
@@ -1079,6 +1097,55 @@ fn start_deliveries(
         .detach();
     }
     state.wake_forwarders();
+}
+
+/// Makes this shard hold `module` for a spawn shard `from` sent, by logging a copy of that
+/// shard's record of it (a module a gateway gave it: client modules are in every shard's log).
+/// What may pass (the other shard busy, this log full or behind on syncs) is tried again, for
+/// as long as it takes: the deliveries from `from` wait meanwhile. What will not (the other
+/// shard does not hold the module, the record does not compile here, this shard failed) is
+/// logged, and the spawn is then refused here, the parent's shard told so.
+async fn copy_module(state: &Rc<NodeState>, from: usize, module: ModuleId) {
+    let mut attempt: u32 = 0;
+    loop {
+        if attempt > 0 {
+            let wait = std::time::Duration::from_millis((10u64 << attempt.min(7)).min(1000));
+            glommio::timer::sleep(wait).await;
+        }
+        attempt += 1;
+        if state.failure().is_some() {
+            return;
+        }
+        let why = match state.mesh.ask(from, crate::mesh::Ask::Module(module)).await {
+            Ok(crate::mesh::Answer::Module(Ok(Some((kind, payload))))) => {
+                let admitted = state.shard.borrow_mut().admit_module_copy(module, kind, &payload);
+                match admitted {
+                    Ok(()) => {
+                        tracing::info!(%module, from, "module copied from another shard for a spawn");
+                        state.wake_pump();
+                        return;
+                    }
+                    Err(ShardError::Log(error @ (LogError::Backpressure { .. } | LogError::Full(_)))) => {
+                        state.wake_pump();
+                        error.to_string()
+                    }
+                    Err(error) => {
+                        tracing::warn!(%module, from, %error, "module not copied from another shard: its spawn is refused");
+                        return;
+                    }
+                }
+            }
+            Ok(crate::mesh::Answer::Module(Ok(None))) => {
+                tracing::warn!(%module, from, "the shard a spawn came from does not hold its module: the spawn is refused");
+                return;
+            }
+            Ok(crate::mesh::Answer::Module(Err(reason))) | Err(reason) => reason,
+            Ok(_) => format!("shard {from} answered out of turn"),
+        };
+        if attempt.is_multiple_of(10) {
+            tracing::warn!(%module, from, attempt, reason = %why, "still copying a module from another shard; its deliveries wait");
+        }
+    }
 }
 
 /// How many records recovery reads between two yields to the executor (so that `/health` and

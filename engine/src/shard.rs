@@ -437,9 +437,17 @@ enum Delivery {
 pub enum Remote {
     /// An outbox message for a process the receiving shard owns.
     Message(DataItem),
-    /// A process spawned by a process of the sending shard (its `Spawned` notice is delivered
-    /// by the sending shard).
-    Spawn(DataItem),
+    /// A process spawned by a process of the sending shard, and the `Spawned` notice its parent
+    /// is to receive: the receiving shard sends the notice back once the child is in its log
+    /// (again for a duplicate, which the parent's shard then refuses), or [`Remote::SpawnRefused`]
+    /// if it refuses the child. `None` only from a checkpoint of an older version, whose shard
+    /// delivered the notice itself.
+    Spawn {
+        process: DataItem,
+        notice: Option<DataItem>,
+    },
+    /// The answer to a [`Remote::Spawn`] the receiving shard refused: no notice will come.
+    SpawnRefused { notice: MessageId },
     /// A result's `Assignments` entry: a copy of a message the sending shard holds, for the
     /// timeline of `process`.
     Assign { process: ProcessId, item: DataItem },
@@ -609,6 +617,11 @@ pub struct Shard {
     sent_settled: Vec<u64>,
     /// Items taken from other shards: their sender and the log position after delivering them.
     settling: VecDeque<(usize, Lsn)>,
+    /// Spawns sent to other shards that have not answered yet, by their notices' ids; kept in
+    /// checkpoints, so that a restart sends them again until an answer is durable here.
+    awaiting: IdMap<MessageId, AwaitedSpawn>,
+    awaiting_bytes: usize,
+    awaiting_sent: u64,
     /// `settled[from * count + to]`: items from shard `from` that shard `to` holds durably.
     settled: Option<Arc<[AtomicU64]>>,
     /// Where every evaluation's result is appended (see `crate::checkpoint`); `None` when
@@ -647,6 +660,11 @@ const UNDO_TRACKING_MIN_BYTES: usize = 1 << 20;
 /// from them before their batches wait in the rings.
 const REMOTE_BYTES_MAX: usize = 64 << 20;
 
+/// The cause of an item for another shard that waits for nothing here: one from a checkpoint
+/// (its cause was durable when the checkpoint committed), or a refusal. No evaluation has it: the
+/// log's first record is a module.
+pub const NO_CAUSE: Lsn = Lsn(0);
+
 /// About the most bytes one batch between shards carries (at least one item).
 const REMOTE_BATCH_BYTES: usize = 4 << 20;
 
@@ -676,26 +694,56 @@ impl Delivery {
 }
 
 impl Remote {
-    fn pending(&self, to: u32) -> Pending {
+    /// What a checkpoint keeps of this item, sent or to be sent to shard `to`.
+    fn pending(&self, to: u32) -> Option<Pending> {
         match self {
-            Remote::Message(item) => Pending::RemoteMessage { to, item: item.clone() },
-            Remote::Spawn(item) => Pending::RemoteSpawn { to, item: item.clone() },
-            Remote::Assign { process, item } => Pending::RemoteAssign {
+            Remote::Message(item) => Some(Pending::RemoteMessage { to, item: item.clone() }),
+            Remote::Spawn { process, notice: None } => Some(Pending::RemoteSpawn {
+                to,
+                item: process.clone(),
+            }),
+            Remote::Spawn {
+                process,
+                notice: Some(notice),
+            } => Some(Pending::RemoteSpawnNotified {
+                to,
+                process: process.clone(),
+                notice: notice.clone(),
+            }),
+            // Not kept: a restart sends the spawn again (the sending shard's checkpoint holds it
+            // until its answer comes), and the refusal is made again.
+            Remote::SpawnRefused { .. } => None,
+            Remote::Assign { process, item } => Some(Pending::RemoteAssign {
                 to,
                 process: *process,
                 item: item.clone(),
-            },
+            }),
         }
     }
 
-    /// The bytes this item holds (its data item's).
+    /// The bytes this item holds (its data items').
     fn bytes(&self) -> usize {
         match self {
-            Remote::Message(item) | Remote::Spawn(item) | Remote::Assign { item, .. } => {
-                item.data.len() + item.owner.len() + item.signature.len() + 256 + item.tags.len() * 32
-            }
+            Remote::Message(item) | Remote::Assign { item, .. } => item_bytes(item),
+            Remote::Spawn { process, notice } => item_bytes(process) + notice.as_ref().map_or(0, item_bytes),
+            Remote::SpawnRefused { .. } => 64,
         }
     }
+}
+
+/// About the memory a data item holds.
+fn item_bytes(item: &DataItem) -> usize {
+    item.data.len() + item.owner.len() + item.signature.len() + 256 + item.tags.len() * 32
+}
+
+/// A spawn sent to the shard that owns the child, until that shard answers with the `Spawned`
+/// notice or a refusal (see [`Remote::Spawn`]).
+struct AwaitedSpawn {
+    to: usize,
+    process: DataItem,
+    notice: DataItem,
+    /// The order the spawns were sent in (a checkpoint keeps them in it).
+    sent: u64,
 }
 
 /// The maps keyed by ids. Ids are SHA-256 outputs, but a client chooses its signatures, so the
@@ -795,6 +843,9 @@ impl Shard {
             sent: vec![VecDeque::new()],
             sent_settled: vec![0],
             settling: VecDeque::new(),
+            awaiting: IdMap::default(),
+            awaiting_bytes: 0,
+            awaiting_sent: 0,
             settled: None,
             results_out: None,
             results_failed: None,
@@ -879,7 +930,48 @@ impl Shard {
     }
 
     fn remote_out_full(&self) -> bool {
-        self.remote_out_len >= self.limits.outbox_items_max || self.remote_out_bytes >= REMOTE_BYTES_MAX
+        self.remote_out_len >= self.limits.outbox_items_max
+            || self.remote_out_bytes >= REMOTE_BYTES_MAX
+            || self.awaiting.len() >= self.limits.outbox_items_max
+            || self.awaiting_bytes >= REMOTE_BYTES_MAX
+    }
+
+    /// Spawns sent to other shards whose answers have not come yet.
+    pub fn spawns_awaiting(&self) -> usize {
+        self.awaiting.len()
+    }
+
+    /// Sends `process` to shard `to`, which owns it, and waits for its answer (kept until then).
+    fn send_spawn(&mut self, to: usize, cause: Lsn, process: &DataItem, notice: &DataItem) {
+        let id = MessageId::from(notice.id());
+        if self.awaiting.contains_key(&id) {
+            return; // sent already (a checkpoint's copy, and its replay's)
+        }
+        self.awaiting_sent += 1;
+        let awaited = AwaitedSpawn {
+            to,
+            process: process.clone(),
+            notice: notice.clone(),
+            sent: self.awaiting_sent,
+        };
+        self.awaiting_bytes += item_bytes(process) + item_bytes(notice);
+        self.awaiting.insert(id, awaited);
+        self.queue_remote(
+            to,
+            cause,
+            Remote::Spawn {
+                process: process.clone(),
+                notice: Some(notice.clone()),
+            },
+        );
+    }
+
+    /// The answer to a spawn this shard sent came (its notice, delivered or refused as a
+    /// duplicate, or a refusal).
+    fn spawn_answered(&mut self, notice: &MessageId) {
+        if let Some(awaited) = self.awaiting.remove(notice) {
+            self.awaiting_bytes -= item_bytes(&awaited.process) + item_bytes(&awaited.notice);
+        }
     }
 
     /// Items queued for other shards, all destinations together.
@@ -915,7 +1007,9 @@ impl Shard {
         let (mut taken, mut bytes) = (Vec::new(), 0);
         while taken.len() < max
             && bytes < REMOTE_BATCH_BYTES
-            && queue.front().is_some_and(|(cause, _)| *cause < durable)
+            && queue
+                .front()
+                .is_some_and(|(cause, _)| *cause == NO_CAUSE || *cause < durable)
         {
             let item = queue.pop_front().expect("checked").1;
             bytes += item.bytes();
@@ -2262,6 +2356,69 @@ impl Shard {
         Ok((id, nonce, lsn))
     }
 
+    /// The module a spawn from another shard names, when this shard does not hold it (a module
+    /// a gateway gave the sending shard): the receiving shard logs a copy of the sender's record
+    /// first (see [`Shard::module_record`]), so that the child can be spawned.
+    pub fn missing_module(&self, remote: &Remote) -> Option<ModuleId> {
+        let Remote::Spawn { process, .. } = remote else {
+            return None;
+        };
+        let module = self.spawn_module(process).ok()?;
+        (!self.modules.contains_key(&module)).then_some(module)
+    }
+
+    /// The log record of module `id` (its kind and payload) if this shard holds it durably,
+    /// for another shard to log a copy of (see [`Shard::admit_module_copy`]).
+    pub fn module_record(&self, id: ModuleId) -> Result<Option<(u8, Vec<u8>)>, ShardError> {
+        let Some(module) = self.modules.get(&id) else {
+            return Ok(None);
+        };
+        let log = self.log.borrow();
+        if module.lsn >= log.durable_lsn() {
+            return Ok(None);
+        }
+        let record = log.read(module.lsn)?;
+        Ok(Some((record.kind, record.payload.to_vec())))
+    }
+
+    /// Logs a copy of another shard's record of module `id` (see [`Shard::module_record`]),
+    /// checked as a record read back is; nothing is done if this shard holds the module.
+    pub fn admit_module_copy(&mut self, id: ModuleId, kind: u8, payload: &[u8]) -> Result<(), ShardError> {
+        if self.modules.contains_key(&id) {
+            return Ok(());
+        }
+        let bad = |reason: String| ShardError::BadRequest(format!("copy of module {id}: {reason}"));
+        match kind {
+            KIND_MODULE => {
+                let item = DataItem::parse(payload).map_err(|e| bad(e.to_string()))?;
+                if ModuleId::from(item.id()) != id {
+                    return Err(bad(format!("the record holds module {}", item.id())));
+                }
+                self.admit_module(item, payload).map(drop)
+            }
+            KIND_GATEWAY_MODULE => {
+                let module = GatewayModuleRecord::decode(payload).map_err(|e| bad(e.to_string()))?;
+                if module.id != id {
+                    return Err(bad(format!("the record holds module {}", module.id)));
+                }
+                let meta = Self::gateway_meta(&module).map_err(bad)?;
+                self.register_meta(meta, module.data)?;
+                let appended = self.log.borrow_mut().append(KIND_GATEWAY_MODULE, payload);
+                match appended {
+                    Ok(lsn) => {
+                        self.set_module_lsn(id, lsn);
+                        Ok(())
+                    }
+                    Err(error) => {
+                        self.modules.remove(&id);
+                        Err(error.into())
+                    }
+                }
+            }
+            other => Err(bad(format!("record kind {other} is not a module's"))),
+        }
+    }
+
     /// The bytes of `message` if this shard holds it and its record is durable (for another
     /// shard's `assign`).
     pub fn held_message(&self, message: MessageId) -> Result<Option<Vec<u8>>, ShardError> {
@@ -2370,7 +2527,7 @@ impl Shard {
             return Ok(());
         }
         while let Some((from, remote)) = self.remote_in.pop_front() {
-            if let Err(error) = self.deliver_remote(&remote, now) {
+            if let Err(error) = self.deliver_remote(from, &remote, now) {
                 self.remote_in.push_front((from, remote));
                 return Err(error);
             }
@@ -2438,10 +2595,12 @@ impl Shard {
                         return Ok(None);
                     }
                     if !here {
-                        // Checked here against this shard's log (every shard holds the modules
-                        // clients load), so the notice goes out in the same place on any
-                        // number of shards; the owner spawns it.
-                        self.queue_remote(self.shard_of(&pid), *cause, Remote::Spawn(process.clone()));
+                        // Checked here against this shard's log too, so that a spawn this log
+                        // refuses is refused on any number of shards. The owner spawns it and
+                        // sends the notice back once the child is in its log: a parent learns
+                        // of its child only once messages can reach it.
+                        self.send_spawn(self.shard_of(&pid), *cause, process, notice);
+                        return Ok(None);
                     } else if !self.assign_pushed(pid, process, now)? {
                         return Ok(None);
                     }
@@ -2509,10 +2668,10 @@ impl Shard {
         }
     }
 
-    /// Delivers an item another shard sent. The sender's log decided nothing about this shard's
+    /// Delivers an item shard `from` sent. The sender's log decided nothing about this shard's
     /// processes, so the rule is this shard's state: a message reaches a process that exists
     /// here, once (its id is refused after that).
-    fn deliver_remote(&mut self, remote: &Remote, now: Timestamp) -> Result<(), ShardError> {
+    fn deliver_remote(&mut self, from: usize, remote: &Remote, now: Timestamp) -> Result<(), ShardError> {
         match remote {
             Remote::Message(item) => {
                 let id = MessageId::from(item.id());
@@ -2525,18 +2684,45 @@ impl Shard {
                 } else {
                     self.assign_pushed(target, item, now)?;
                 }
+                if !self.awaiting.is_empty() {
+                    self.spawn_answered(&id);
+                }
             }
-            Remote::Spawn(process) => {
+            Remote::Spawn { process, notice } => {
                 let pid = ProcessId::from(process.id());
-                if self.processes.contains_key(&pid) {
+                let spawned = if self.processes.contains_key(&pid) {
                     self.counters.duplicates_refused += 1;
+                    true
                 } else if let Err(error) = self.check_spawn(process) {
                     self.counters.undeliverable += 1;
                     tracing::warn!(%pid, %error, "spawn from another shard refused");
+                    false
                 } else {
-                    self.assign_pushed(pid, process, now)?;
+                    self.assign_pushed(pid, process, now)?
+                };
+                if let Some(notice) = notice {
+                    if spawned {
+                        // Sent once the child's record is durable here.
+                        let cause = self.processes[&pid].entries[0].lsn;
+                        let parent = ProcessId(notice.target.expect("a notice has its parent as target"));
+                        // Spawns come from the parent's shard: never this one.
+                        debug_assert_eq!(self.shard_of(&parent), from, "a spawn from its parent's shard");
+                        match self.shard_of(&parent) {
+                            to if to != self.shard_index => {
+                                self.queue_remote(to, cause, Remote::Message(notice.clone()))
+                            }
+                            _ => self.outbox.push_back(Delivery::Message {
+                                item: notice.clone(),
+                                cause,
+                            }),
+                        }
+                    } else {
+                        let notice = MessageId::from(notice.id());
+                        self.queue_remote(from, NO_CAUSE, Remote::SpawnRefused { notice });
+                    }
                 }
             }
+            Remote::SpawnRefused { notice } => self.spawn_answered(notice),
             Remote::Assign { process, item } => {
                 let message = MessageId::from(item.id());
                 let held_here = self.owner_of(message).is_some_and(|(o, _)| o == *process);
@@ -2932,8 +3118,21 @@ impl Shard {
         for (to, queue) in self.remote_out.iter().enumerate() {
             // Sent (older) before queued (newer): a restart sends them again in this order.
             for remote in self.sent[to].iter().chain(queue.iter().map(|(_, r)| r)) {
-                checkpoint::encode_pending(out, &remote.pending(to as u32));
+                if let Some(pending) = remote.pending(to as u32) {
+                    checkpoint::encode_pending(out, &pending);
+                }
             }
+        }
+        // Spawns whose answers have not come (those sent or queued above are sent once).
+        let mut awaiting: Vec<&AwaitedSpawn> = self.awaiting.values().collect();
+        awaiting.sort_by_key(|awaited| awaited.sent);
+        for awaited in awaiting {
+            let pending = checkpoint::Pending::RemoteSpawnNotified {
+                to: awaited.to as u32,
+                process: awaited.process.clone(),
+                notice: awaited.notice.clone(),
+            };
+            checkpoint::encode_pending(out, &pending);
         }
         let log_lsn = self.log.borrow().end_lsn();
         checkpoint::encode_commit(
@@ -2990,6 +3189,7 @@ impl Shard {
         for pending in &loaded.pending {
             if let Pending::RemoteMessage { to, .. }
             | Pending::RemoteSpawn { to, .. }
+            | Pending::RemoteSpawnNotified { to, .. }
             | Pending::RemoteAssign { to, .. } = pending
             {
                 if *to as usize >= self.shard_count {
@@ -3087,7 +3287,9 @@ impl Shard {
                 process.queued = false;
             }
         }
-        for pending in loaded.pending {
+        // A replay that only checks (`hewitt verify`) delivers nothing.
+        let pending = if self.replay_only { Vec::new() } else { loaded.pending };
+        for pending in pending {
             match pending {
                 Pending::Message { item, cause } => self.outbox.push_back(Delivery::Message {
                     item,
@@ -3108,10 +3310,20 @@ impl Shard {
                     cause: Lsn(cause),
                 }),
                 // Their causes were durable before the checkpoint committed.
-                Pending::RemoteMessage { to, item } => self.queue_remote(to as usize, Lsn(0), Remote::Message(item)),
-                Pending::RemoteSpawn { to, item } => self.queue_remote(to as usize, Lsn(0), Remote::Spawn(item)),
+                Pending::RemoteMessage { to, item } => self.queue_remote(to as usize, NO_CAUSE, Remote::Message(item)),
+                Pending::RemoteSpawn { to, item } => self.queue_remote(
+                    to as usize,
+                    NO_CAUSE,
+                    Remote::Spawn {
+                        process: item,
+                        notice: None,
+                    },
+                ),
+                Pending::RemoteSpawnNotified { to, process, notice } => {
+                    self.send_spawn(to as usize, NO_CAUSE, &process, &notice)
+                }
                 Pending::RemoteAssign { to, process, item } => {
-                    self.queue_remote(to as usize, Lsn(0), Remote::Assign { process, item })
+                    self.queue_remote(to as usize, NO_CAUSE, Remote::Assign { process, item })
                 }
             }
         }
@@ -3792,6 +4004,117 @@ mod tests {
                     .unwrap();
             }
         }
+    }
+
+    /// A child of a parent on shard 0, spawned by it from `module`, placed on shard 1 (of 2);
+    /// with its `Spawned` notice.
+    fn child_on_shard_1(module: ModuleId, name: &str) -> (DataItem, DataItem) {
+        let signer = Signer::generate_ed25519();
+        let parent = (0..=255u8)
+            .map(|b| ProcessId([b; 32]))
+            .find(|p| messenger::placement::shard_of(p, 2) == 0)
+            .expect("a parent on shard 0");
+        let origin = Origin {
+            process: parent,
+            module,
+            nonce: Nonce(1),
+            pushed_for: MessageId([7; 32]),
+            cron: None,
+        };
+        let spawn = messenger::SpawnRequest {
+            data: Vec::new(),
+            tags: vec![Tag::new("Name", name)],
+        };
+        (0..64)
+            .map(|index| {
+                let child = messenger::spawn_process(&signer, &origin, index, &spawn, module, "node");
+                let notice = messenger::spawned_notice(&signer, &origin, index, &spawn, ProcessId::from(child.id()));
+                (child, notice)
+            })
+            .find(|(child, _)| messenger::placement::shard_of(&ProcessId::from(child.id()), 2) == 1)
+            .expect("a child on shard 1")
+    }
+
+    #[test]
+    fn a_spawn_from_another_shard_is_answered_with_its_notice_again_for_a_copy_or_a_refusal() {
+        let mut f = fixture(4);
+        f.shard.set_placement(1, 2);
+        let counter = f.module("counter");
+        let now = Timestamp(1_700_000_000_000);
+        let last_out = |f: &Fixture| {
+            f.shard.remote_out[0]
+                .back()
+                .cloned()
+                .expect("an answer queued for shard 0")
+        };
+
+        let (child, notice) = child_on_shard_1(counter, "a");
+        let pid = ProcessId::from(child.id());
+        let spawn = Remote::Spawn {
+            process: child.clone(),
+            notice: Some(notice.clone()),
+        };
+        f.shard.deliver_remote(0, &spawn, now).unwrap();
+        // The notice goes back once the child's record is durable.
+        let at = f.shard.processes[&pid].entries[0].lsn;
+        match last_out(&f) {
+            (cause, Remote::Message(sent)) => assert_eq!((cause, sent.id()), (at, notice.id())),
+            other => panic!("{other:?}"),
+        }
+        // A copy (the parent's shard restarted before the notice was durable there) is refused,
+        // and answered with the notice again.
+        f.shard.deliver_remote(0, &spawn, now).unwrap();
+        assert_eq!(f.shard.counters().duplicates_refused, 1);
+        assert_eq!(f.shard.remote_out[0].len(), 2);
+        assert!(matches!(last_out(&f), (_, Remote::Message(sent)) if sent.id() == notice.id()));
+        // A child whose module is not here is refused, and the parent's shard told so.
+        let (stray, stray_notice) = child_on_shard_1(ModuleId([9; 32]), "b");
+        let refused = Remote::Spawn {
+            process: stray.clone(),
+            notice: Some(stray_notice.clone()),
+        };
+        f.shard.deliver_remote(0, &refused, now).unwrap();
+        assert!(!f.shard.processes.contains_key(&ProcessId::from(stray.id())));
+        assert_eq!(f.shard.counters().undeliverable, 1);
+        match last_out(&f) {
+            (NO_CAUSE, Remote::SpawnRefused { notice }) => assert_eq!(notice, MessageId::from(stray_notice.id())),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_spawn_sent_to_another_shard_is_kept_until_its_answer_comes() {
+        let mut f = fixture(4);
+        f.shard.set_placement(1, 2);
+        let counter = f.module("counter");
+        let now = Timestamp(1_700_000_000_000);
+        let (child, notice) = child_on_shard_1(counter, "a");
+        let id = MessageId::from(notice.id());
+        // (This shard plays the parent's, sending to shard 0.)
+        f.shard.send_spawn(0, Lsn(1), &child, &notice);
+        f.shard.send_spawn(0, Lsn(1), &child, &notice);
+        assert_eq!(
+            (f.shard.spawns_awaiting(), f.shard.remote_out[0].len()),
+            (1, 1),
+            "sent once"
+        );
+        let kept = f.shard.remote_out[0][0].1.pending(0);
+        assert!(
+            matches!(kept, Some(Pending::RemoteSpawnNotified { to: 0, .. })),
+            "{kept:?}"
+        );
+        f.shard
+            .deliver_remote(0, &Remote::SpawnRefused { notice: id }, now)
+            .unwrap();
+        assert_eq!((f.shard.spawns_awaiting(), f.shard.awaiting_bytes), (0, 0));
+        // Sent again (a restart), answered by the notice: delivered or, as here (the parent is
+        // not on this shard), dropped, it ends the wait either way.
+        f.shard.send_spawn(0, NO_CAUSE, &child, &notice);
+        assert_eq!(f.shard.spawns_awaiting(), 1);
+        f.shard
+            .deliver_remote(0, &Remote::Message(notice.clone()), now)
+            .unwrap();
+        assert_eq!((f.shard.spawns_awaiting(), f.shard.awaiting_bytes), (0, 0));
     }
 
     #[test]

@@ -64,14 +64,18 @@ fn gateway(modules: HashMap<String, Vec<u8>>, served: Arc<AtomicUsize>) -> StubS
 }
 
 fn start(data: &std::path::Path, gateway_url: &str) -> Node {
+    start_shards(data, gateway_url, 1)
+}
+
+fn start_shards(data: &std::path::Path, gateway_url: &str, shards: usize) -> Node {
     let mut command = Command::new(BINARY);
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
         .env("HEWITT_ARWEAVE_GATEWAY_URL", gateway_url)
-        // One shard: each shard fetches a module it has not logged itself, and these tests
-        // count fetches.
-        .env("HEWITT_SHARDS", "1");
+        // Each shard fetches a module a client's spawn names that it has not logged itself,
+        // and these tests count fetches: one shard unless a test says otherwise.
+        .env("HEWITT_SHARDS", shards.to_string());
     Node::launch(command, data)
 }
 
@@ -154,5 +158,81 @@ fn modules_are_fetched_from_the_gateway_once_and_kept_in_the_log() {
     assert_eq!(down.status(), Some(502), "{down}");
     node.terminate();
 
+    tests::assert_log_verifies(BINARY, data.path());
+}
+
+/// A process spawned from a gateway module spawns children from that module on every shard: a
+/// child's shard that does not hold the module logs a copy of the parent's shard's record (not
+/// another gateway fetch), and each parent's `Spawned` notice names a child that exists.
+#[test]
+fn children_of_a_gateway_module_are_spawned_on_every_shard_and_each_notice_is_true() {
+    let spawner = ModuleId([5; 32]);
+    let modules = HashMap::from([(
+        spawner.to_string(),
+        engine::compute::samples::wasm("spawner").expect("sample"),
+    )]);
+    let served = Arc::new(AtomicUsize::new(0));
+    let stub = gateway(modules, Arc::clone(&served));
+    let data = tempfile::tempdir().expect("temporary directory");
+    const SHARDS: usize = 3;
+    let node = start_shards(data.path(), &stub.url, SHARDS);
+    let client = node.client();
+    let parent = client
+        .spawn(spawner, node.address, &[], b"")
+        .expect("spawn from a gateway module");
+    assert_eq!(served.load(Ordering::SeqCst), 2, "one GraphQL query and one /raw read");
+    let home = messenger::placement::shard_of(&parent, SHARDS);
+
+    // Children until two of them live on other shards than their parent's.
+    let mut children = Vec::new();
+    while children
+        .iter()
+        .filter(|child| messenger::placement::shard_of(child, SHARDS) != home)
+        .count()
+        < 2
+    {
+        assert!(children.len() < 40, "40 children and fewer than two on other shards");
+        let id = client
+            .send(parent, &[Tag::new("Action", "Spawn-Child")], b"")
+            .expect("spawn child");
+        client.result(parent, id).expect("spawn result");
+        let notices = children.len() + 1;
+        tests::wait_until("the Spawned notice", || {
+            tests::timeline(&client, parent).len() == 1 + 2 * notices
+        });
+        let results = client.get(&format!("/results/{parent}?limit=200")).expect("results");
+        let child: scheduler::ProcessId = results["edges"]
+            .as_array()
+            .expect("edges")
+            .last()
+            .and_then(|edge| edge["node"]["Output"].as_str())
+            .and_then(|output| output.parse().ok())
+            .expect("the notice's result names the child");
+        children.push(child);
+    }
+    // Every child the notices name exists and runs; the module was fetched once.
+    for child in &children {
+        let id = client
+            .send(*child, &[Tag::new("Action", "Count")], b"")
+            .expect("message to a child");
+        assert_eq!(client.result(*child, id).expect("child's result")["Output"], "0");
+    }
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        2,
+        "the other shards copied the module: no more fetches"
+    );
+    node.kill();
+
+    // The copies are in the logs: after a restart, with no gateway, every child answers.
+    let node = start_shards(data.path(), "http://127.0.0.1:9", SHARDS);
+    let client = node.client();
+    for child in &children {
+        let id = client
+            .send(*child, &[Tag::new("Action", "Count")], b"")
+            .expect("message after restart");
+        assert_eq!(client.result(*child, id).expect("result after restart")["Output"], "0");
+    }
+    node.terminate();
     tests::assert_log_verifies(BINARY, data.path());
 }

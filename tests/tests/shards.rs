@@ -77,16 +77,20 @@ fn run_workload(shards: usize, node_key: &Path, client_key: &Path) -> Seen {
     expected_len.insert(hub, 1 + leaves.len());
     pids.push(hub);
     pids.extend(&leaves);
-    // Spawn-heavy: two parents spawn six children each (each request evaluated before the next,
-    // so that the Spawned notices sit at the same nonces).
+    // Spawn-heavy: two parents spawn six children each. Each request waits for the Spawned
+    // notice of the one before, so that the notices sit at the same nonces: a child's shard
+    // sends its notice once the child is in its log, so on several shards it comes later.
     let mut parents = Vec::new();
     for _ in 0..2 {
         let parent = spawn(&client, &node, spawner);
-        for _ in 0..6 {
+        for child in 0..6 {
             let id = client
                 .send(parent, &[Tag::new("Action", "Spawn-Child")], b"")
                 .expect("spawn child");
             client.result(parent, id).expect("spawn result");
+            wait_until("the Spawned notice", || {
+                timeline(&client, parent).len() == 3 + 2 * child
+            });
         }
         expected_len.insert(parent, 1 + 6 + 6);
         parents.push(parent);
@@ -229,6 +233,105 @@ fn a_multi_shard_node_killed_mid_traffic_loses_and_doubles_nothing() {
     }
     let health = client.get("/health").expect("health");
     assert_eq!(health["shards"], 2, "{health}");
+    node.terminate();
+    tests::assert_log_verifies(BINARY, data.path());
+}
+
+/// The children a parent's `Spawned` notices name (each notice's result is the child's id).
+fn notified_children(client: &Client, parent: ProcessId) -> Vec<ProcessId> {
+    timeline_retried(client, parent)
+        .iter()
+        .filter(|edge| edge["node"]["message"]["tags"].to_string().contains("\"Spawned\""))
+        .map(|edge| {
+            let tags = edge["node"]["message"]["tags"].as_array().expect("tags");
+            let process = tags.iter().find(|tag| tag["name"] == "Process").expect("Process tag");
+            process["value"].as_str().expect("value").parse().expect("a process id")
+        })
+        .collect()
+}
+
+#[test]
+fn spawns_across_shards_killed_midway_give_each_child_once_and_each_notice_once() {
+    let data = tempfile::tempdir().expect("temporary directory");
+    let mut node = start(data.path(), 2, false);
+    let client = node.client();
+    let spawner = load_sample(&client, "spawner", &[]);
+    // Two parents on each shard; each child lands on either shard.
+    let mut on = [Vec::new(), Vec::new()];
+    while on[0].len() < 2 || on[1].len() < 2 {
+        let pid = spawn(&client, &node, spawner);
+        on[messenger::placement::shard_of(&pid, 2)].push(pid);
+    }
+    let parents: Vec<ProcessId> = on[0][..2].iter().chain(&on[1][..2]).copied().collect();
+    // Three kills, each while every parent is being sent Spawn-Child requests as fast as the
+    // node takes them: spawns, children and notices are on their way between the shards.
+    for _ in 0..3 {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let senders: Vec<_> = parents
+            .iter()
+            .map(|parent| {
+                let (client, parent, stop) = (node.client(), *parent, std::sync::Arc::clone(&stop));
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        if client.send(parent, &[Tag::new("Action", "Spawn-Child")], b"").is_err() {
+                            return; // the node was killed
+                        }
+                    }
+                })
+            })
+            .collect();
+        let client = node.client().with_timeout(std::time::Duration::from_secs(15));
+        let before: usize = parents.iter().map(|p| notified_children(&client, *p).len()).sum();
+        wait_until("spawns are under way", || {
+            parents
+                .iter()
+                .map(|p| notified_children(&client, *p).len())
+                .sum::<usize>()
+                >= before + 40
+        });
+        node.kill();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for sender in senders {
+            sender.join().expect("sender");
+        }
+        node = start(data.path(), 2, false);
+    }
+
+    // Every Spawn-Child in a parent's timeline gets exactly one notice, naming a child that
+    // exists once.
+    let client = node.client().with_timeout(std::time::Duration::from_secs(15));
+    let requests = |parent: ProcessId| {
+        timeline_retried(&client, parent)
+            .iter()
+            .filter(|edge| edge["node"]["message"]["tags"].to_string().contains("\"Spawn-Child\""))
+            .count()
+    };
+    for parent in &parents {
+        wait_until("every notice", || {
+            notified_children(&client, *parent).len() >= requests(*parent)
+        });
+    }
+    // Quiet for a while: nothing more arrives.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut crossed = 0;
+    for parent in &parents {
+        let edges = timeline_retried(&client, *parent);
+        let asked = requests(*parent);
+        assert_eq!(edges.len(), 1 + 2 * asked, "one notice per Spawn-Child of {parent}");
+        check_timeline(&edges, *parent, node.address);
+        let mut children = notified_children(&client, *parent);
+        children.sort();
+        children.dedup();
+        assert_eq!(children.len(), asked, "no child twice");
+        for child in children {
+            let edges = timeline(&client, child);
+            assert_eq!(edges.len(), 1, "child {child} spawned once, and nothing else");
+            check_timeline(&edges, child, node.address);
+            crossed +=
+                usize::from(messenger::placement::shard_of(&child, 2) != messenger::placement::shard_of(parent, 2));
+        }
+    }
+    assert!(crossed > 0, "some children live on the other shard than their parent");
     node.terminate();
     tests::assert_log_verifies(BINARY, data.path());
 }
