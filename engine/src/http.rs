@@ -484,13 +484,11 @@ async fn post_item<B: RequestBody>(
     .await
 }
 
-/// Loads the module a process item names from the configured gateway when this node does not
-/// hold it (see `crate::gateway`). Nothing happens without a gateway or for a held module; the
-/// shard's own checks then answer for a missing or bad `Module` tag.
+/// Loads the module a process item names when this shard does not hold it: a copy of another
+/// shard's record of it (one a gateway gave that shard), else from the configured gateway (see
+/// `crate::gateway`). Nothing happens for a held module, or one no shard holds without a
+/// gateway; the shard's own checks then answer for a missing or bad `Module` tag.
 async fn fetch_module_if_needed(state: &Rc<NodeState>, item: &DataItem) -> Result<(), Answer> {
-    let Some(url) = &state.ao.gateway_url else {
-        return Ok(());
-    };
     let Some(module) = item.tag("Module").and_then(|m| m.parse::<scheduler::ModuleId>().ok()) else {
         return Ok(());
     };
@@ -502,6 +500,12 @@ async fn fetch_module_if_needed(state: &Rc<NodeState>, item: &DataItem) -> Resul
         // Everything that would refuse the spawn anyway is checked before fetching anything.
         shard.check_process_item(item).map_err(shard_fail)?;
         shard.gateway_module_bytes_max()
+    };
+    if module_from_other_shards(state, module).await? {
+        return Ok(());
+    }
+    let Some(url) = &state.ao.gateway_url else {
+        return Ok(());
     };
     let endpoint = crate::outbound::Endpoint::parse(url).map_err(|e| fail(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     let fetched = crate::gateway::fetch_module(&endpoint, module, bytes_max)
@@ -529,6 +533,23 @@ async fn fetch_module_if_needed(state: &Rc<NodeState>, item: &DataItem) -> Resul
         .map_err(shard_fail)?;
     tracing::info!(%module, gateway = %url, bytes = fetched.wasm.len(), "module fetched from the gateway");
     Ok(())
+}
+
+/// Logs a copy of another shard's record of `module`, if one holds it durably; whether one did.
+/// A shard that cannot answer now (reading its log back) is passed over.
+async fn module_from_other_shards(state: &Rc<NodeState>, module: scheduler::ModuleId) -> Result<bool, Answer> {
+    for to in (0..state.mesh.count).filter(|&to| to != state.mesh.index) {
+        let Ok(crate::mesh::Answer::Module(Ok(Some((kind, payload))))) = state.mesh.ask(to, Ask::Module(module)).await
+        else {
+            continue;
+        };
+        let mut shard = state.shard.borrow_mut();
+        // (Held already if another request copied it meanwhile: nothing is done then.)
+        shard.admit_module_copy(module, kind, &payload).map_err(shard_fail)?;
+        tracing::info!(%module, from = to, "module copied from another shard for a spawn");
+        return Ok(true);
+    }
+    Ok(false)
 }
 
 /// `POST /?process-id=P&assign=M[&exclude=Data,Anchor]` (no body): the `assign` flow. The

@@ -163,7 +163,8 @@ fn modules_are_fetched_from_the_gateway_once_and_kept_in_the_log() {
 
 /// A process spawned from a gateway module spawns children from that module on every shard: a
 /// child's shard that does not hold the module logs a copy of the parent's shard's record (not
-/// another gateway fetch), and each parent's `Spawned` notice names a child that exists.
+/// another gateway fetch), and each parent's `Spawned` notice names a child that exists. A
+/// client's spawn of it on another shard copies it the same way.
 #[test]
 fn children_of_a_gateway_module_are_spawned_on_every_shard_and_each_notice_is_true() {
     let spawner = ModuleId([5; 32]);
@@ -182,6 +183,26 @@ fn children_of_a_gateway_module_are_spawned_on_every_shard_and_each_notice_is_tr
         .expect("spawn from a gateway module");
     assert_eq!(served.load(Ordering::SeqCst), 2, "one GraphQL query and one /raw read");
     let home = messenger::placement::shard_of(&parent, SHARDS);
+
+    // A client's spawn of the module on another shard copies the home shard's record of it
+    // instead of fetching it again.
+    let elsewhere = (0..64)
+        .map(|n| {
+            client
+                .spawn(spawner, node.address, &[Tag::new("Name", format!("client-{n}"))], b"")
+                .expect("a client's spawn of the gateway module")
+        })
+        .find(|pid| messenger::placement::shard_of(pid, SHARDS) != home)
+        .expect("a client's process on another shard");
+    let id = client
+        .send(elsewhere, &[Tag::new("Action", "Count")], b"")
+        .expect("message");
+    assert_eq!(client.result(elsewhere, id).expect("result")["Output"], "0");
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        2,
+        "copied from the home shard: not fetched again"
+    );
 
     // Children until two of them live on other shards than their parent's.
     let mut children = Vec::new();
