@@ -2,8 +2,8 @@
 ;; handed, as its Output (a JSON object), so that tests and clients can see exactly what the
 ;; node passes in (fields, tags, From, Forwarded-By, what an assignment's exclude left out).
 ;;
-;;   Action=Assign  also asks the node (the result's Assignments) to assign this message to the
-;;                  process named by the message's Assign-To tag.
+;;   Action=Assign  also asks the node (the result's Assignments) to assign this message (or the
+;;                  one its Assign-Message tag names) to the process named by its Assign-To tag.
 ;;
 ;; It deliberately keeps no state. Module fields only: compute::samples wraps it with
 ;; prelude.wat into one module.
@@ -17,6 +17,7 @@
   (data (i32.const 0x0980) "\"],\"Message\":\"\00")
   (data (i32.const 0x09C0) "\"}\00")
   (data (i32.const 0x0A00) "\"Id\":\"\00")
+  (data (i32.const 0x0A40) "Assign-Message\00")
 
   (func (export "handle") (param $msg i32) (param $env i32) (result i32)
     (local $to i32) (local $to_len i32) (local $id i32) (local $id_len i32)
@@ -31,9 +32,14 @@
         (call $tag (i32.const 0x0900))
         local.set $to_len
         local.set $to
-        (call $msg_value (i32.const 0x0A00))
+        (call $tag (i32.const 0x0A40))
         local.set $id_len
         local.set $id
+        (if (i32.eqz (local.get $id_len))
+          (then
+            (call $msg_value (i32.const 0x0A00))
+            local.set $id_len
+            local.set $id))
         (call $out_cstr (i32.const 0x0940))
         (call $out_bytes (local.get $to) (local.get $to_len))
         (call $out_cstr (i32.const 0x0980))

@@ -663,6 +663,11 @@ async fn pump(state: Rc<NodeState>, mut wake: mpsc::Receiver<()>) {
                 // Every instance is busy (dry runs, other shards): the process waits its turn.
                 glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
             }
+            Err(ShardError::WaitsForMessage(message)) => {
+                // Deliveries wait (queued) for a message another shard holds.
+                let item = message_from_other_shards(&state, message).await;
+                state.shard.borrow_mut().message_fetched(message, item);
+            }
             Err(ShardError::Log(LogError::Full(_))) => {
                 // Deliveries wait (queued, nothing lost) until the committer finds space.
                 glommio::timer::sleep(std::time::Duration::from_secs(1)).await;
@@ -1097,6 +1102,39 @@ fn start_deliveries(
         .detach();
     }
     state.wake_forwarders();
+}
+
+/// Message `id` as whichever other shard holds it durably has it; `None` once every shard says
+/// it does not. A shard that cannot tell now (reading its log back, its queue to it full) is
+/// asked again, every round of them after a longer wait, for as long as it takes.
+async fn message_from_other_shards(state: &Rc<NodeState>, id: MessageId) -> Option<scheduler::data_item::DataItem> {
+    let mut round: u32 = 0;
+    loop {
+        let mut unsure = None;
+        for to in (0..state.mesh.count).filter(|&to| to != state.mesh.index) {
+            match state.mesh.ask(to, crate::mesh::Ask::Message(id)).await {
+                Ok(crate::mesh::Answer::Message(Ok(Some(bytes)))) => {
+                    match scheduler::data_item::DataItem::parse(&bytes) {
+                        Ok(item) => return Some(item),
+                        Err(error) => unsure = Some(format!("shard {to} holds it unparsed: {error}")),
+                    }
+                }
+                Ok(crate::mesh::Answer::Message(Ok(None))) => {}
+                Ok(crate::mesh::Answer::Message(Err(reason))) | Err(reason) => unsure = Some(reason),
+                Ok(_) => unsure = Some(format!("shard {to} answered out of turn")),
+            }
+        }
+        let reason = unsure?;
+        round += 1;
+        if round.is_multiple_of(10) {
+            tracing::warn!(message = %id, round, %reason, "still asking the other shards for a message an assignment names");
+        }
+        let wait = std::time::Duration::from_millis((10u64 << round.min(7)).min(1000));
+        glommio::timer::sleep(wait).await;
+        if state.failure().is_some() {
+            return None;
+        }
+    }
 }
 
 /// Makes this shard hold `module` for a spawn shard `from` sent, by logging a copy of that

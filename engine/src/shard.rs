@@ -120,6 +120,10 @@ pub enum ShardError {
     /// A saved index that cannot be used (the log is then read whole).
     #[error("index: {0}")]
     Index(String),
+    /// A result's `Assignments` names a message this shard does not hold: the shell asks the
+    /// other shards for it and hands it over ([`Shard::message_fetched`]) before delivery goes on.
+    #[error("delivery waits for message {0} from another shard")]
+    WaitsForMessage(MessageId),
 }
 
 /// What the node knows of a module besides its code: what `env`, the limits and GraphQL need.
@@ -622,6 +626,9 @@ pub struct Shard {
     awaiting: IdMap<MessageId, AwaitedSpawn>,
     awaiting_bytes: usize,
     awaiting_sent: u64,
+    /// A message another shard holds, fetched for the `Assignments` entry being delivered
+    /// (`None`: no shard holds it).
+    fetched: Option<(MessageId, Option<DataItem>)>,
     /// `settled[from * count + to]`: items from shard `from` that shard `to` holds durably.
     settled: Option<Arc<[AtomicU64]>>,
     /// Where every evaluation's result is appended (see `crate::checkpoint`); `None` when
@@ -846,6 +853,7 @@ impl Shard {
             awaiting: IdMap::default(),
             awaiting_bytes: 0,
             awaiting_sent: 0,
+            fetched: None,
             settled: None,
             results_out: None,
             results_failed: None,
@@ -964,6 +972,12 @@ impl Shard {
                 notice: Some(notice.clone()),
             },
         );
+    }
+
+    /// Hands over the message a [`ShardError::WaitsForMessage`] asked for: its item as another
+    /// shard holds it durably, or `None` if no shard holds it.
+    pub fn message_fetched(&mut self, message: MessageId, item: Option<DataItem>) {
+        self.fetched = Some((message, item));
     }
 
     /// The answer to a spawn this shard sent came (its notice, delivered or refused as a
@@ -2615,7 +2629,41 @@ impl Shard {
                 message,
                 cause,
             } => {
+                // A message another shard holds (its process lives there) comes from that shard,
+                // as durable there when asked: the rule "logged no later than the cause" is this
+                // log's alone.
+                let elsewhere = match (self.owner_of(*message), &self.fetched) {
+                    (Some(_), _) => None,
+                    (None, _) if self.shard_count == 1 => None,
+                    (None, Some((id, item))) if id == message => Some(item.clone()),
+                    (None, _) => return Err(ShardError::WaitsForMessage(*message)),
+                };
                 for target in processes {
+                    if let Some(fetched) = &elsewhere {
+                        match fetched {
+                            None => {
+                                self.counters.undeliverable += 1;
+                                tracing::warn!(%message, %target, "assignment of a message no shard holds is dropped");
+                            }
+                            Some(item) if !self.owns(target) => self.queue_remote(
+                                self.shard_of(target),
+                                *cause,
+                                Remote::Assign {
+                                    process: *target,
+                                    item: item.clone(),
+                                },
+                            ),
+                            Some(item) => self.deliver_remote(
+                                self.shard_index,
+                                &Remote::Assign {
+                                    process: *target,
+                                    item: item.clone(),
+                                },
+                                now,
+                            )?,
+                        }
+                        continue;
+                    }
                     if !self.owns(target) {
                         // A copy of the message, if this shard holds it (logged no later than
                         // the cause, as below).
@@ -2662,6 +2710,9 @@ impl Shard {
                         }
                         Err(error) => return Err(error),
                     }
+                }
+                if elsewhere.is_some() {
+                    self.fetched = None;
                 }
                 Ok(None)
             }

@@ -336,6 +336,75 @@ fn spawns_across_shards_killed_midway_give_each_child_once_and_each_notice_once(
     tests::assert_log_verifies(BINARY, data.path());
 }
 
+/// A process's `Assignments` may name a message another shard holds: the assigning shard asks
+/// the other shards for it, then assigns it to targets on any shard, as on one shard. A message
+/// no shard holds is dropped and delivery goes on.
+#[test]
+fn assignments_of_a_message_another_shard_holds_reach_targets_on_every_shard() {
+    let data = tempfile::tempdir().expect("temporary directory");
+    let node = start(data.path(), 2, false);
+    let client = node.client();
+    let echo = load_sample(&client, "echo", &[]);
+    let mut on = [Vec::new(), Vec::new()];
+    while on[0].len() < 2 || on[1].len() < 2 {
+        let pid = spawn(&client, &node, echo);
+        on[messenger::placement::shard_of(&pid, 2)].push(pid);
+    }
+    // The message lives on shard 0; the assigning process on shard 1; a target on each.
+    let (holder, target_0) = (on[0][0], on[0][1]);
+    let (assigner, target_1) = (on[1][0], on[1][1]);
+    let message = client
+        .send(holder, &[Tag::new("Action", "Note")], b"held on shard 0")
+        .expect("message");
+    client.result(holder, message).expect("evaluated");
+    let assign = |to: ProcessId, what: String| {
+        let tags = [
+            Tag::new("Action", "Assign"),
+            Tag::new("Assign-To", to.to_string()),
+            Tag::new("Assign-Message", what),
+        ];
+        let id = client.send(assigner, &tags, b"").expect("assign");
+        client.result(assigner, id).expect("assigning result");
+    };
+    assign(target_1, message.to_string());
+    assign(target_0, message.to_string());
+    // An id no shard holds: dropped, and the assigner's next assignment is still delivered.
+    assign(target_1, scheduler::MessageId([9; 32]).to_string());
+    let after = client
+        .send(
+            assigner,
+            &[
+                Tag::new("Action", "Assign"),
+                Tag::new("Assign-To", target_1.to_string()),
+            ],
+            b"after",
+        )
+        .expect("message");
+    let check = |client: &Client| {
+        for target in [target_0, target_1] {
+            wait_until("the assignment", || client.result(target, message).is_ok());
+            let output = client.result(target, message).expect("result")["Output"].clone();
+            assert_eq!(output["Id"], message.to_string(), "{output}");
+            assert_eq!(output["Data"], "held on shard 0", "{output}");
+        }
+        wait_until("the later assignment", || client.result(target_1, after).is_ok());
+        // Nothing else: the target's timeline is its spawn and what was assigned.
+        assert_eq!(timeline(client, target_0).len(), 2);
+        assert_eq!(timeline(client, target_1).len(), 3);
+    };
+    check(&client);
+    node.kill();
+
+    let node = start(data.path(), 2, false);
+    let client = node.client();
+    check(&client);
+    for pid in [holder, assigner, target_0, target_1] {
+        check_timeline(&timeline(&client, pid), pid, node.address);
+    }
+    node.terminate();
+    tests::assert_log_verifies(BINARY, data.path());
+}
+
 /// The node's resident memory, from /proc.
 fn resident_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
