@@ -131,6 +131,27 @@ async fn upload_all(state: &Rc<NodeState>, slots: &mut [Option<Sender>], endpoin
     }
 }
 
+/// Modules are in every shard's log (any shard may spawn from them), and shard 0 uploads them:
+/// another shard drops from `items` each module shard 0 holds durably, and uploads the others
+/// (a load that failed on shard 0), as it does any module when shard 0 cannot tell.
+async fn leave_modules_to_shard_zero(state: &NodeState, items: Vec<DataItem>) -> Vec<DataItem> {
+    if state.mesh.index == 0 {
+        return items;
+    }
+    let mut kept = Vec::with_capacity(items.len());
+    for item in items {
+        if item.tag("Type") == Some("Module") {
+            let module = scheduler::ModuleId::from(item.id());
+            let asked = state.mesh.ask(0, crate::mesh::Ask::Module(module)).await;
+            if let Ok(crate::mesh::Answer::Module(Ok(Some(_)))) = asked {
+                continue;
+            }
+        }
+        kept.push(item);
+    }
+    kept
+}
+
 /// Most items in one bundle, and most bytes (the node signs each bundle on its own thread: the
 /// deep hash of its data costs about 2 ms a MiB).
 const BUNDLE_ITEMS_MAX: usize = 512;
@@ -261,6 +282,7 @@ pub async fn run(state: Rc<NodeState>, endpoint: Endpoint, dir: PathBuf, connect
                 continue;
             }
         };
+        let items = leave_modules_to_shard_zero(&state, items).await;
         let durable = state.shard.borrow().durable_lsn();
         state.metrics.upload_lag(durable.0.saturating_sub(cursor.0));
         if next == cursor {

@@ -182,3 +182,56 @@ fn every_logged_item_reaches_the_bundler_across_a_sigkill() {
         received.lock().unwrap().contains_key(&id.to_string())
     });
 }
+
+/// Every shard logs the modules clients load (any shard may spawn from them); shard 0 alone
+/// uploads them, so the bundler gets each module once.
+#[test]
+fn a_multi_shard_node_uploads_each_module_once() {
+    let received: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let stub = {
+        let received = Arc::clone(&received);
+        StubServer::start(move |request| {
+            let Ok(item) = DataItem::parse(&request.body) else {
+                return StubAnswer::Respond(400, b"{\"error\":\"invalid data item\"}".to_vec());
+            };
+            let inner = scheduler::bundle::decode(&item.data).unwrap_or_default();
+            let mut received = received.lock().unwrap();
+            for inner in inner {
+                *received.entry(inner.id().to_string()).or_default() += 1;
+            }
+            StubAnswer::Respond(200, format!("{{\"id\":\"{}\"}}", item.id()).into_bytes())
+        })
+    };
+    let data = tempfile::tempdir().expect("temporary directory");
+    const SHARDS: usize = 3;
+    let mut command = Command::new(BINARY);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .env("HEWITT_SHARDS", SHARDS.to_string())
+        .env("HEWITT_ARWEAVE_BUNDLER_URL", &stub.url);
+    let node = Node::launch(command, data.path());
+    let client = node.client();
+    let counter = load_sample(&client, "counter", &[]);
+    // A process on every shard: each shard's uploader reads the module's record before its
+    // process's, so once every process is uploaded every shard has passed the module.
+    let mut processes = Vec::new();
+    while (0..SHARDS).any(|shard| {
+        !processes
+            .iter()
+            .any(|p| messenger::placement::shard_of(p, SHARDS) == shard)
+    }) {
+        assert!(processes.len() < 64, "64 processes and a shard without one");
+        processes.push(spawn(&client, &node, counter));
+    }
+    wait_until("every process uploaded", || {
+        let received = received.lock().unwrap();
+        processes.iter().all(|pid| received.contains_key(&pid.to_string()))
+    });
+    assert_eq!(
+        received.lock().unwrap().get(&counter.to_string()),
+        Some(&1),
+        "the module uploaded once"
+    );
+    assert!(node.terminate().success());
+}
