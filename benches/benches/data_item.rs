@@ -1,4 +1,5 @@
-//! ANS-104 hot paths: parse, the deep hash, id, verify (Ed25519 and RSA-4096 type 1), sign, and an assignment's
+//! ANS-104 hot paths: parse, the deep hash, id, verify (Ed25519 with its owner's key cached and
+//! with a new key each time, and RSA-4096 type 1), sign, and an assignment's
 //! signature. Client-signed messages are verified on ingress, so verification cost bounds
 //! what one core admits; RSA signing is measured because the reference SU signs twice per message.
 //! `data_item/limit/*` measure, in the same run, the RSA-4096 public-key work `verify_rsa4096`
@@ -50,8 +51,21 @@ fn data_item(c: &mut Criterion) {
     let item = DataItem::parse(&bytes).unwrap();
     // The deep hash alone: what verification and signing hash before the curve arithmetic.
     c.bench_function("data_item/deep_hash", |b| b.iter(|| black_box(&item).signing_hash()));
+    // The owner's decoded key is cached per thread after the first verification, as a client's
+    // key is on a shard that takes its messages.
     c.bench_function("data_item/verify_ed25519", |b| {
         b.iter(|| black_box(&item).verify().unwrap())
+    });
+    // Every item from another key, more keys than the cache holds: each key is decoded again.
+    let strangers: Vec<DataItem> = (0..5000)
+        .map(|_| DataItem::parse(&message(&Signer::generate_ed25519())).unwrap())
+        .collect();
+    let mut next = 0;
+    c.bench_function("data_item/verify_ed25519_new_key", |b| {
+        b.iter(|| {
+            next = (next + 1) % strangers.len();
+            black_box(&strangers[next]).verify().unwrap()
+        })
     });
     c.bench_function("data_item/sign_ed25519", |b| b.iter(|| message(black_box(&signer))));
     let fields = AssignmentFields {
