@@ -28,7 +28,7 @@ use scheduler::tags::Tag;
 use scheduler::{MessageId, Nonce, ProcessId};
 use serde_json::{json, Value};
 
-use crate::mesh::{Ask, Forwarded, Reply, VerifiedItem};
+use crate::mesh::{Ask, Asked, Forwarded, Reply, VerifiedItem};
 use crate::node::{now, NodeState};
 use crate::shard::{block_height_at, ShardError};
 use crate::wire::{error_json, timeline_node};
@@ -538,18 +538,14 @@ async fn fetch_module_if_needed(state: &Rc<NodeState>, item: &DataItem) -> Resul
 /// Logs a copy of another shard's record of `module`, if one holds it durably; whether one did.
 /// A shard that cannot answer now (reading its log back) is passed over.
 async fn module_from_other_shards(state: &Rc<NodeState>, module: scheduler::ModuleId) -> Result<bool, Answer> {
-    for to in (0..state.mesh.count).filter(|&to| to != state.mesh.index) {
-        let Ok(crate::mesh::Answer::Module(Ok(Some((kind, payload))))) = state.mesh.ask(to, Ask::Module(module)).await
-        else {
-            continue;
-        };
-        let mut shard = state.shard.borrow_mut();
-        // (Held already if another request copied it meanwhile: nothing is done then.)
-        shard.admit_module_copy(module, kind, &payload).map_err(shard_fail)?;
-        tracing::info!(%module, from = to, "module copied from another shard for a spawn");
-        return Ok(true);
-    }
-    Ok(false)
+    let Asked::Found((kind, payload)) = state.mesh.find_module(state.mesh.others(), module).await else {
+        return Ok(false);
+    };
+    // (Held already if another request copied it meanwhile: nothing is done then.)
+    let copied = state.shard.borrow_mut().admit_module_copy(module, kind, &payload);
+    copied.map_err(shard_fail)?;
+    tracing::info!(%module, "module copied from another shard for a spawn");
+    Ok(true)
 }
 
 /// `POST /?process-id=P&assign=M[&exclude=Data,Anchor]` (no body): the `assign` flow. The
@@ -582,9 +578,11 @@ async fn post_assign(state: &Rc<NodeState>, params: &[(String, String)]) -> Resu
     let (id, nonce, lsn) = match admitted {
         Err(ShardError::NotFound(reason)) if state.mesh.count > 1 && state.shard.borrow().has_process(pid) => {
             // The message may be in another shard's log: assign a copy of it.
-            let copy = message_from_other_shards(state, message)
-                .await?
-                .ok_or_else(|| fail(StatusCode::NOT_FOUND, reason))?;
+            let copy = match state.mesh.find_message(state.mesh.others(), message).await {
+                Asked::Found(copy) => copy,
+                Asked::Absent => return Err(fail(StatusCode::NOT_FOUND, reason)),
+                Asked::Unsure(why) => return Err(fail(StatusCode::SERVICE_UNAVAILABLE, why)),
+            };
             state
                 .shard
                 .borrow_mut()
@@ -596,29 +594,6 @@ async fn post_assign(state: &Rc<NodeState>, params: &[(String, String)]) -> Resu
     let timestamp = state.shard.borrow().assignment_time(pid, nonce);
     let body = json!({"message": "Processing Assignment", "id": id.to_string(), "timestamp": timestamp.0});
     acknowledge(state, lsn, body).await
-}
-
-/// The message `id` from whichever other shard holds it durably.
-async fn message_from_other_shards(state: &NodeState, id: MessageId) -> Result<Option<DataItem>, Answer> {
-    for to in (0..state.mesh.count).filter(|&to| to != state.mesh.index) {
-        match state.mesh.ask(to, Ask::Message(id)).await {
-            Ok(crate::mesh::Answer::Message(Err(reason))) => {
-                return Err(fail(StatusCode::SERVICE_UNAVAILABLE, format!("shard {to}: {reason}")))
-            }
-            Ok(crate::mesh::Answer::Message(Ok(Some(bytes)))) => {
-                let item = DataItem::parse(&bytes).map_err(|e| {
-                    fail(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("shard {to} holds {id} unparsed: {e}"),
-                    )
-                })?;
-                return Ok(Some(item));
-            }
-            Ok(_) => {}
-            Err(reason) => return Err(fail(StatusCode::SERVICE_UNAVAILABLE, reason)),
-        }
-    }
-    Ok(None)
 }
 
 /// Wakes the pump for what was just appended at `lsn`, waits until it is durable, then answers

@@ -213,6 +213,16 @@ impl Lane {
     }
 }
 
+/// What asking other shards for something durable gave (see [`Mesh::find_message`]).
+#[derive(Debug)]
+pub enum Asked<T> {
+    Found(T),
+    /// Every shard asked said it does not hold it.
+    Absent,
+    /// None gave it, and one could not tell (reading its log back, its ring full, stopped).
+    Unsure(String),
+}
+
 /// Requests waiting for answers, by their number: the shard asked, and where its answer goes.
 type Pending = Rc<RefCell<HashMap<u64, (usize, oneshot::Sender<Answer>)>>>;
 
@@ -373,6 +383,44 @@ impl Mesh {
                 }
             }
         }
+    }
+
+    /// Every shard but this one.
+    pub fn others(&self) -> impl Iterator<Item = usize> {
+        let index = self.index;
+        (0..self.count).filter(move |&to| to != index)
+    }
+
+    /// Asks each of `shards` in turn for message `id`; the first that holds it durably gives it.
+    pub async fn find_message(&self, shards: impl IntoIterator<Item = usize>, id: MessageId) -> Asked<DataItem> {
+        let mut unsure = None;
+        for to in shards {
+            match self.ask(to, Ask::Message(id)).await {
+                Ok(Answer::Message(Ok(Some(bytes)))) => match DataItem::parse(&bytes) {
+                    Ok(item) => return Asked::Found(item),
+                    Err(error) => unsure = Some(format!("shard {to} holds message {id} unparsed: {error}")),
+                },
+                Ok(Answer::Message(Ok(None))) => {}
+                Ok(Answer::Message(Err(reason))) | Err(reason) => unsure = Some(format!("shard {to}: {reason}")),
+                Ok(_) => unsure = Some(format!("shard {to} answered out of turn")),
+            }
+        }
+        unsure.map_or(Asked::Absent, Asked::Unsure)
+    }
+
+    /// Asks each of `shards` in turn for the log record of module `id` (kind and payload); the
+    /// first that holds it durably gives it.
+    pub async fn find_module(&self, shards: impl IntoIterator<Item = usize>, id: ModuleId) -> Asked<(u8, Vec<u8>)> {
+        let mut unsure = None;
+        for to in shards {
+            match self.ask(to, Ask::Module(id)).await {
+                Ok(Answer::Module(Ok(Some(record)))) => return Asked::Found(record),
+                Ok(Answer::Module(Ok(None))) => {}
+                Ok(Answer::Module(Err(reason))) | Err(reason) => unsure = Some(format!("shard {to}: {reason}")),
+                Ok(_) => unsure = Some(format!("shard {to} answered out of turn")),
+            }
+        }
+        unsure.map_or(Asked::Absent, Asked::Unsure)
     }
 
     /// Sends the answer to request `id` of shard `to` (with the next batch to it).

@@ -24,6 +24,7 @@ use scheduler::signer::Signer;
 use scheduler::{Address, MessageId, ModuleId, Nonce, ProcessId, Timestamp};
 
 use crate::compute::{ComputeConfig, Runtime};
+use crate::mesh::Asked;
 use crate::shard::{Evaluated, Shard, ShardError, ShardLimits};
 
 /// Everything a node needs to start.
@@ -1104,33 +1105,28 @@ fn start_deliveries(
     state.wake_forwarders();
 }
 
+/// The wait before the next try of something another shard could not answer yet: 20 ms after
+/// the first, doubling up to a second.
+fn retry_wait(attempt: u32) -> std::time::Duration {
+    std::time::Duration::from_millis((10u64 << attempt.min(7)).min(1000))
+}
+
 /// Message `id` as whichever other shard holds it durably has it; `None` once every shard says
-/// it does not. A shard that cannot tell now (reading its log back, its queue to it full) is
-/// asked again, every round of them after a longer wait, for as long as it takes.
+/// it does not (or this shard failed). A round in which a shard could not tell is tried again,
+/// after a longer wait each time, for as long as it takes.
 async fn message_from_other_shards(state: &Rc<NodeState>, id: MessageId) -> Option<scheduler::data_item::DataItem> {
-    let mut round: u32 = 0;
+    let mut attempt: u32 = 0;
     loop {
-        let mut unsure = None;
-        for to in (0..state.mesh.count).filter(|&to| to != state.mesh.index) {
-            match state.mesh.ask(to, crate::mesh::Ask::Message(id)).await {
-                Ok(crate::mesh::Answer::Message(Ok(Some(bytes)))) => {
-                    match scheduler::data_item::DataItem::parse(&bytes) {
-                        Ok(item) => return Some(item),
-                        Err(error) => unsure = Some(format!("shard {to} holds it unparsed: {error}")),
-                    }
-                }
-                Ok(crate::mesh::Answer::Message(Ok(None))) => {}
-                Ok(crate::mesh::Answer::Message(Err(reason))) | Err(reason) => unsure = Some(reason),
-                Ok(_) => unsure = Some(format!("shard {to} answered out of turn")),
-            }
+        let reason = match state.mesh.find_message(state.mesh.others(), id).await {
+            Asked::Found(item) => return Some(item),
+            Asked::Absent => return None,
+            Asked::Unsure(reason) => reason,
+        };
+        attempt += 1;
+        if attempt.is_multiple_of(10) {
+            tracing::warn!(message = %id, attempt, %reason, "still asking the other shards for a message an assignment names");
         }
-        let reason = unsure?;
-        round += 1;
-        if round.is_multiple_of(10) {
-            tracing::warn!(message = %id, round, %reason, "still asking the other shards for a message an assignment names");
-        }
-        let wait = std::time::Duration::from_millis((10u64 << round.min(7)).min(1000));
-        glommio::timer::sleep(wait).await;
+        glommio::timer::sleep(retry_wait(attempt)).await;
         if state.failure().is_some() {
             return None;
         }
@@ -1146,16 +1142,11 @@ async fn message_from_other_shards(state: &Rc<NodeState>, id: MessageId) -> Opti
 async fn copy_module(state: &Rc<NodeState>, from: usize, module: ModuleId) {
     let mut attempt: u32 = 0;
     loop {
-        if attempt > 0 {
-            let wait = std::time::Duration::from_millis((10u64 << attempt.min(7)).min(1000));
-            glommio::timer::sleep(wait).await;
-        }
-        attempt += 1;
         if state.failure().is_some() {
             return;
         }
-        let why = match state.mesh.ask(from, crate::mesh::Ask::Module(module)).await {
-            Ok(crate::mesh::Answer::Module(Ok(Some((kind, payload))))) => {
+        let why = match state.mesh.find_module([from], module).await {
+            Asked::Found((kind, payload)) => {
                 let admitted = state.shard.borrow_mut().admit_module_copy(module, kind, &payload);
                 match admitted {
                     Ok(()) => {
@@ -1173,16 +1164,17 @@ async fn copy_module(state: &Rc<NodeState>, from: usize, module: ModuleId) {
                     }
                 }
             }
-            Ok(crate::mesh::Answer::Module(Ok(None))) => {
+            Asked::Absent => {
                 tracing::warn!(%module, from, "the shard a spawn came from does not hold its module: the spawn is refused");
                 return;
             }
-            Ok(crate::mesh::Answer::Module(Err(reason))) | Err(reason) => reason,
-            Ok(_) => format!("shard {from} answered out of turn"),
+            Asked::Unsure(reason) => reason,
         };
+        attempt += 1;
         if attempt.is_multiple_of(10) {
             tracing::warn!(%module, from, attempt, reason = %why, "still copying a module from another shard; its deliveries wait");
         }
+        glommio::timer::sleep(retry_wait(attempt)).await;
     }
 }
 

@@ -142,8 +142,7 @@ async fn leave_modules_to_shard_zero(state: &NodeState, items: Vec<DataItem>) ->
     for item in items {
         if item.tag("Type") == Some("Module") {
             let module = scheduler::ModuleId::from(item.id());
-            let asked = state.mesh.ask(0, crate::mesh::Ask::Module(module)).await;
-            if let Ok(crate::mesh::Answer::Module(Ok(Some(_)))) = asked {
+            if let crate::mesh::Asked::Found(_) = state.mesh.find_module([0], module).await {
                 continue;
             }
         }
