@@ -191,6 +191,17 @@ fn balls(client: &Client, pid: ProcessId) -> Vec<String> {
         .collect()
 }
 
+/// Spawns processes of `module` on a two-shard node until each shard owns at least `each`;
+/// returns them by shard.
+fn spawn_on_both_shards(client: &Client, node: &Node, module: scheduler::ModuleId, each: usize) -> [Vec<ProcessId>; 2] {
+    let mut on = [Vec::new(), Vec::new()];
+    while on[0].len() < each || on[1].len() < each {
+        let pid = spawn(client, node, module);
+        on[messenger::placement::shard_of(&pid, 2)].push(pid);
+    }
+    on
+}
+
 #[test]
 fn a_multi_shard_node_killed_mid_traffic_loses_and_doubles_nothing() {
     let data = tempfile::tempdir().expect("temporary directory");
@@ -198,11 +209,7 @@ fn a_multi_shard_node_killed_mid_traffic_loses_and_doubles_nothing() {
     let client = node.client();
     let pingpong = load_sample(&client, "pingpong", &[]);
     // Pairs whose two players sit on different shards: every ball crosses.
-    let mut on = [Vec::new(), Vec::new()];
-    while on[0].len() < 4 || on[1].len() < 4 {
-        let pid = spawn(&client, &node, pingpong);
-        on[messenger::placement::shard_of(&pid, 2)].push(pid);
-    }
+    let on = spawn_on_both_shards(&client, &node, pingpong, 4);
     const COUNT: u64 = 300;
     let pairs: Vec<(ProcessId, ProcessId)> = (0..4).map(|i| (on[0][i], on[1][i])).collect();
     for (a, b) in &pairs {
@@ -257,11 +264,7 @@ fn spawns_across_shards_killed_midway_give_each_child_once_and_each_notice_once(
     let client = node.client();
     let spawner = load_sample(&client, "spawner", &[]);
     // Two parents on each shard; each child lands on either shard.
-    let mut on = [Vec::new(), Vec::new()];
-    while on[0].len() < 2 || on[1].len() < 2 {
-        let pid = spawn(&client, &node, spawner);
-        on[messenger::placement::shard_of(&pid, 2)].push(pid);
-    }
+    let on = spawn_on_both_shards(&client, &node, spawner, 2);
     let parents: Vec<ProcessId> = on[0][..2].iter().chain(&on[1][..2]).copied().collect();
     // Three kills, each while every parent is being sent Spawn-Child requests as fast as the
     // node takes them: spawns, children and notices are on their way between the shards.
@@ -345,11 +348,7 @@ fn assignments_of_a_message_another_shard_holds_reach_targets_on_every_shard() {
     let node = start(data.path(), 2, false);
     let client = node.client();
     let echo = load_sample(&client, "echo", &[]);
-    let mut on = [Vec::new(), Vec::new()];
-    while on[0].len() < 2 || on[1].len() < 2 {
-        let pid = spawn(&client, &node, echo);
-        on[messenger::placement::shard_of(&pid, 2)].push(pid);
-    }
+    let on = spawn_on_both_shards(&client, &node, echo, 2);
     // The message lives on shard 0; the assigning process on shard 1; a target on each.
     let (holder, target_0) = (on[0][0], on[0][1]);
     let (assigner, target_1) = (on[1][0], on[1][1]);
