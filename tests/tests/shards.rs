@@ -266,8 +266,10 @@ fn spawns_across_shards_killed_midway_give_each_child_once_and_each_notice_once(
     // Two parents on each shard; each child lands on either shard.
     let on = spawn_on_both_shards(&client, &node, spawner, 2);
     let parents: Vec<ProcessId> = on[0][..2].iter().chain(&on[1][..2]).copied().collect();
-    // Three kills, each while every parent is being sent Spawn-Child requests as fast as the
-    // node takes them: spawns, children and notices are on their way between the shards.
+    // Three kills, each while every parent is being sent up to SENT_MAX Spawn-Child requests
+    // as fast as the node takes them: spawns, children and notices are on their way between
+    // the shards.
+    const SENT_MAX: usize = 60;
     for _ in 0..3 {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let senders: Vec<_> = parents
@@ -275,8 +277,10 @@ fn spawns_across_shards_killed_midway_give_each_child_once_and_each_notice_once(
             .map(|parent| {
                 let (client, parent, stop) = (node.client(), *parent, std::sync::Arc::clone(&stop));
                 std::thread::spawn(move || {
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        if client.send(parent, &[Tag::new("Action", "Spawn-Child")], b"").is_err() {
+                    // At most SENT_MAX a round: a parent's timeline stays within one page.
+                    for _ in 0..SENT_MAX {
+                        let stopped = stop.load(std::sync::atomic::Ordering::Relaxed);
+                        if stopped || client.send(parent, &[Tag::new("Action", "Spawn-Child")], b"").is_err() {
                             return; // the node was killed
                         }
                     }
