@@ -133,23 +133,34 @@ async fn upload_all(state: &Rc<NodeState>, slots: &mut [Option<Sender>], endpoin
 
 /// Modules are in every shard's log (any shard may spawn from them), and shard 0 uploads them:
 /// another shard drops from `items` each module shard 0 holds durably, and uploads the others
-/// (a load that failed on shard 0), as it does any module when shard 0 cannot tell.
+/// (a load that failed on shard 0), as it does any module when shard 0 cannot tell. Shard 0 is
+/// asked for a while ([`MODULE_ASKS`] times, [`MODULE_ASK_WAIT`] apart): a load is logged by
+/// every shard at once, and shard 0's copy may become durable a little after this shard's.
 async fn leave_modules_to_shard_zero(state: &NodeState, items: Vec<DataItem>) -> Vec<DataItem> {
     if state.mesh.index == 0 {
         return items;
     }
     let mut kept = Vec::with_capacity(items.len());
-    for item in items {
+    'items: for item in items {
         if item.tag("Type") == Some("Module") {
             let module = scheduler::ModuleId::from(item.id());
-            if let crate::mesh::Asked::Found(_) = state.mesh.find_module([0], module).await {
-                continue;
+            for ask in 0..MODULE_ASKS {
+                if ask > 0 {
+                    glommio::timer::sleep(MODULE_ASK_WAIT).await;
+                }
+                if let crate::mesh::Asked::Found(_) = state.mesh.find_module([0], module).await {
+                    continue 'items;
+                }
             }
         }
         kept.push(item);
     }
     kept
 }
+
+/// How often, and how far apart, a shard asks shard 0 whether it holds a module to upload.
+const MODULE_ASKS: u32 = 10;
+const MODULE_ASK_WAIT: Duration = Duration::from_millis(100);
 
 /// Most items in one bundle, and most bytes (the node signs each bundle on its own thread: the
 /// deep hash of its data costs about 2 ms a MiB).
