@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The scaling runs for a machine with cores to spare (perf/README.md, "On a machine with cores
 # to spare"), in one go that fits a ten-minute command: the 1 -> 2 shard ratio three ways (clients
-# on the node's port, clients on each owner's port, shards spinning before they park), the
-# curve, and the overload part; each under its own timeout, so one that stalls costs only its
+# on the node's port, clients on each owner's port, shards parking at once instead of spinning
+# as pinned shards do by default), the curve, and the overload part; each under its own timeout, so one that stalls costs only its
 # own slot. It builds nothing: give it a release `hewitt-perf` built elsewhere.
 #
 #   perf/device-run.sh BINARY [extra report flags…]      e.g. perf/device-run.sh .device/hewitt-perf
@@ -47,7 +47,7 @@ run() {
 
 run ratio 110 --parts scaling --scaling-shards 1,2,1,2,1,2 "$@"
 run ratio-shard-aware 110 --parts scaling --scaling-shards 1,2,1,2,1,2 --shard-aware "$@"
-run ratio-spin 110 --parts scaling --scaling-shards 1,2,1,2,1,2 --spin-before-park-us 200 "$@"
+run ratio-park 110 --parts scaling --scaling-shards 1,2,1,2,1,2 --spin-before-park-us 0 "$@"
 run curve 100 --parts scaling --scaling-shards 1,2,4,8,12,16 "$@"
 run overload 70 --parts overload --shards 8 --overload-clients 8192 "$@"
 echo "== end $(date +%T)"

@@ -103,6 +103,11 @@ enum Kind {
     },
     /// An optional CPU index; `none` (or an empty value) unsets it.
     Cpu,
+    /// A whole number within `min..=max`, or `auto` (an empty value too): the node chooses.
+    IntOrAuto {
+        min: u64,
+        max: u64,
+    },
     Path,
     Addr,
     Format,
@@ -118,6 +123,7 @@ enum Kind {
 enum Value {
     Int(u64),
     Cpu(Option<u64>),
+    IntOrAuto(Option<u64>),
     Path(PathBuf),
     Addr(SocketAddr),
     Format(LogFormat),
@@ -133,6 +139,8 @@ impl Value {
             Value::Int(n) => n.to_string(),
             Value::Cpu(Some(n)) => n.to_string(),
             Value::Cpu(None) => "\"none\"".to_owned(),
+            Value::IntOrAuto(Some(n)) => n.to_string(),
+            Value::IntOrAuto(None) => "\"auto\"".to_owned(),
             Value::Path(p) => toml::Value::String(p.display().to_string()).to_string(),
             Value::Addr(a) => format!("\"{a}\""),
             Value::Format(LogFormat::Human) => "\"human\"".to_owned(),
@@ -232,10 +240,14 @@ const FIELDS: &[Field] = &[
         key: "shards_spin_before_park_us",
         env: "HEWITT_SHARDS_SPIN_BEFORE_PARK_US",
         unit: "µs",
-        doc: "How long an idle shard spins before it parks: parking and waking cost tens of µs of CPU and latency each, spinning costs idle CPU. 0 parks at once.",
-        kind: Kind::Int { min: 0, max: 1_000_000 },
-        get: |s| Value::Int(s.node.spin_before_park_us),
-        set: |s, v| s.node.spin_before_park_us = int(v),
+        doc: "How long an idle shard spins before it parks: parking and waking cost tens of µs of CPU and latency each, spinning takes the time of whatever else runs on the core. 0 parks at once; \"auto\": 200 µs when `cpu` pins the shards, else 0.",
+        kind: Kind::IntOrAuto { min: 0, max: 1_000_000 },
+        get: |s| Value::IntOrAuto(s.node.spin_before_park_us),
+        set: |s, v| {
+            if let Value::IntOrAuto(n) = v {
+                s.node.spin_before_park_us = n
+            }
+        },
     },
     Field {
         key: "fixed_clock_ms",
@@ -609,6 +621,30 @@ fn parse(field: &Field, raw: Raw<'_>) -> Result<Value, String> {
             }
             Ok(Value::Int(n))
         }
+        Kind::IntOrAuto { min, max } => {
+            let n = match (raw, text) {
+                (Raw::Toml(toml::Value::Integer(n)), _) => u64::try_from(*n)
+                    .map_err(|_| format!("{n} is negative; allowed: {min}..={max} {} or \"auto\"", field.unit))?,
+                (_, Some("" | "auto")) => return Ok(Value::IntOrAuto(None)),
+                (_, Some(text)) => text
+                    .parse()
+                    .map_err(|_| format!("{text:?} is not a whole number of {} or \"auto\"", field.unit))?,
+                (other, _) => {
+                    return Err(format!(
+                        "{} is not a whole number of {} or \"auto\"",
+                        other.describe(),
+                        field.unit
+                    ))
+                }
+            };
+            if !(min..=max).contains(&n) {
+                return Err(format!(
+                    "{n} is outside the allowed range {min}..={max} ({}) or \"auto\"",
+                    field.unit
+                ));
+            }
+            Ok(Value::IntOrAuto(Some(n)))
+        }
         Kind::Cpu => match (raw, text) {
             (Raw::Toml(toml::Value::Integer(n)), _) => u64::try_from(*n)
                 .map(|n| Value::Cpu(Some(n)))
@@ -890,6 +926,7 @@ impl Loaded {
             let default = (field.get)(&defaults).toml();
             let range = match field.kind {
                 Kind::Int { min, max } => format!("; allowed {min}..={max}"),
+                Kind::IntOrAuto { min, max } => format!("; allowed {min}..={max} or \"auto\""),
                 _ => String::new(),
             };
             let _ = writeln!(
@@ -1070,5 +1107,39 @@ mod tests {
             let error = load(None, &no_env, &[set(key, value)]).err().expect("refused");
             assert!(error.contains(key) && error.contains(expected), "{error}");
         }
+    }
+
+    #[test]
+    fn the_spin_is_auto_a_number_or_refused() {
+        let spin = |o: &[Override]| load(None, &no_env, o).map(|l| l.settings.node.spin_before_park_us);
+        assert_eq!(spin(&[]), Ok(None), "auto by default");
+        assert_eq!(spin(&[set("shards_spin_before_park_us", "0")]), Ok(Some(0)));
+        assert_eq!(spin(&[set("shards_spin_before_park_us", "50")]), Ok(Some(50)));
+        assert_eq!(spin(&[set("shards_spin_before_park_us", "auto")]), Ok(None));
+        let error = spin(&[set("shards_spin_before_park_us", "fast")]).expect_err("refused");
+        assert!(
+            error.contains("shards_spin_before_park_us") && error.contains("\"auto\""),
+            "{error}"
+        );
+        let error = spin(&[set("shards_spin_before_park_us", "2000000")]).expect_err("refused");
+        assert!(error.contains("outside the allowed range"), "{error}");
+        // A file: a number, or the word; and the printed file loads back to the same value.
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("hewitt.toml");
+        for (line, expected) in [("= 75", Some(75)), ("= \"auto\"", None)] {
+            std::fs::write(&path, format!("shards_spin_before_park_us {line}\n")).expect("write");
+            let loaded = load(Some(&path), &no_env, &[]).expect("loads");
+            assert_eq!(loaded.settings.node.spin_before_park_us, expected, "{line}");
+            std::fs::write(&path, loaded.to_toml()).expect("write");
+            let again = load(Some(&path), &no_env, &[]).expect("the printed file loads");
+            assert_eq!(again.settings.node.spin_before_park_us, expected, "printed {line}");
+        }
+        // What auto means: spin only when the shards are pinned.
+        let mut node = crate::node::NodeConfig::new(dir.path(), "127.0.0.1:0".parse().expect("address"));
+        assert_eq!(node.spin_before_park(), 0, "unpinned");
+        node.cpu = Some(0);
+        assert_eq!(node.spin_before_park(), crate::node::SPIN_WHEN_PINNED_US, "pinned");
+        node.spin_before_park_us = Some(0);
+        assert_eq!(node.spin_before_park(), 0, "told to park at once");
     }
 }

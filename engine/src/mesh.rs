@@ -15,7 +15,7 @@
 //!   shard's evaluation once its own bounded queue is full: backpressure, never growth.
 //!
 //! Nothing mutable is shared: each shard owns its ends. A ring hop costs tens of ns; waking a
-//! parked shard costs tens of µs, which glommio's spin-before-park (`shards.spin_before_park_us`)
+//! parked shard costs tens of µs, which glommio's spin-before-park (`shards_spin_before_park_us`)
 //! trades against idle CPU.
 
 use std::cell::{Cell, RefCell};

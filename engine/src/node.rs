@@ -40,16 +40,20 @@ pub struct NodeConfig {
     /// Shards (executor threads, each with its own log and processes). Fixed for the life of a
     /// data dir: placement depends on it.
     pub shards: usize,
-    /// How long an idle shard spins before it parks (µs); 0 parks at once. Parking is dear:
-    /// glommio issues a process-wide memory barrier (IPIs) before each park, and a parked
-    /// shard takes tens of µs to wake. On two pinned cores with nothing else running, a
-    /// request handed to another shard and answered took 48–56 µs and 77–90 µs of the shards'
-    /// CPU parked at once, 25–27 µs and 44–51 µs spinning 50 µs first, spin included (`cargo
-    /// bench --bench mesh`). But where other work shares the cores, spinning takes their time:
-    /// over HTTP on this 2-core machine, load generator beside the node, 50 µs cost two shards
-    /// 20 % of their peak, and one shard alone on its core 9 % (the kernel's work for its
-    /// sockets and syncs shares that core). So it is off by default.
-    pub spin_before_park_us: u64,
+    /// How long an idle shard spins before it parks (µs); 0 parks at once; `None` (the
+    /// default, `auto`): [`SPIN_WHEN_PINNED_US`] when the shards are pinned (`cpu` set), 0
+    /// otherwise (see [`NodeConfig::spin_before_park`]). Parking is dear: glommio issues a
+    /// process-wide memory barrier (IPIs) before each park, and a parked shard takes tens of
+    /// µs to wake. On two pinned cores with nothing else running, a request handed to another
+    /// shard and answered took 48–56 µs and 77–90 µs of the shards' CPU parked at once, 25–27
+    /// µs and 44–51 µs spinning 50 µs first, spin included (`cargo bench --bench mesh`). On
+    /// the 16-core machine, shards pinned and the load generator on other cores, 200 µs took
+    /// the `many` scenario over HTTP from 6.7–7.2 to 7.8–8.6 thousand messages/s on one shard
+    /// and from 1.69× to 1.87–1.94× on two. But where other work shares the cores, spinning
+    /// takes its time: over HTTP on a 2-core machine, load generator beside the node, 50 µs
+    /// cost two unpinned shards 20 % of their peak. Pinning says the cores are the node's, so
+    /// only then does the node spin unless told.
+    pub spin_before_park_us: Option<u64>,
     /// When set, every timestamp the node gives is this (ms since the epoch) instead of the wall
     /// clock: for reproducibility tests that compare whole timelines between runs.
     pub fixed_clock_ms: Option<u64>,
@@ -166,7 +170,19 @@ impl Default for HttpLimits {
     }
 }
 
+/// The spin of pinned shards unless `shards_spin_before_park_us` says otherwise: long enough
+/// to outlast the gaps between a loaded shard's turns (a request's syscalls, a sync), so a
+/// busy shard seldom parks.
+pub const SPIN_WHEN_PINNED_US: u64 = 200;
+
 impl NodeConfig {
+    /// How long an idle shard spins before it parks, in µs: the configured value, or for
+    /// `auto` [`SPIN_WHEN_PINNED_US`] with shards pinned to cores and 0 without.
+    pub fn spin_before_park(&self) -> u64 {
+        self.spin_before_park_us
+            .unwrap_or(if self.cpu.is_some() { SPIN_WHEN_PINNED_US } else { 0 })
+    }
+
     /// Defaults for a node on `data_dir` listening on `listen`.
     pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr) -> NodeConfig {
         NodeConfig {
@@ -174,7 +190,7 @@ impl NodeConfig {
             listen,
             cpu: None,
             shards: default_shards(),
-            spin_before_park_us: 0,
+            spin_before_park_us: None,
             fixed_clock_ms: None,
             log: LogConfig {
                 // A record holds a whole data item (up to DATA_ITEM_BYTES_MAX) plus its
@@ -804,8 +820,9 @@ pub fn start(mut config: NodeConfig) -> Result<RunningNode, StartError> {
         };
         let mut builder = glommio::LocalExecutorBuilder::new(placement).name(&format!("hewitt-shard-{index}"));
         builder = builder.ring_depth(ring_depth(&config));
-        if config.spin_before_park_us > 0 {
-            builder = builder.spin_before_park(std::time::Duration::from_micros(config.spin_before_park_us));
+        let spin = config.spin_before_park();
+        if spin > 0 {
+            builder = builder.spin_before_park(std::time::Duration::from_micros(spin));
         }
         let (ready, ready_rx) = std::sync::mpsc::sync_channel::<Result<Started, StartError>>(1);
         readies.push(ready_rx);

@@ -164,7 +164,7 @@ impl NodeSpec {
         config.shards = self.shards;
         config.cpu = self.cpu;
         if let Some(spin) = self.spin_before_park_us {
-            config.spin_before_park_us = spin;
+            config.spin_before_park_us = Some(spin);
         }
         if let Some(max) = self.writes_in_flight_max {
             config.http.writes_in_flight_max = max;

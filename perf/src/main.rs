@@ -282,6 +282,7 @@ fn run(command: Command) -> Result<(), String> {
             report.shards = shards;
             report.pinned = pin;
             report.shard_aware = shard_aware;
+            report.spin_before_park_us = spin_before_park_us;
             if parts.contains(&Part::Log) {
                 for record_bytes in [100, 1024, 10 * 1024] {
                     let dir = work_dir.join(format!("log-{record_bytes}"));

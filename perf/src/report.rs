@@ -118,6 +118,8 @@ pub struct Report {
     pub pinned: bool,
     /// `--shard-aware`: HTTP clients send each item to its owner shard's own port.
     pub shard_aware: bool,
+    /// `--spin-before-park-us`: the nodes' `shards_spin_before_park_us` (`None`: `auto`).
+    pub spin_before_park_us: Option<u64>,
     pub unix_time: u64,
     pub durability: String,
     pub limits: Limits,
@@ -185,7 +187,23 @@ impl Report {
         } else {
             "The load generator shares the machine's cores with the node.".to_owned()
         };
-        format!("{cores} {}", self.ingress())
+        format!("{cores} {} {}", self.spin(shards), self.ingress())
+    }
+
+    /// How long the shards of a node of `shards` shards spun before parking.
+    fn spin(&self, shards: usize) -> String {
+        let mut config = engine::node::NodeConfig::new("", "127.0.0.1:0".parse().expect("an address"));
+        config.cpu = (self.pinned && shards <= self.cores).then_some(0);
+        config.spin_before_park_us = self.spin_before_park_us;
+        let source = if self.spin_before_park_us.is_some() {
+            "`--spin-before-park-us`"
+        } else {
+            "`shards_spin_before_park_us = \"auto\"`"
+        };
+        match config.spin_before_park() {
+            0 => format!("Idle shards park at once ({source})."),
+            us => format!("Idle shards spin {us} µs before they park ({source})."),
+        }
     }
 
     /// Where the HTTP clients sent their items.
@@ -209,6 +227,7 @@ impl Report {
             shards: engine::node::default_shards(),
             pinned: false,
             shard_aware: false,
+            spin_before_park_us: None,
             unix_time: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
@@ -609,7 +628,7 @@ impl Report {
             );
             let _ = writeln!(
                 md,
-                "The same workload and clients on a fresh node per shard count; this machine has {} cores. {} {}\n",
+                "The same workload and clients on a fresh node per shard count; this machine has {} cores. {} {} {}\n",
                 self.cores,
                 if self.pinned {
                     "Each node's shards are pinned to the first cores and the load generator's threads to the \
@@ -617,6 +636,7 @@ impl Report {
                 } else {
                     "The load generator shares them with the node."
                 },
+                self.spin(1),
                 self.ingress()
             );
             let _ = writeln!(
