@@ -686,7 +686,9 @@ impl Report {
                  shard's listener holds at most {} writes (`http.writes_in_flight_max`) and as many in line \
                  (`http.writes_waiting_max`); a write waits in line up to {} ms (`http.write_wait_ms`), and one \
                  beyond the line is held as long, then answered 503. A thread whose message is refused sends its \
-                 next one at once if it is due. {} Resident memory is the node process's (the load \
+                 next one at once if it is due. The threads send every message offered, so where they manage less \
+                 than the offered rate the flood lasts longer and the p99 from each message's due time holds their \
+                 lag; the p99 from when it was sent is the node's part, which the line bounds. {} Resident memory is the node process's (the load \
                  generator runs in another). It grows with the open connections (their buffers; at most \
                  `http.connections_max` per shard) and with the messages the node holds (each result is kept in \
                  memory for `/result`; the log's mapped pages are file-backed), not with the requests refused.\n",
@@ -700,11 +702,11 @@ impl Report {
                 o.write_wait_ms,
                 self.load_cores(o.shards)
             );
-            let _ = writeln!(md, "| peak/s | offered/s | sent/s | acknowledged/s | refused (503)/s | acknowledged / peak | p99 acknowledged µs | RSS before → most in 1st half, 2nd half of the flood → after MiB | after: file-backed MiB, messages held |");
+            let _ = writeln!(md, "| peak/s | offered/s | sent/s | acknowledged/s | refused (503)/s | acknowledged / peak | p99 acknowledged µs, from due, from sent | RSS before → most in 1st half, 2nd half of the flood → after MiB | after: file-backed MiB, messages held |");
             let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
             let _ = writeln!(
                 md,
-                "| {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} % | {} | {:.0} → {:.0}, {:.0} → {:.0} | {:.0}, {} |",
+                "| {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} % | {}, {} | {:.0} → {:.0}, {:.0} → {:.0} | {:.0}, {} |",
                 o.peak_per_s,
                 o.offered_per_s,
                 o.sent_per_s,
@@ -712,6 +714,7 @@ impl Report {
                 o.refused_per_s,
                 100.0 * o.accepted_per_s / o.peak_per_s,
                 o.accepted_p99_us,
+                o.accepted_sent_p99_us,
                 o.rss_before_bytes as f64 / f64::from(1 << 20),
                 o.rss_first_half_max_bytes as f64 / f64::from(1 << 20),
                 o.rss_second_half_max_bytes as f64 / f64::from(1 << 20),
