@@ -487,6 +487,15 @@ const FIELDS: &[Field] = &[
         set: |s, v| s.node.http.write_wait_ms = int(v),
     },
     Field {
+        key: "http.idle_timeout_ms",
+        env: "HEWITT_HTTP_IDLE_TIMEOUT_MS",
+        unit: "ms",
+        doc: "Longest a connection may wait idle for its next request, take to send a request's head, or go without a byte of a request's body (answered 408) before it is closed; 0: never. Keeps silent or trickling clients from holding connection slots.",
+        kind: Kind::Int { min: 0, max: 3_600_000 },
+        get: |s| Value::Int(s.node.http.idle_timeout_ms),
+        set: |s, v| s.node.http.idle_timeout_ms = int(v),
+    },
+    Field {
         key: "http.shard_ports_base",
         env: "HEWITT_HTTP_SHARD_PORTS_BASE",
         unit: "port",

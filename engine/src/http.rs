@@ -214,7 +214,7 @@ async fn read_signed_item<B: RequestBody>(
     if let Some(VerifiedItem { bytes, item }) = verified {
         return Ok((bytes, item)); // parsed and verified by the shard the request reached
     }
-    let bytes = read_body(body, state.http.body_bytes_max).await?;
+    let bytes = read_body(body, state.http.body_bytes_max, state.http.idle_timeout()).await?;
     let item = DataItem::parse(&bytes).map_err(|e| fail(StatusCode::BAD_REQUEST, format!("invalid data item: {e}")))?;
     item.verify().map_err(|e| {
         fail(
@@ -225,9 +225,51 @@ async fn read_signed_item<B: RequestBody>(
     Ok((bytes, item))
 }
 
-async fn read_body<B: RequestBody>(body: B, bytes_max: usize) -> Result<Bytes, Answer> {
-    match Limited::new(body, bytes_max).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
+/// A request's body, at most `bytes_max` bytes, each part within `idle` of the last (`None`:
+/// however long it takes); a 4xx otherwise, 413 or 408 with the connection closed.
+async fn read_body<B: RequestBody>(body: B, bytes_max: usize, idle: Option<Duration>) -> Result<Bytes, Answer> {
+    let mut body = std::pin::pin!(Limited::new(body, bytes_max));
+    let mut parts: Vec<Bytes> = Vec::new();
+    let ended = loop {
+        let frame = match idle {
+            None => Some(body.frame().await),
+            Some(idle) => {
+                futures_lite::future::or(async { Some(body.frame().await) }, async {
+                    glommio::timer::sleep(idle).await;
+                    None
+                })
+                .await
+            }
+        };
+        match frame {
+            None => {
+                // Whatever it still sends is never read: this connection cannot carry another request.
+                let mut answer = fail(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("no byte of the body for {} ms", idle.unwrap_or_default().as_millis()),
+                );
+                answer
+                    .headers_mut()
+                    .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                return Err(answer);
+            }
+            Some(None) => break Ok(()),
+            Some(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    if !data.is_empty() {
+                        parts.push(data);
+                    }
+                }
+            }
+            Some(Some(Err(error))) => break Err(error),
+        }
+    };
+    match ended {
+        Ok(()) => Ok(match parts.len() {
+            0 => Bytes::new(),
+            1 => parts.pop().unwrap_or_default(),
+            _ => Bytes::from(parts.concat()),
+        }),
         Err(error) => {
             if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
                 // The rest of the body is never read, so this connection cannot carry another request.
@@ -807,7 +849,7 @@ async fn monitor<B: RequestBody>(state: &Rc<NodeState>, pid: &str, body: B, on: 
 /// `tags {name value}`, `data {size type}` and `block {id height timestamp}` (null for a
 /// module); clients read the fields they selected.
 async fn graphql<B: RequestBody>(state: &NodeState, body: B) -> Result<Answer, Answer> {
-    let bytes = read_body(body, GRAPHQL_BYTES_MAX).await?;
+    let bytes = read_body(body, GRAPHQL_BYTES_MAX, state.http.idle_timeout()).await?;
     let request: Value = serde_json::from_slice(&bytes)
         .map_err(|e| fail(StatusCode::BAD_REQUEST, format!("GraphQL request is not JSON: {e}")))?;
     let query = request["query"]
@@ -921,7 +963,7 @@ async fn dry_run<B: RequestBody>(
     params: &[(String, String)],
 ) -> Result<Answer, Answer> {
     let pid = process_param(params)?;
-    let bytes = read_body(body, DRY_RUN_BYTES_MAX).await?;
+    let bytes = read_body(body, DRY_RUN_BYTES_MAX, state.http.idle_timeout()).await?;
     let body: Value = serde_json::from_slice(&bytes)
         .map_err(|e| fail(StatusCode::BAD_REQUEST, format!("dry-run body is not JSON: {e}")))?;
     let item = request_item_from_json(&body, pid, state)?;
@@ -1300,12 +1342,12 @@ async fn route_ingress(state: Rc<NodeState>, request: Request<Incoming>) -> Resu
             Route::Shard(to) => {
                 // The owner applies the route's own limit; this one only bounds the copy.
                 let bytes_max = state.http.body_bytes_max.max(DRY_RUN_BYTES_MAX).max(GRAPHQL_BYTES_MAX);
-                let body = read_body(body, bytes_max).await?;
+                let body = read_body(body, bytes_max, state.http.idle_timeout()).await?;
                 state.metrics.handed_over();
                 dispatch(&state, to, &head, body, None).await
             }
             _ => {
-                let body = read_body(body, GRAPHQL_BYTES_MAX).await?;
+                let body = read_body(body, GRAPHQL_BYTES_MAX, state.http.idle_timeout()).await?;
                 let answers = everywhere(&state, &head, body).await?;
                 match route {
                     Route::Health => combine_health(answers),

@@ -22,6 +22,7 @@ pub mod node;
 pub mod outbound;
 pub mod probe;
 pub mod shard;
+pub mod timer;
 pub mod upload;
 pub mod verify;
 pub mod wire;

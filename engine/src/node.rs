@@ -151,10 +151,22 @@ pub struct HttpLimits {
     /// Longest wait in line, and how long a request beyond the line is held before its 503
     /// (0: refused at once, the line unused).
     pub write_wait_ms: u64,
+    /// Longest a connection may wait idle for its next request, take to send a request's
+    /// head, or go without a byte of a request's body, before its shard closes it (a stalled
+    /// body is answered 408 first); 0: never. What keeps clients that open connections and
+    /// send nothing, or trickle, from holding `connections_max` slots for good.
+    pub idle_timeout_ms: u64,
     /// When not 0, shard `i` also listens on this port + `i` (same address as `listen`): a
     /// client that computes placement (`messenger::placement`) reaches the shard that owns its
     /// process directly, and no request is handed across shards.
     pub shard_ports_base: u16,
+}
+
+impl HttpLimits {
+    /// `idle_timeout_ms` as a duration; `None` for never.
+    pub fn idle_timeout(&self) -> Option<std::time::Duration> {
+        (self.idle_timeout_ms > 0).then(|| std::time::Duration::from_millis(self.idle_timeout_ms))
+    }
 }
 
 impl Default for HttpLimits {
@@ -165,6 +177,7 @@ impl Default for HttpLimits {
             writes_in_flight_max: 1024,
             writes_waiting_max: 1024,
             write_wait_ms: 1000,
+            idle_timeout_ms: 30_000,
             shard_ports_base: 0,
         }
     }
@@ -960,6 +973,8 @@ async fn run_shard(
         let _ = stop_own_tx.send(());
     })
     .detach();
+    // Ends the sleeps of this shard's connections (header reads, idle waits): crate::timer.
+    glommio::spawn_local(crate::timer::drive()).detach();
     let serving = glommio::spawn_local(tracing::Instrument::in_current_span(serve(
         Rc::clone(&state),
         listener,
@@ -1584,7 +1599,8 @@ async fn serve(state: Rc<NodeState>, listener: glommio::net::TcpListener, mut st
         glommio::spawn_local(tracing::Instrument::in_current_span(async move {
             let service = hyper::service::service_fn(move |request| crate::http::ingress(Rc::clone(&state), request));
             let connection = hyper::server::conn::http1::Builder::new()
-                .header_read_timeout(None)
+                .timer(crate::timer::ShardTimer)
+                .header_read_timeout(connections.http.idle_timeout())
                 .keep_alive(true)
                 .serve_connection(crate::http::GlommioIo(stream), service);
             if let Err(error) = connection.await {

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 
 use scheduler::tags::Tag;
-use tests::{load_sample, spawn, Node};
+use tests::{load_sample, spawn, wait_until, Node};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_hewitt-under-test");
 /// Checkpoints off: a restart replays the whole log (a clean stop would otherwise leave nothing
@@ -461,4 +461,102 @@ fn the_demo_runs_end_to_end() {
         cwd.path().join("hewitt-data/demo/node-key.json").is_file(),
         "the default data dir was used"
     );
+}
+
+/// Reads `stream` until the node closes it (true) or `within` passes without that (false).
+fn closed_within(stream: &mut std::net::TcpStream, within: std::time::Duration) -> bool {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + within;
+    let mut buffer = [0u8; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        stream.set_read_timeout(Some(left)).expect("read timeout");
+        match stream.read(&mut buffer) {
+            Ok(0) => return true,
+            Ok(_) => continue, // an answer before the close
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return false
+            }
+            Err(e) => panic!("reading: {e}"),
+        }
+    }
+}
+
+#[test]
+fn silent_trickling_and_idle_connections_are_closed_and_busy_ones_kept() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let node = Node::start_with(BINARY, dir.path(), &["--set", "http.idle_timeout_ms=400"]);
+    let addr = node.url.trim_start_matches("http://").to_owned();
+    let connect = || TcpStream::connect(&addr).expect("connect");
+    let open = |node: &Node| value(&scrape(node), "hewitt_http_connections_open", &[]).expect("the gauge");
+    let before = open(&node);
+
+    let mut silent = connect();
+    let mut half_head = connect();
+    half_head
+        .write_all(b"GET /health HTTP/1.1\r\nHost: hewitt\r\n")
+        .expect("write");
+    let mut idle = connect();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: hewitt\r\n\r\n")
+        .expect("write");
+    let mut answer = [0u8; 12];
+    idle.read_exact(&mut answer).expect("an answer");
+    assert_eq!(&answer, b"HTTP/1.1 200", "the idle connection was served first");
+    let mut stalled_body = connect();
+    stalled_body
+        .write_all(b"POST / HTTP/1.1\r\nHost: hewitt\r\nContent-Length: 100\r\n\r\n0123456789")
+        .expect("write");
+    // Meanwhile a connection that sends a request every 100 ms, for 3x the timeout, is kept.
+    let busy = {
+        let mut busy = connect();
+        std::thread::spawn(move || {
+            for _ in 0..12 {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                busy.write_all(b"GET /health HTTP/1.1\r\nHost: hewitt\r\n\r\n")
+                    .expect("write");
+                let mut head = [0u8; 12];
+                busy.read_exact(&mut head).expect("the busy connection is answered");
+                assert_eq!(&head, b"HTTP/1.1 200");
+                // The rest of the answer: its head ends the JSON body's length.
+                let mut rest = Vec::new();
+                let mut byte = [0u8; 1];
+                while !rest.ends_with(b"\r\n\r\n") {
+                    busy.read_exact(&mut byte).expect("the head");
+                    rest.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&rest).to_ascii_lowercase();
+                let length: usize = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: ")?.trim().parse().ok())
+                    .expect("a content length");
+                let mut body = vec![0u8; length];
+                busy.read_exact(&mut body).expect("the body");
+            }
+        })
+    };
+
+    let within = std::time::Duration::from_secs(10);
+    let mut status = String::new();
+    stalled_body.set_read_timeout(Some(within)).expect("read timeout");
+    let _ = stalled_body.read_to_string(&mut status);
+    assert!(
+        status.starts_with("HTTP/1.1 408"),
+        "a body that stalls is answered 408: {status:?}"
+    );
+    assert!(status.contains("no byte of the body"), "{status}");
+    assert!(closed_within(&mut silent, within), "a silent connection is closed");
+    assert!(closed_within(&mut half_head, within), "a head that stalls is closed");
+    assert!(
+        closed_within(&mut idle, within),
+        "an idle keep-alive connection is closed"
+    );
+    busy.join().expect("the busy connection was answered throughout");
+    // Their slots are free again.
+    wait_until("the connections to be counted closed", || open(&node) <= before);
 }
