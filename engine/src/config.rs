@@ -490,7 +490,7 @@ const FIELDS: &[Field] = &[
         key: "http.idle_timeout_ms",
         env: "HEWITT_HTTP_IDLE_TIMEOUT_MS",
         unit: "ms",
-        doc: "Longest a connection may wait idle for its next request, take to send a request's head, or go without a byte of a request's body (answered 408) before it is closed; 0: never. Keeps silent or trickling clients from holding connection slots.",
+        doc: "Longest a connection may wait idle for its next request, take to send a request's head, or go without a byte of a request's body before it is closed; a body must also average 16 KiB/s once this long has passed (408 otherwise); 0: never. Keeps silent or trickling clients from holding connection and write slots.",
         kind: Kind::Int { min: 0, max: 3_600_000 },
         get: |s| Value::Int(s.node.http.idle_timeout_ms),
         set: |s, v| s.node.http.idle_timeout_ms = int(v),
@@ -635,9 +635,8 @@ fn parse(field: &Field, raw: Raw<'_>) -> Result<Value, String> {
                 (Raw::Toml(toml::Value::Integer(n)), _) => u64::try_from(*n)
                     .map_err(|_| format!("{n} is negative; allowed: {min}..={max} {} or \"auto\"", field.unit))?,
                 (_, Some("" | "auto")) => return Ok(Value::IntOrAuto(None)),
-                (_, Some(text)) => text
-                    .parse()
-                    .map_err(|_| format!("{text:?} is not a whole number of {} or \"auto\"", field.unit))?,
+                (_, Some(text)) => parse_int(text, field.unit == "bytes")
+                    .ok_or_else(|| format!("{text:?} is not a whole number of {} or \"auto\"", field.unit))?,
                 (other, _) => {
                     return Err(format!(
                         "{} is not a whole number of {} or \"auto\"",

@@ -225,17 +225,29 @@ async fn read_signed_item<B: RequestBody>(
     Ok((bytes, item))
 }
 
-/// A request's body, at most `bytes_max` bytes, each part within `idle` of the last (`None`:
-/// however long it takes); a 4xx otherwise, 413 or 408 with the connection closed.
+/// The pace a request body must keep, on average, once its first `http.idle_timeout_ms` is
+/// spent: each byte received buys this much more time (as Apache's `mod_reqtimeout`
+/// `MinRate`). A body that trickles would otherwise hold its write slot (`WriteSlots`) for as
+/// long as it keeps a byte coming within each idle timeout.
+pub const BODY_BYTES_PER_S_MIN: u64 = 16 * 1024;
+
+/// A request's body, at most `bytes_max` bytes; with `idle` (`None`: however long it takes),
+/// each part within `idle` of the last and the whole within `idle` plus a second per
+/// [`BODY_BYTES_PER_S_MIN`] bytes received. A 4xx otherwise: 413, or 408 with the connection
+/// closed.
 async fn read_body<B: RequestBody>(body: B, bytes_max: usize, idle: Option<Duration>) -> Result<Bytes, Answer> {
+    let started = std::time::Instant::now();
     let mut body = std::pin::pin!(Limited::new(body, bytes_max));
     let mut parts: Vec<Bytes> = Vec::new();
+    let mut received: u64 = 0;
     let ended = loop {
         let frame = match idle {
             None => Some(body.frame().await),
             Some(idle) => {
+                let earned = Duration::from_secs_f64(received as f64 / BODY_BYTES_PER_S_MIN as f64);
+                let wait = idle.min((started + idle + earned).saturating_duration_since(std::time::Instant::now()));
                 futures_lite::future::or(async { Some(body.frame().await) }, async {
-                    glommio::timer::sleep(idle).await;
+                    glommio::timer::sleep(wait).await;
                     None
                 })
                 .await
@@ -246,7 +258,12 @@ async fn read_body<B: RequestBody>(body: B, bytes_max: usize, idle: Option<Durat
                 // Whatever it still sends is never read: this connection cannot carry another request.
                 let mut answer = fail(
                     StatusCode::REQUEST_TIMEOUT,
-                    format!("no byte of the body for {} ms", idle.unwrap_or_default().as_millis()),
+                    format!(
+                        "the body stalled for {} ms or came slower than {BODY_BYTES_PER_S_MIN} bytes/s \
+                         ({received} bytes in {} ms)",
+                        idle.unwrap_or_default().as_millis(),
+                        started.elapsed().as_millis()
+                    ),
                 );
                 answer
                     .headers_mut()
@@ -257,6 +274,7 @@ async fn read_body<B: RequestBody>(body: B, bytes_max: usize, idle: Option<Durat
             Some(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
                     if !data.is_empty() {
+                        received += data.len() as u64;
                         parts.push(data);
                     }
                 }

@@ -628,7 +628,7 @@ impl Report {
             );
             let _ = writeln!(
                 md,
-                "The same workload and clients on a fresh node per shard count; this machine has {} cores. {} {} {}\n",
+                "The same workload and clients on a fresh node per shard count; this machine has {} cores. {} {} {} {}\n",
                 self.cores,
                 if self.pinned {
                     "Each node's shards are pinned to the first cores and the load generator's threads to the \
@@ -637,13 +637,18 @@ impl Report {
                     "The load generator shares them with the node."
                 },
                 self.spin(1),
+                if self.pinned && self.scaling.iter().any(|p| p.shards > self.cores) {
+                    "(More shards than cores are not pinned, and so park at once.)"
+                } else {
+                    ""
+                },
                 self.ingress()
             );
             let _ = writeln!(
                 md,
                 "Over HTTP the node and its clients (signing, HTTP) share the cores; through the engine's API the \
-                 items are signed ahead and each shard core runs on its own thread with its own log, so that \
-                 column shows what the shard cores themselves scale to. Shard CPU is the time the node's shard \
+                 items are signed ahead and each shard core runs on its own thread with its own log (parking at \
+                 once, whatever the node's spin), so that column shows what the shard cores themselves scale to. Shard CPU is the time the node's shard \
                  threads ran per client message (all shards); shards busy is their CPU time over the closed \
                  loop's length (until the node was idle again) and the shard count: well under 100 % means the clients' concurrency, not the shard \
                  cores, set the peak.\n"

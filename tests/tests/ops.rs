@@ -512,6 +512,22 @@ fn silent_trickling_and_idle_connections_are_closed_and_busy_ones_kept() {
     stalled_body
         .write_all(b"POST / HTTP/1.1\r\nHost: hewitt\r\nContent-Length: 100\r\n\r\n0123456789")
         .expect("write");
+    // A body that sends a byte every 100 ms never stalls for the timeout, but is far too slow.
+    let mut trickling = connect();
+    trickling
+        .write_all(b"POST / HTTP/1.1\r\nHost: hewitt\r\nContent-Length: 100\r\n\r\n")
+        .expect("write");
+    let trickler = {
+        let mut trickling = trickling.try_clone().expect("clone");
+        std::thread::spawn(move || {
+            for _ in 0..100 {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                if trickling.write_all(b"x").is_err() {
+                    return;
+                }
+            }
+        })
+    };
     // Meanwhile a connection that sends a request every 100 ms, for 3x the timeout, is kept.
     let busy = {
         let mut busy = connect();
@@ -549,7 +565,15 @@ fn silent_trickling_and_idle_connections_are_closed_and_busy_ones_kept() {
         status.starts_with("HTTP/1.1 408"),
         "a body that stalls is answered 408: {status:?}"
     );
-    assert!(status.contains("no byte of the body"), "{status}");
+    assert!(status.contains("the body stalled"), "{status}");
+    let mut status = String::new();
+    trickling.set_read_timeout(Some(within)).expect("read timeout");
+    let _ = trickling.read_to_string(&mut status);
+    assert!(
+        status.starts_with("HTTP/1.1 408") && status.contains("slower than"),
+        "a body that trickles is answered 408 before its 10 s are up: {status:?}"
+    );
+    trickler.join().expect("the trickler ended");
     assert!(closed_within(&mut silent, within), "a silent connection is closed");
     assert!(closed_within(&mut half_head, within), "a head that stalls is closed");
     assert!(
