@@ -11,6 +11,10 @@ use scheduler::tags::Tag;
 use scheduler::{Address, MessageId, ModuleId, ProcessId};
 use serde_json::Value;
 
+/// Largest JSON answer the client reads: a full timeline page (`http::PAGE_BYTES_MAX` of
+/// data, escaped) with room to spare. Larger is taken for a broken or hostile node.
+pub const ANSWER_BYTES_MAX: u64 = 256 << 20;
+
 /// What went wrong talking to a node.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -112,10 +116,21 @@ impl Client {
     }
 
     fn json(response: ureq::Response) -> Result<Value, ClientError> {
-        let text = response
-            .into_string()
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
-        serde_json::from_str(&text).map_err(|e| ClientError::Unexpected(format!("{e}: {text}")))
+        // Not `into_string`, which refuses answers over 10 MB: a page may carry up to
+        // `http::PAGE_BYTES_MAX` of messages, and one message as much as a data item holds.
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(response.into_reader(), ANSWER_BYTES_MAX + 1),
+            &mut bytes,
+        )
+        .map_err(|e| ClientError::Transport(e.to_string()))?;
+        if bytes.len() as u64 > ANSWER_BYTES_MAX {
+            return Err(ClientError::Unexpected(format!(
+                "the answer exceeds {ANSWER_BYTES_MAX} bytes"
+            )));
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Unexpected(format!("{e}: {}", String::from_utf8_lossy(&bytes))))
     }
 
     /// `GET {path}` as JSON.

@@ -37,6 +37,33 @@ use crate::wire::{error_json, timeline_node};
 pub const PAGE_LIMIT_MAX: usize = 1000;
 /// Page size when the request names none.
 pub const PAGE_LIMIT_DEFAULT: usize = 100;
+/// Most bytes of messages (their data) or results (their JSON) one page of a timeline,
+/// `/results` or `/cron` carries, whatever its `limit`: a page stops before the entry that
+/// would pass it (keeping at least one) and says there is more, so that an answer's size,
+/// and the memory it takes to build, stay bounded (a thousand 10 MiB messages would be 10 GiB).
+pub const PAGE_BYTES_MAX: usize = 16 << 20;
+/// What a timeline node takes beside its data (signatures, owners, tags), counted toward
+/// [`PAGE_BYTES_MAX`].
+const PAGE_NODE_BYTES: usize = 4096;
+
+/// Counts entries toward [`PAGE_BYTES_MAX`]: `fits` is false for the entry that would pass it,
+/// unless it would be the page's first.
+#[derive(Default)]
+struct PageBytes {
+    taken: usize,
+    entries: usize,
+}
+
+impl PageBytes {
+    fn fits(&mut self, bytes: usize) -> bool {
+        if self.entries > 0 && self.taken.saturating_add(bytes) > PAGE_BYTES_MAX {
+            return false;
+        }
+        self.taken = self.taken.saturating_add(bytes);
+        self.entries += 1;
+        true
+    }
+}
 /// Largest dry-run request body.
 pub const DRY_RUN_BYTES_MAX: usize = 1 << 20;
 
@@ -760,8 +787,9 @@ fn get_results(state: &NodeState, pid: &str, params: &[(String, String)]) -> Res
     };
     let mut edges = Vec::new();
     let mut more = false;
+    let mut bytes = PageBytes::default();
     for (nonce, result) in ordered {
-        if edges.len() as u64 == limit {
+        if edges.len() as u64 == limit || !bytes.fits(result.text().len()) {
             more = true;
             break;
         }
@@ -821,15 +849,20 @@ async fn get_cron(state: &Rc<NodeState>, pid: &str, params: &[(String, String)])
         .map_err(shard_fail)?;
     let latest = state.shard.borrow().latest(pid).map_err(shard_fail)?;
     durable(state, latest).await?;
-    let (page, more) = state
+    let (page, mut more) = state
         .shard
         .borrow()
         .cron_results(pid, from, to, limit)
         .map_err(shard_fail)?;
-    let edges: Vec<Value> = page
-        .iter()
-        .map(|(tick, result)| json!({"cursor": format!("{},{}", tick.time, tick.cron), "node": result.json()}))
-        .collect();
+    let mut bytes = PageBytes::default();
+    let mut edges = Vec::with_capacity(page.len());
+    for (tick, result) in &page {
+        if !bytes.fits(result.text().len()) {
+            more = true;
+            break;
+        }
+        edges.push(json!({"cursor": format!("{},{}", tick.time, tick.cron), "node": result.json()}));
+    }
     Ok(respond(
         StatusCode::OK,
         &json!({"pageInfo": {"hasNextPage": more}, "edges": edges}),
@@ -1048,7 +1081,7 @@ async fn get_su(state: &NodeState, id: &str, params: &[(String, String)]) -> Res
         // Cursors are timestamps as AO's SU gives them; a client paging by nonce gets nonces
         // back, which never skip messages that share a millisecond.
         let nonce_cursors = from_nonce.is_some() || to_nonce.is_some();
-        let (page, has_next_page) = state
+        let (page, mut has_next_page) = state
             .shard
             .borrow()
             .timeline(
@@ -1064,13 +1097,19 @@ async fn get_su(state: &NodeState, id: &str, params: &[(String, String)]) -> Res
             durable(state, last.lsn).await?;
         }
         let mut edges = Vec::with_capacity(page.len());
+        let mut bytes = PageBytes::default();
         for entry in page {
             let cursor = if nonce_cursors {
                 entry.nonce.0
             } else {
                 entry.timestamp.0
             };
-            edges.push(json!({"cursor": cursor.to_string(), "node": render_node(state, entry.lsn)?}));
+            let (assignment, message) = state.shard.borrow().assignment_at(entry.lsn).map_err(shard_fail)?;
+            if !bytes.fits(PAGE_NODE_BYTES + message.as_ref().map_or(0, |m| m.data.len())) {
+                has_next_page = true;
+                break;
+            }
+            edges.push(json!({"cursor": cursor.to_string(), "node": timeline_node(&assignment, message.as_ref())}));
         }
         return Ok(respond(
             StatusCode::OK,

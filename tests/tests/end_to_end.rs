@@ -503,3 +503,57 @@ fn only_trusted_nodes_may_set_the_messengers_tags() {
     assert_eq!(seen["From"], client.signer().address().to_string());
     assert!(seen["Forwarded-By"].is_null(), "{seen}");
 }
+
+#[test]
+fn pages_stop_at_their_byte_bound_and_say_there_is_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(BINARY, dir.path());
+    let client = node.client();
+    let module = load_sample(&client, "echo", &[]);
+    let pid = spawn(&client, &node, module);
+    // Three messages of 7 MiB after the spawn: two fit a page's 16 MiB, the third would not.
+    let data = vec![b'a'; 7 << 20];
+    for _ in 0..3 {
+        client.send(pid, &action("Echo"), &data).unwrap();
+    }
+    let nonces = |page: &Value| -> Vec<String> {
+        page["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| tag_of(&e["node"]["assignment"], "Nonce"))
+            .collect()
+    };
+    let first = client.get(&format!("/{pid}?process-id={pid}&limit=100")).unwrap();
+    assert_eq!(nonces(&first), ["0", "1", "2"]);
+    assert_eq!(first["page_info"]["has_next_page"], true, "cut by bytes, not by limit");
+    let rest = client
+        .get(&format!("/{pid}?process-id={pid}&from-nonce=2&limit=100"))
+        .unwrap();
+    assert_eq!(nonces(&rest), ["3"]);
+    assert_eq!(rest["page_info"]["has_next_page"], false);
+    assert_eq!(
+        rest["edges"][0]["node"]["message"]["data"].as_str().map(str::len),
+        Some(7 << 20),
+        "a page's one entry is whole, whatever its size"
+    );
+    // The echo's results carry each message whole: the same cut there.
+    let results = |path: &str| client.get(&format!("/results/{pid}?limit=100{path}")).unwrap();
+    tests::wait_until("four results", || {
+        results("&sort=DESC")["edges"]
+            .as_array()
+            .is_some_and(|e| e.first().is_some_and(|e| e["cursor"] == "3"))
+    });
+    let first = results("");
+    let cursors: Vec<&str> = first["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["cursor"].as_str().unwrap())
+        .collect();
+    assert_eq!(cursors, ["0", "1", "2"]);
+    assert_eq!(first["pageInfo"]["hasNextPage"], true);
+    let rest = results("&from=2");
+    assert_eq!(rest["edges"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["pageInfo"]["hasNextPage"], false);
+}
