@@ -680,7 +680,8 @@ impl ResultsWriter {
         tick: Option<Tick>,
         is_error: bool,
         text: &str,
-    ) -> Result<(), CheckpointError> {
+    ) -> Result<u64, CheckpointError> {
+        let at = self.offset;
         self.record.clear();
         frame(&mut self.record, |out| {
             out.extend_from_slice(&pid.0);
@@ -691,7 +692,12 @@ impl ResultsWriter {
         });
         self.out.write_all(&self.record).map_err(io(&self.path))?;
         self.offset += self.record.len() as u64;
-        Ok(())
+        Ok(at)
+    }
+
+    /// The file's path, for a [`ResultsReader`].
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Hands the buffered results to the kernel; returns the file's length.
@@ -706,9 +712,69 @@ impl ResultsWriter {
     }
 }
 
-/// Reads the results of `path` before `upto` in order. A damaged record stops it with an error
-/// naming its offset (the caller then replays instead).
-pub fn read_results(path: &Path, upto: u64, mut each: impl FnMut(ResultRecord)) -> Result<(), CheckpointError> {
+/// One result's record, by its offset: how a shard reads back a result it no longer keeps in
+/// memory (see `Shard`'s `results_memory_bytes_max`).
+pub struct ResultsReader {
+    path: PathBuf,
+    file: File,
+}
+
+impl ResultsReader {
+    pub fn open(path: &Path) -> Result<ResultsReader, CheckpointError> {
+        Ok(ResultsReader {
+            path: path.to_owned(),
+            file: File::open(path).map_err(io(path))?,
+        })
+    }
+
+    /// The record at `offset` (as [`ResultsWriter::append`] returned it; the writer must have
+    /// flushed it), checked against its checksum.
+    pub fn read_at(&self, offset: u64) -> Result<ResultRecord, CheckpointError> {
+        use std::os::unix::fs::FileExt;
+        let damaged = |reason: String| CheckpointError::Damaged {
+            path: self.path.clone(),
+            offset,
+            reason,
+        };
+        let mut head = [0u8; 8];
+        self.file
+            .read_exact_at(&mut head, offset)
+            .map_err(|e| damaged(format!("record header: {e}")))?;
+        let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
+        let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
+        if len == 0 || len > RECORD_BYTES_MAX {
+            return Err(damaged(format!("record length {len} is impossible")));
+        }
+        let mut buf = vec![0u8; len as usize];
+        self.file
+            .read_exact_at(&mut buf, offset + 8)
+            .map_err(|e| damaged(format!("record of {len} bytes: {e}")))?;
+        if crc32c::crc32c(&buf) != crc {
+            return Err(damaged("record checksum does not match".to_owned()));
+        }
+        parse_result(&buf).map_err(damaged)
+    }
+}
+
+fn parse_result(bytes: &[u8]) -> Result<ResultRecord, String> {
+    let mut r = Reader { bytes };
+    let pid = ProcessId(r.id("process id")?);
+    let nonce = r.u64("nonce")?;
+    let tick = r.tick()?;
+    let is_error = r.u8("error flag")? != 0;
+    let text = String::from_utf8(r.bytes.to_vec()).map_err(|_| "result text is not UTF-8".to_owned())?;
+    Ok(ResultRecord {
+        pid,
+        nonce,
+        tick,
+        is_error,
+        text,
+    })
+}
+
+/// Reads the results of `path` before `upto` in order, each with its offset. A damaged record
+/// stops it with an error naming its offset (the caller then replays instead).
+pub fn read_results(path: &Path, upto: u64, mut each: impl FnMut(u64, ResultRecord)) -> Result<(), CheckpointError> {
     let file = File::open(path).map_err(io(path))?;
     let mut reader = BufReader::with_capacity(1 << 20, file.take(upto));
     let damaged = |offset: u64, reason: String| CheckpointError::Damaged {
@@ -731,24 +797,10 @@ pub fn read_results(path: &Path, upto: u64, mut each: impl FnMut(ResultRecord)) 
             }
             Err(reason) => return Err(damaged(offset, reason)),
         }
-        let mut r = Reader { bytes: &buf };
-        let record = (|| {
-            let pid = ProcessId(r.id("process id")?);
-            let nonce = r.u64("nonce")?;
-            let tick = r.tick()?;
-            let is_error = r.u8("error flag")? != 0;
-            let text = String::from_utf8(r.bytes.to_vec()).map_err(|_| "result text is not UTF-8".to_owned())?;
-            Ok::<_, String>(ResultRecord {
-                pid,
-                nonce,
-                tick,
-                is_error,
-                text,
-            })
-        })()
-        .map_err(|reason| damaged(offset, reason))?;
+        let record = parse_result(&buf).map_err(|reason| damaged(offset, reason))?;
+        let at = offset;
         offset += 8 + buf.len() as u64;
-        each(record);
+        each(at, record);
     }
     Ok(())
 }
@@ -902,19 +954,29 @@ mod tests {
             .append(ProcessId([1; 32]), 0, None, false, "{\"Output\":1}")
             .unwrap();
         let tick = Some(Tick { time: 5, cron: 0 });
-        writer.append(ProcessId([1; 32]), 1, tick, true, "{}").unwrap();
+        let second = writer.append(ProcessId([1; 32]), 1, tick, true, "{}").unwrap();
         let middle = writer.flush().unwrap();
-        writer.append(ProcessId([2; 32]), 0, None, false, "x").unwrap();
+        let third = writer.append(ProcessId([2; 32]), 0, None, false, "x").unwrap();
         writer.flush().unwrap();
         drop(writer);
 
         let mut seen = Vec::new();
-        read_results(&path, middle, |r| seen.push(r)).unwrap();
+        read_results(&path, middle, |at, r| seen.push((at, r))).unwrap();
         assert_eq!(seen.len(), 2);
+        assert_eq!(seen[1].0, second, "each record comes with the offset its append gave");
+        let (_, second_record) = &seen[1];
         assert_eq!(
-            (seen[1].tick, seen[1].is_error, seen[1].text.as_str()),
+            (second_record.tick, second_record.is_error, second_record.text.as_str()),
             (tick, true, "{}")
         );
+        // Read back one by one, by offset.
+        let reader = ResultsReader::open(&path).unwrap();
+        assert_eq!(&reader.read_at(second).unwrap(), second_record);
+        assert_eq!(reader.read_at(third).unwrap().text, "x");
+        assert!(matches!(
+            reader.read_at(second + 1),
+            Err(CheckpointError::Damaged { .. })
+        ));
 
         drop(ResultsWriter::open(&path, middle).unwrap());
         assert_eq!(std::fs::metadata(&path).unwrap().len(), middle);
@@ -922,7 +984,7 @@ mod tests {
         bytes[20] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
         assert!(matches!(
-            read_results(&path, middle, |_| {}),
+            read_results(&path, middle, |_, _| {}),
             Err(CheckpointError::Damaged { offset: 8, .. })
         ));
     }

@@ -406,6 +406,7 @@ fn metrics(state: &NodeState) -> Answer {
             instances_live: shard.instances_live(),
             processes_dormant: shard.processes_dormant(),
             live_memory_bytes: shard.live_memory_bytes(),
+            results_memory_bytes: shard.results_memory_bytes(),
             log_unsynced_bytes: state.committer.unsynced_bytes(),
             open_connections: state.open_connections.get(),
             accepting: state.failure().is_none(),
@@ -779,12 +780,10 @@ fn get_results(state: &NodeState, pid: &str, params: &[(String, String)]) -> Res
             to.map_or(len, |t| t.saturating_add(1)).min(len),
         )
     };
-    let available = shard.results(pid, low..high.max(low)).map_err(shard_fail)?;
-    let ordered: Box<dyn Iterator<Item = &(Nonce, Rc<crate::abi::StoredResult>)>> = if descending {
-        Box::new(available.iter().rev())
-    } else {
-        Box::new(available.iter())
-    };
+    // One more than the page, to tell whether there is more.
+    let ordered = shard
+        .results(pid, low..high.max(low), descending, limit as usize + 1)
+        .map_err(shard_fail)?;
     let mut edges = Vec::new();
     let mut more = false;
     let mut bytes = PageBytes::default();

@@ -79,6 +79,7 @@ pub struct Snapshot {
     /// Processes asleep (hibernated or not woken since start) and live instances' memory.
     pub processes_dormant: usize,
     pub live_memory_bytes: usize,
+    pub results_memory_bytes: usize,
     pub log_unsynced_bytes: usize,
     pub open_connections: usize,
     pub accepting: bool,
@@ -317,6 +318,16 @@ impl Metrics {
             "index_loaded_records",
             "Log records the start took from the saved index instead of reading them from the log",
             ConstGauge::new(c.index_loaded as i64),
+        );
+        shard.register(
+            "results_memory_bytes",
+            "Bytes of results kept in memory that the results file also holds (limits.results_memory_bytes_max bounds it)",
+            ConstGauge::new(now.results_memory_bytes as i64),
+        );
+        shard.register(
+            "results_filed",
+            "Results dropped from memory for the results file to answer",
+            ConstCounter::new(c.results_filed),
         );
         shard.register(
             "index_saves",

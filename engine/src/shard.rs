@@ -78,6 +78,11 @@ pub struct ShardLimits {
     /// Most bytes of linear memory this shard's live instances hold together; beyond it the
     /// least recently used idle processes hibernate.
     pub live_memory_bytes_max: u64,
+    /// Most bytes of message results (their JSON) this shard keeps in memory for `/result`
+    /// and `/results`; beyond it the oldest are dropped from memory and read back from the
+    /// results file when asked for. Without checkpoints there is no results file, and every
+    /// result stays in memory.
+    pub results_memory_bytes_max: usize,
 }
 
 impl Default for ShardLimits {
@@ -94,6 +99,7 @@ impl Default for ShardLimits {
             memory_limit_max: 1 << 30,
             live_instances_max: usize::MAX,
             live_memory_bytes_max: 4 << 30,
+            results_memory_bytes_max: 256 << 20,
         }
     }
 }
@@ -120,6 +126,9 @@ pub enum ShardError {
     /// A saved index that cannot be used (the log is then read whole).
     #[error("index: {0}")]
     Index(String),
+    /// A result no longer in memory could not be read back from the results file.
+    #[error("results file: {0}")]
+    Results(String),
     /// A result's `Assignments` names a message this shard does not hold: the shell asks the
     /// other shards for it and hands it over ([`Shard::message_fetched`]) before delivery goes on.
     #[error("delivery waits for message {0} from another shard")]
@@ -186,7 +195,38 @@ struct Entry {
     timestamp: Timestamp,
     block_height: BlockHeight,
     hash_chain: HashChain,
-    result: Option<Rc<StoredResult>>,
+    result: Kept,
+}
+
+/// A message's result: none yet, in memory, or only in the results file, read back when asked
+/// for. 16 bytes: one per message of every timeline.
+#[derive(Clone, Debug, Default)]
+enum Kept {
+    #[default]
+    None,
+    Memory(Rc<StoredResult>),
+    /// Its offset in the results file, with the top bit set for an `Error` result.
+    Filed(u64),
+}
+
+const FILED_ERROR: u64 = 1 << 63;
+
+impl Kept {
+    fn filed(offset: u64, is_error: bool) -> Kept {
+        Kept::Filed(offset | if is_error { FILED_ERROR } else { 0 })
+    }
+
+    fn is_some(&self) -> bool {
+        !matches!(self, Kept::None)
+    }
+
+    fn succeeded(&self) -> bool {
+        match self {
+            Kept::None => false,
+            Kept::Memory(result) => !result.is_error,
+            Kept::Filed(at) => at & FILED_ERROR == 0,
+        }
+    }
 }
 
 /// Where a process's evaluation stands: before message `nonce`, with `next` its next tick.
@@ -554,6 +594,9 @@ pub struct ShardCounters {
     pub index_loaded: u64,
     /// Saves of the index committed since start.
     pub index_saves: u64,
+    /// Results dropped from memory since start (`results_memory_bytes_max`): the results file
+    /// holds them.
+    pub results_filed: u64,
 }
 
 pub struct Shard {
@@ -636,6 +679,14 @@ pub struct Shard {
     results_out: Option<ResultsWriter>,
     /// Why results are no longer written (checkpoints stop until a restart).
     results_failed: Option<String>,
+    /// Reads back the results no longer kept in memory (`Kept::Filed`).
+    results_in: Option<checkpoint::ResultsReader>,
+    /// Results kept in memory that the results file also holds, oldest first: process, nonce,
+    /// offset, bytes. What `results_memory_bytes_max` drops from memory first.
+    kept: VecDeque<(ProcessId, usize, u64, usize)>,
+    kept_bytes: usize,
+    /// The results file is in the kernel's hands (flushed) up to here: readable by offset.
+    results_readable: u64,
     /// Evaluations and fuel since the latest checkpoint was begun.
     since_checkpoint: (u64, u64),
     /// For `hewitt verify` (see [`Shard::set_replay_only`]).
@@ -857,6 +908,10 @@ impl Shard {
             settled: None,
             results_out: None,
             results_failed: None,
+            results_in: None,
+            kept: VecDeque::new(),
+            kept_bytes: 0,
+            results_readable: 0,
             since_checkpoint: (0, 0),
             replay_only: false,
             dirty: tracker(),
@@ -1241,7 +1296,7 @@ impl Shard {
             timestamp: m.timestamp,
             block_height: m.block_height,
             hash_chain: m.hash_chain,
-            result: None,
+            result: Kept::None,
         });
         self.unevaluated += 1;
         if !process.queued {
@@ -1441,6 +1496,12 @@ impl Shard {
     /// Processes asleep: hibernated, or not woken since the node started.
     pub fn processes_dormant(&self) -> usize {
         self.processes.len() - self.live
+    }
+
+    /// Bytes of results in memory that the results file also holds (what
+    /// `results_memory_bytes_max` bounds).
+    pub fn results_memory_bytes(&self) -> usize {
+        self.kept_bytes
     }
 
     /// Bytes of linear memory the live instances hold.
@@ -1917,7 +1978,7 @@ impl Shard {
             timestamp: assignment.timestamp,
             block_height: assignment.block_height,
             hash_chain: assignment.hash_chain,
-            result: None,
+            result: Kept::None,
         };
         if assignment.nonce == Nonce(0) {
             // Only a process item is needed here (its tags); a message's item is parsed when it
@@ -2968,15 +3029,90 @@ impl Shard {
     /// Appends a result to the results file (when checkpoints are on) and counts toward the
     /// next checkpoint. A failed write stops checkpoints (restarts then replay further) and
     /// never the evaluation.
-    fn keep_result(&mut self, pid: ProcessId, nonce: usize, tick: Option<Tick>, stored: &StoredResult, gas: u64) {
+    /// Returns where in the file the result went.
+    fn keep_result(
+        &mut self,
+        pid: ProcessId,
+        nonce: usize,
+        tick: Option<Tick>,
+        stored: &StoredResult,
+        gas: u64,
+    ) -> Option<u64> {
         self.since_checkpoint.0 += 1;
         self.since_checkpoint.1 += gas;
         self.processes.get_mut(&pid).expect("exists").checkpointed = false;
-        let Some(out) = self.results_out.as_mut() else { return };
-        if let Err(error) = out.append(pid, nonce as u64, tick, stored.is_error, stored.text()) {
-            tracing::error!(%error, "results file failed: checkpoints stop until a restart");
-            self.results_failed = Some(error.to_string());
-            self.results_out = None;
+        let out = self.results_out.as_mut()?;
+        match out.append(pid, nonce as u64, tick, stored.is_error, stored.text()) {
+            Ok(offset) => Some(offset),
+            Err(error) => {
+                self.results_stop(error);
+                None
+            }
+        }
+    }
+
+    fn results_stop(&mut self, error: checkpoint::CheckpointError) {
+        tracing::error!(%error, "results file failed: checkpoints stop until a restart");
+        self.results_failed = Some(error.to_string());
+        self.results_out = None;
+    }
+
+    /// Puts message `nonce`'s result in its timeline entry, and keeps memory within
+    /// `results_memory_bytes_max` by dropping the oldest results the file holds.
+    fn set_result(&mut self, pid: ProcessId, nonce: usize, result: Rc<StoredResult>, offset: Option<u64>) {
+        let bytes = result.text().len();
+        let process = self.processes.get_mut(&pid).expect("exists");
+        process.entries[nonce].result = Kept::Memory(result);
+        let Some(offset) = offset else { return };
+        self.kept.push_back((pid, nonce, offset, bytes));
+        self.kept_bytes += bytes;
+        if self.kept_bytes > self.limits.results_memory_bytes_max && self.results_in.is_some() {
+            // Down to 7/8 of the bound at once: one flush, not one per result.
+            let target = self.limits.results_memory_bytes_max / 8 * 7;
+            if let Some(out) = self.results_out.as_mut() {
+                match out.flush() {
+                    Ok(end) => self.results_readable = end,
+                    Err(error) => self.results_stop(error),
+                }
+            }
+            while self.kept_bytes > target {
+                let Some(&(pid, nonce, offset, bytes)) = self.kept.front() else {
+                    break;
+                };
+                if offset >= self.results_readable {
+                    break; // never flushed (the file failed): stays in memory
+                }
+                self.kept.pop_front();
+                self.kept_bytes -= bytes;
+                let Some(entry) = self.processes.get_mut(&pid).and_then(|p| p.entries.get_mut(nonce)) else {
+                    continue;
+                };
+                // A result is made once for its message (a rollback's replay keeps none), so the
+                // record at `offset` is this entry's.
+                if let Kept::Memory(result) = &entry.result {
+                    entry.result = Kept::filed(offset, result.is_error);
+                    self.counters.results_filed += 1;
+                }
+            }
+        }
+    }
+
+    /// A kept result, read back from the results file where it is no longer in memory.
+    fn kept_result(&self, kept: &Kept) -> Result<Option<Rc<StoredResult>>, ShardError> {
+        match kept {
+            Kept::None => Ok(None),
+            Kept::Memory(result) => Ok(Some(Rc::clone(result))),
+            Kept::Filed(at) => {
+                let offset = at & !FILED_ERROR;
+                let reader = self.results_in.as_ref().ok_or_else(|| {
+                    ShardError::Results("not open, and this result is no longer in memory".to_owned())
+                })?;
+                let record = reader.read_at(offset).map_err(|e| ShardError::Results(e.to_string()))?;
+                Ok(Some(Rc::new(StoredResult::from_text(
+                    record.text.into_boxed_str(),
+                    record.is_error,
+                ))))
+            }
         }
     }
 
@@ -2989,8 +3125,22 @@ impl Shard {
     }
 
     /// Starts appending results to `writer` (checkpoints on). Before this, nothing is written.
-    pub fn set_results(&mut self, writer: ResultsWriter) {
-        self.results_out = Some(writer);
+    pub fn set_results(&mut self, mut writer: ResultsWriter) {
+        if self.results_in.is_none() {
+            match checkpoint::ResultsReader::open(writer.path()) {
+                Ok(reader) => self.results_in = Some(reader),
+                Err(error) => {
+                    tracing::warn!(%error, "results file unreadable: every result stays in memory")
+                }
+            }
+        }
+        match writer.flush() {
+            Ok(end) => {
+                self.results_readable = end;
+                self.results_out = Some(writer);
+            }
+            Err(error) => self.results_stop(error),
+        }
     }
 
     /// Makes this shard a replay that writes nothing (`hewitt verify`): the outbox items its
@@ -3017,7 +3167,13 @@ impl Shard {
     pub fn stored_result(&self, pid: ProcessId, nonce: u64, tick: Option<Tick>) -> Option<Rc<StoredResult>> {
         let process = self.processes.get(&pid)?;
         match tick {
-            None => process.entries.get(nonce as usize)?.result.clone(),
+            None => match self.kept_result(&process.entries.get(nonce as usize)?.result) {
+                Ok(result) => result,
+                Err(error) => {
+                    tracing::warn!(%pid, nonce, %error, "result unreadable");
+                    None
+                }
+            },
             Some(tick) => process
                 .cron
                 .as_ref()?
@@ -3251,8 +3407,8 @@ impl Shard {
                 }
             }
         }
-        let (mut results, mut problem) = (Vec::new(), None);
-        checkpoint::read_results(results_path, commit.results_offset, |record| {
+        let (mut results, mut messages, mut problem) = (Vec::new(), Vec::new(), None);
+        checkpoint::read_results(results_path, commit.results_offset, |at, record| {
             let Some(state) = loaded.processes.get(&record.pid) else {
                 return;
             };
@@ -3274,13 +3430,25 @@ impl Shard {
                     record.pid, record.nonce
                 ));
             } else if covered {
-                results.push(record);
+                // A message's result is left in the file (read back when asked for): only
+                // its offset is kept, whatever the file holds. A tick's is kept whole (at
+                // most CRON_RESULTS_MAX a process).
+                match record.tick {
+                    None => messages.push((record.pid, record.nonce, at, record.is_error)),
+                    Some(_) => results.push(record),
+                }
             }
         })
         .map_err(|e| e.to_string())?;
         if let Some(problem) = problem {
             return Err(problem);
         }
+        // Opened before anything changes: a failure leaves the shard as it was.
+        let reader = if messages.is_empty() {
+            None
+        } else {
+            Some(checkpoint::ResultsReader::open(results_path).map_err(|e| e.to_string())?)
+        };
         let mut spared = 0;
         for state in loaded.processes.into_values() {
             let process = self.processes.get_mut(&state.pid).expect("checked above");
@@ -3304,11 +3472,18 @@ impl Shard {
             spared += nonce as u64;
         }
         self.counters.resumed = spared;
+        if reader.is_some() {
+            self.results_in = reader;
+        }
+        for (pid, nonce, offset, is_error) in messages {
+            let process = self.processes.get_mut(&pid).expect("checked above");
+            process.entries[nonce as usize].result = Kept::filed(offset, is_error);
+        }
         for record in results {
             let process = self.processes.get_mut(&record.pid).expect("checked above");
             let stored = Rc::new(StoredResult::from_text(record.text.into_boxed_str(), record.is_error));
             match record.tick {
-                None => process.entries[record.nonce as usize].result = Some(stored),
+                None => unreachable!("messages' results are kept as offsets above"),
                 Some(tick) => {
                     let cron = process.cron.as_mut().expect("checked above");
                     // A tick evaluated again after an earlier restart (it came after its
@@ -3420,9 +3595,9 @@ impl Shard {
         let gas_used = result.json["GasUsed"].as_u64().unwrap_or(0);
         self.counters.fuel_used += gas_used;
         let stored = Self::stored(result);
-        self.keep_result(pid, nonce, None, &stored, gas_used);
+        let offset = self.keep_result(pid, nonce, None, &stored, gas_used);
+        self.set_result(pid, nonce, stored, offset);
         let process = self.processes.get_mut(&pid).expect("exists");
-        process.entries[nonce].result = Some(stored);
         if nonce < process.recovered {
             self.recovery_pending -= 1;
         }
@@ -3570,7 +3745,7 @@ impl Shard {
                 continue;
             }
             let nonce = at.nonce;
-            let succeeded = process.entries[nonce].result.as_ref().is_some_and(|r| !r.is_error);
+            let succeeded = process.entries[nonce].result.succeeded();
             if succeeded {
                 let lsn = process.entries[nonce].lsn;
                 let (item, exclude) = self.read_input(lsn)?;
@@ -3687,15 +3862,20 @@ impl Shard {
     /// The result of `message`, or `None` while it waits for evaluation.
     pub fn result(&self, process: ProcessId, message: MessageId) -> Result<Option<Rc<StoredResult>>, ShardError> {
         let nonce = self.locate(process, message)?;
-        Ok(self.processes[&process].entries[nonce.0 as usize].result.clone())
+        self.kept_result(&self.processes[&process].entries[nonce.0 as usize].result)
     }
 
     /// The results of `process` with nonces in `range` that are evaluated and durable, in
     /// nonce order: what `GET /results` pages through.
+    ///
+    /// At most `count` of them, from the start of that run or, `descending`, from its end;
+    /// only those are read back where the file holds them.
     pub fn results(
         &self,
         process: ProcessId,
         range: std::ops::Range<u64>,
+        descending: bool,
+        count: usize,
     ) -> Result<Vec<(Nonce, Rc<StoredResult>)>, ShardError> {
         let entries = &self
             .processes
@@ -3705,17 +3885,24 @@ impl Shard {
         let durable = self.log.borrow().durable_lsn();
         let end = (range.end as usize).min(entries.len());
         let start = (range.start as usize).min(end);
-        Ok(entries[start..end]
+        let available = entries[start..end]
             .iter()
-            .enumerate()
-            .take_while(|(_, entry)| entry.lsn < durable)
-            .map_while(|(offset, entry)| {
-                entry
-                    .result
-                    .clone()
-                    .map(|result| (Nonce((start + offset) as u64), result))
+            .take_while(|entry| entry.lsn < durable && entry.result.is_some())
+            .count();
+        let nonces: Box<dyn Iterator<Item = usize>> = if descending {
+            Box::new((start..start + available).rev())
+        } else {
+            Box::new(start..start + available)
+        };
+        nonces
+            .take(count)
+            .map(|nonce| {
+                let result = self
+                    .kept_result(&entries[nonce].result)?
+                    .expect("evaluated, checked above");
+                Ok((Nonce(nonce as u64), result))
             })
-            .collect())
+            .collect()
     }
 
     /// How many entries `process`'s timeline has (its next nonce).
@@ -4220,6 +4407,40 @@ mod tests {
         for pid in &pids {
             assert_eq!(count(&mut f, *pid), "4");
         }
+    }
+
+    #[test]
+    fn results_beyond_the_memory_bound_are_read_back_from_the_file() {
+        let mut f = fixture(8);
+        let path = f._dir.path().join("results");
+        f.shard.set_results(ResultsWriter::open(&path, 0).unwrap());
+        f.shard.limits.results_memory_bytes_max = 4096;
+        let counter = f.module("counter");
+        let pid = f.spawn(counter, "a").unwrap();
+        let failed = f.send(pid, "Fail", 0);
+        let sent: Vec<MessageId> = (1..=100).map(|anchor| f.send(pid, "Increment", anchor)).collect();
+        f.settle();
+        let counters = f.shard.counters();
+        assert!(counters.results_filed > 30, "{counters:?}");
+        assert!(f.shard.results_memory_bytes() <= 4096);
+        let entries = &f.shard.processes[&pid].entries;
+        assert!(
+            matches!(entries[1].result, Kept::Filed(at) if at & FILED_ERROR != 0),
+            "the oldest went first"
+        );
+        assert!(matches!(entries[101].result, Kept::Memory(_)), "the newest stay");
+        assert_eq!(std::mem::size_of::<Kept>(), 16);
+        // Every result is still served: the oldest read back from the file.
+        let failed = f.shard.result(pid, failed).unwrap().expect("kept");
+        assert!(failed.is_error);
+        for (n, id) in sent.iter().enumerate() {
+            let result = f.shard.result(pid, *id).unwrap().expect("kept");
+            assert_eq!(result.json()["Output"], (n + 1).to_string());
+        }
+        assert_eq!(
+            f.shard.stored_result(pid, 2, None).map(|r| r.json()["Output"].clone()),
+            Some(serde_json::json!("1"))
+        );
     }
 
     #[test]

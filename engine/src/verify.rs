@@ -180,13 +180,13 @@ fn verify_shard(
     let covered_offset = commit.map_or(0, |c| c.results_offset);
     let mut expected: HashMap<ResultKey, (ResultRecord, bool)> = HashMap::new();
     if results_path.exists() {
-        let read = checkpoint::read_results(&results_path, covered_offset, |record| {
+        let read = checkpoint::read_results(&results_path, covered_offset, |_, record| {
             expected.insert((record.pid, record.nonce, record.tick), (record, true));
         });
         if let Err(error) = read {
             problem(report, format!("shard {index}: results file: {error}"));
         }
-        let _ = checkpoint::read_results(&results_path, u64::MAX, |record| {
+        let _ = checkpoint::read_results(&results_path, u64::MAX, |_, record| {
             expected
                 .entry((record.pid, record.nonce, record.tick))
                 .or_insert((record, false));

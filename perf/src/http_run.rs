@@ -641,7 +641,7 @@ pub struct OverloadRun {
     pub rss_after_bytes: u64,
     /// Of `rss_after_bytes`, the file-backed pages (`RssFile`: the log's mapped segments, the
     /// binary) and the messages the node assigned by then: most of the rest is what it keeps
-    /// per message (each result, in memory for `/result`).
+    /// per message (its result, in memory up to `limits.results_memory_bytes_max` a shard).
     pub rss_file_after_bytes: u64,
     pub assigned_after: u64,
 }

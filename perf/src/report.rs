@@ -695,8 +695,9 @@ impl Report {
                  than the offered rate the flood lasts longer and the p99 from each message's due time holds their \
                  lag; the p99 from when it was sent is the node's part, which the line bounds. {} Resident memory is the node process's (the load \
                  generator runs in another). It grows with the open connections (their buffers; at most \
-                 `http.connections_max` per shard) and with the messages the node holds (each result is kept in \
-                 memory for `/result`; the log's mapped pages are file-backed), not with the requests refused.\n",
+                 `http.connections_max` per shard) and with the messages the node holds (their results in memory \
+                 up to `limits.results_memory_bytes_max` a shard; the log's mapped pages are file-backed), not \
+                 with the requests refused.\n",
                 o.peaks_per_s
                     .iter()
                     .map(|p| format!("{p:.0}/s"))

@@ -236,3 +236,80 @@ fn verify_replays_from_genesis_and_catches_a_forged_or_damaged_checkpoint() {
     let (ok, text) = verify(data.path(), &[]);
     assert!(ok, "{text}");
 }
+
+/// Every result of `pid`, paging `/results` 25 at a time: (cursor, Output) pairs.
+fn all_results(client: &engine::client::Client, pid: ProcessId) -> Vec<(String, serde_json::Value)> {
+    let mut seen = Vec::new();
+    let mut from = String::new();
+    loop {
+        let page = client.get(&format!("/results/{pid}?limit=25{from}")).expect("a page");
+        for edge in page["edges"].as_array().expect("edges") {
+            seen.push((
+                edge["cursor"].as_str().expect("cursor").to_owned(),
+                edge["node"]["Output"].clone(),
+            ));
+        }
+        if page["pageInfo"]["hasNextPage"] != true {
+            return seen;
+        }
+        from = format!("&from={}", seen.last().expect("a page has edges").0);
+    }
+}
+
+#[test]
+fn results_beyond_memory_are_served_from_the_results_file_before_and_after_a_restart() {
+    let data = tempfile::tempdir().expect("temporary directory");
+    // 64 KiB of results in memory a shard; each echo result below is over 2 KiB.
+    let bound = ["--set", "limits.results_memory_bytes_max=65536"];
+    let node = start(data.path(), &bound);
+    let client = node.client();
+    let echo = load_sample(&client, "echo", &[]);
+    let pid = spawn(&client, &node, echo);
+    let sent: Vec<MessageId> = (0..120u32)
+        .map(|n| {
+            let data = format!("{n:04}").repeat(500);
+            client
+                .send(pid, &[scheduler::tags::Tag::new("Action", "Echo")], data.as_bytes())
+                .expect("sent")
+        })
+        .collect();
+    wait_until("every message is evaluated", || all_results(&client, pid).len() == 121);
+    let filed = metric(&node, "hewitt_results_filed_total");
+    assert!(filed >= 60.0, "the oldest results left memory ({filed})");
+    let in_memory = metric(&node, "hewitt_results_memory_bytes");
+    assert!(in_memory <= 65536.0, "{in_memory} bytes of results in memory");
+    let before = all_results(&client, pid);
+    let cursors: Vec<String> = (0..=120).map(|n: u32| n.to_string()).collect();
+    assert_eq!(before.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>(), cursors);
+    let first = client.result(pid, sent[0]).expect("the first result");
+    assert!(
+        first["Output"].to_string().contains(&"0000".repeat(500)),
+        "the first message's echo, read back from the file"
+    );
+    let descending = client
+        .get(&format!("/results/{pid}?limit=3&sort=DESC"))
+        .expect("a page");
+    let newest: Vec<&str> = descending["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["cursor"].as_str().unwrap())
+        .collect();
+    assert_eq!(newest, ["120", "119", "118"]);
+
+    // A clean stop checkpoints every process: the restart keeps no result text in memory and
+    // serves every one from the file.
+    assert!(node.terminate().success());
+    let node = start(data.path(), &bound);
+    let client = node.client();
+    wait_until("the node is ready", || client.get("/ready").is_ok());
+    assert_eq!(
+        metric(&node, "hewitt_messages_evaluated_total"),
+        0.0,
+        "nothing replayed"
+    );
+    assert_eq!(metric(&node, "hewitt_results_memory_bytes"), 0.0);
+    assert_eq!(all_results(&client, pid), before, "the same results after the restart");
+    assert_eq!(client.result(pid, sent[0]).expect("the first result"), first);
+    assert!(node.terminate().success());
+}
