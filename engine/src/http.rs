@@ -780,20 +780,13 @@ fn get_results(state: &NodeState, pid: &str, params: &[(String, String)]) -> Res
             to.map_or(len, |t| t.saturating_add(1)).min(len),
         )
     };
-    // One more than the page, to tell whether there is more.
-    let ordered = shard
-        .results(pid, low..high.max(low), descending, limit as usize + 1)
+    let (page, more) = shard
+        .results(pid, low..high.max(low), descending, limit as usize, PAGE_BYTES_MAX)
         .map_err(shard_fail)?;
-    let mut edges = Vec::new();
-    let mut more = false;
-    let mut bytes = PageBytes::default();
-    for (nonce, result) in ordered {
-        if edges.len() as u64 == limit || !bytes.fits(result.text().len()) {
-            more = true;
-            break;
-        }
-        edges.push(json!({"cursor": nonce.0.to_string(), "node": result.json()}));
-    }
+    let edges: Vec<Value> = page
+        .iter()
+        .map(|(nonce, result)| json!({"cursor": nonce.0.to_string(), "node": result.json()}))
+        .collect();
     Ok(respond(
         StatusCode::OK,
         &json!({"pageInfo": {"hasNextPage": more}, "edges": edges}),

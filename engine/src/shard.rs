@@ -50,6 +50,8 @@ use crate::index::{Digest, Journal, Loaded, MessageDigest, MessageIndex, Run, Sa
 
 /// A page of cron results: each tick with its result.
 pub type CronPage = Vec<(Tick, Rc<StoredResult>)>;
+/// A page of `/results`: nonces and their results.
+pub type ResultsPage = Vec<(Nonce, Rc<StoredResult>)>;
 
 /// Cron results kept per process (the most recent); older ones are no longer served.
 pub const CRON_RESULTS_MAX: usize = 1000;
@@ -210,6 +212,10 @@ enum Kept {
 }
 
 const FILED_ERROR: u64 = 1 << 63;
+
+/// What a result in memory takes beside its text (its allocation, its place in the queue of
+/// results the file also holds), counted toward `results_memory_bytes_max`.
+const RESULT_OVERHEAD_BYTES: usize = 128;
 
 impl Kept {
     fn filed(offset: u64, is_error: bool) -> Kept {
@@ -3060,13 +3066,16 @@ impl Shard {
     /// Puts message `nonce`'s result in its timeline entry, and keeps memory within
     /// `results_memory_bytes_max` by dropping the oldest results the file holds.
     fn set_result(&mut self, pid: ProcessId, nonce: usize, result: Rc<StoredResult>, offset: Option<u64>) {
-        let bytes = result.text().len();
+        // The text, its allocation and its place in the queue.
+        let bytes = result.text().len() + RESULT_OVERHEAD_BYTES;
         let process = self.processes.get_mut(&pid).expect("exists");
         process.entries[nonce].result = Kept::Memory(result);
-        let Some(offset) = offset else { return };
+        let Some(offset) = offset.filter(|_| self.results_in.is_some()) else {
+            return;
+        };
         self.kept.push_back((pid, nonce, offset, bytes));
         self.kept_bytes += bytes;
-        if self.kept_bytes > self.limits.results_memory_bytes_max && self.results_in.is_some() {
+        if self.kept_bytes > self.limits.results_memory_bytes_max {
             // Down to 7/8 of the bound at once: one flush, not one per result.
             let target = self.limits.results_memory_bytes_max / 8 * 7;
             if let Some(out) = self.results_out.as_mut() {
@@ -3097,8 +3106,9 @@ impl Shard {
         }
     }
 
-    /// A kept result, read back from the results file where it is no longer in memory.
-    fn kept_result(&self, kept: &Kept) -> Result<Option<Rc<StoredResult>>, ShardError> {
+    /// Message `nonce`'s kept result, read back from the results file where it is no longer in
+    /// memory (and checked to be that message's).
+    fn kept_result(&self, pid: ProcessId, nonce: usize, kept: &Kept) -> Result<Option<Rc<StoredResult>>, ShardError> {
         match kept {
             Kept::None => Ok(None),
             Kept::Memory(result) => Ok(Some(Rc::clone(result))),
@@ -3108,6 +3118,11 @@ impl Shard {
                     ShardError::Results("not open, and this result is no longer in memory".to_owned())
                 })?;
                 let record = reader.read_at(offset).map_err(|e| ShardError::Results(e.to_string()))?;
+                if record.pid != pid || record.nonce != nonce as u64 || record.tick.is_some() {
+                    return Err(ShardError::Results(format!(
+                        "the record at offset {offset} is not the result of message {nonce} of {pid}"
+                    )));
+                }
                 Ok(Some(Rc::new(StoredResult::from_text(
                     record.text.into_boxed_str(),
                     record.is_error,
@@ -3167,7 +3182,7 @@ impl Shard {
     pub fn stored_result(&self, pid: ProcessId, nonce: u64, tick: Option<Tick>) -> Option<Rc<StoredResult>> {
         let process = self.processes.get(&pid)?;
         match tick {
-            None => match self.kept_result(&process.entries.get(nonce as usize)?.result) {
+            None => match self.kept_result(pid, nonce as usize, &process.entries.get(nonce as usize)?.result) {
                 Ok(result) => result,
                 Err(error) => {
                     tracing::warn!(%pid, nonce, %error, "result unreadable");
@@ -3861,22 +3876,22 @@ impl Shard {
 
     /// The result of `message`, or `None` while it waits for evaluation.
     pub fn result(&self, process: ProcessId, message: MessageId) -> Result<Option<Rc<StoredResult>>, ShardError> {
-        let nonce = self.locate(process, message)?;
-        self.kept_result(&self.processes[&process].entries[nonce.0 as usize].result)
+        let nonce = self.locate(process, message)?.0 as usize;
+        self.kept_result(process, nonce, &self.processes[&process].entries[nonce].result)
     }
 
     /// The results of `process` with nonces in `range` that are evaluated and durable, in
-    /// nonce order: what `GET /results` pages through.
-    ///
-    /// At most `count` of them, from the start of that run or, `descending`, from its end;
-    /// only those are read back where the file holds them.
+    /// nonce order: what `GET /results` pages through. At most `count` of them and, past the
+    /// first, `bytes_max` of their JSON, from the start of that run or, `descending`, from its
+    /// end; only those are read back where the file holds them. Also whether more are there.
     pub fn results(
         &self,
         process: ProcessId,
         range: std::ops::Range<u64>,
         descending: bool,
         count: usize,
-    ) -> Result<Vec<(Nonce, Rc<StoredResult>)>, ShardError> {
+        bytes_max: usize,
+    ) -> Result<(ResultsPage, bool), ShardError> {
         let entries = &self
             .processes
             .get(&process)
@@ -3894,15 +3909,27 @@ impl Shard {
         } else {
             Box::new(start..start + available)
         };
-        nonces
-            .take(count)
-            .map(|nonce| {
-                let result = self
-                    .kept_result(&entries[nonce].result)?
-                    .expect("evaluated, checked above");
-                Ok((Nonce(nonce as u64), result))
-            })
-            .collect()
+        let (mut page, mut bytes) = (Vec::new(), 0usize);
+        for nonce in nonces.take(count) {
+            let result = self
+                .kept_result(process, nonce, &entries[nonce].result)?
+                .expect("evaluated, checked above");
+            bytes = bytes.saturating_add(result.text().len());
+            if !page.is_empty() && bytes > bytes_max {
+                return Ok((page, true));
+            }
+            page.push((Nonce(nonce as u64), result));
+        }
+        let more = page.len() < available;
+        Ok((page, more))
+    }
+
+    /// Whether message `nonce` of `pid` has a result kept (in memory or in the results file).
+    pub fn has_result(&self, pid: ProcessId, nonce: u64) -> bool {
+        self.processes
+            .get(&pid)
+            .and_then(|p| p.entries.get(nonce as usize))
+            .is_some_and(|entry| entry.result.is_some())
     }
 
     /// How many entries `process`'s timeline has (its next nonce).
@@ -4441,6 +4468,13 @@ mod tests {
             f.shard.stored_result(pid, 2, None).map(|r| r.json()["Output"].clone()),
             Some(serde_json::json!("1"))
         );
+        assert!(f.shard.has_result(pid, 2) && !f.shard.has_result(pid, 102));
+        // A record read back must be the entry's own: another message's is refused.
+        let Kept::Filed(other) = f.shard.processes[&pid].entries[3].result else {
+            panic!("nonce 3 is filed")
+        };
+        f.shard.processes.get_mut(&pid).unwrap().entries[2].result = Kept::Filed(other);
+        assert!(matches!(f.shard.result(pid, sent[0]), Err(ShardError::Results(_))));
     }
 
     #[test]

@@ -201,7 +201,13 @@ fn verify_shard(
                 .map_err(|reason| format!("shard {index}: checkpoint cannot be resumed from: {reason}"))?;
             // Covered results it did not load (evaluated after their process's record) are made
             // again by the replay and compared like the tail.
-            expected.retain(|key, (_, covered)| !*covered || shard.stored_result(key.0, key.1, key.2).is_none());
+            expected.retain(|key, (_, covered)| {
+                !*covered
+                    || match key.2 {
+                        None => !shard.has_result(key.0, key.1),
+                        Some(_) => shard.stored_result(key.0, key.1, key.2).is_none(),
+                    }
+            });
         }
         (From::Checkpoint, _) => {
             problem(report, format!("shard {index}: no committed checkpoint to resume from"));
