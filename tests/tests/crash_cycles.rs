@@ -23,8 +23,9 @@ const SENDERS: usize = 4;
 /// Checkpoints often, so that restarts resume from them (and from their pending deliveries);
 /// small segments, packed with zstd as they are sealed and created ahead of need, and an index
 /// saved every few records, so that kills land in rollovers, packings and index saves, and
-/// restarts start from a saved index over trusted (packed) segments.
-const SETTINGS: [&str; 14] = [
+/// restarts start from a saved index over trusted (packed) segments; and little room for
+/// results in memory, so that most are read back from the results file.
+const SETTINGS: [&str; 16] = [
     "--set",
     "checkpoint.every_messages=50",
     "--set",
@@ -39,7 +40,29 @@ const SETTINGS: [&str; 14] = [
     "log.zstd_level=1",
     "--set",
     "index.every_records=20",
+    "--set",
+    "limits.results_memory_bytes_max=64KiB",
 ];
+
+/// Every result of `pid` by paging `/results`: its cursors and outputs.
+fn results(client: &Client, pid: ProcessId) -> Vec<(String, serde_json::Value)> {
+    let (mut seen, mut from) = (Vec::new(), String::new());
+    loop {
+        let page = client
+            .get(&format!("/results/{pid}?limit=100{from}"))
+            .expect("a page of results");
+        for edge in page["edges"].as_array().expect("edges") {
+            seen.push((
+                edge["cursor"].as_str().expect("a cursor").to_owned(),
+                edge["node"]["Output"].clone(),
+            ));
+        }
+        if page["pageInfo"]["hasNextPage"] != true {
+            return seen;
+        }
+        from = format!("&from={}", seen.last().expect("a page has edges").0);
+    }
+}
 
 /// What one sender had acknowledged, in order.
 type Acknowledged = Vec<(ProcessId, MessageId)>;
@@ -131,12 +154,32 @@ fn acknowledged_messages_survive_repeated_sigkills() {
                 (edges.len() - 1).to_string(),
                 "cycle {cycle}, seed {seed:#x}: state equals the replay of the log"
             );
+            // Every result is there and is its own message's (an increment answers the count,
+            // its nonce), whether in memory or read back from the results file.
+            let mut kept = Vec::new();
+            tests::wait_until("every result", || {
+                kept = results(&client, *pid);
+                kept.len() == edges.len()
+            });
+            for (at, (cursor, output)) in kept.iter().enumerate().skip(1) {
+                assert_eq!(
+                    cursor,
+                    &at.to_string(),
+                    "cycle {cycle}, seed {seed:#x}: results in order"
+                );
+                assert_eq!(
+                    output,
+                    &at.to_string(),
+                    "cycle {cycle}, seed {seed:#x}: result {at} is its own"
+                );
+            }
         }
         let total: usize = acked.iter().map(Vec::len).sum();
         let from_index = metric(&restarted, "hewitt_index_loaded_records");
+        let in_memory = metric(&restarted, "hewitt_results_memory_bytes");
         println!(
             "cycle {cycle}: killed after {load_ms} ms; {total} acknowledged so far, all present; \
-             {from_index} records from the saved index"
+             {from_index} records from the saved index; {in_memory} bytes of results in memory"
         );
         node = Some(restarted);
     }
