@@ -129,6 +129,26 @@ pub fn spawn(client: &Client, node: &Node, module: ModuleId) -> ProcessId {
     client.spawn(module, node.address, &[], b"").expect("spawn")
 }
 
+/// Every result of `pid`, paging `/results` `limit` at a time to the end: (cursor, `Output`).
+pub fn results_in_pages(client: &Client, pid: ProcessId, limit: usize) -> Vec<(String, Value)> {
+    let (mut seen, mut from) = (Vec::new(), String::new());
+    loop {
+        let page = client
+            .get(&format!("/results/{pid}?limit={limit}{from}"))
+            .expect("a page of results");
+        for edge in page["edges"].as_array().expect("edges") {
+            seen.push((
+                edge["cursor"].as_str().expect("a cursor").to_owned(),
+                edge["node"]["Output"].clone(),
+            ));
+        }
+        if page["pageInfo"]["hasNextPage"] != true {
+            return seen;
+        }
+        from = format!("&from={}", seen.last().expect("a page has edges").0);
+    }
+}
+
 /// Every edge of a process's timeline, following pages to the end.
 pub fn timeline(client: &Client, pid: ProcessId) -> Vec<Value> {
     timeline_in_pages(client, pid, 1000)

@@ -237,25 +237,6 @@ fn verify_replays_from_genesis_and_catches_a_forged_or_damaged_checkpoint() {
     assert!(ok, "{text}");
 }
 
-/// Every result of `pid`, paging `/results` 25 at a time: (cursor, Output) pairs.
-fn all_results(client: &engine::client::Client, pid: ProcessId) -> Vec<(String, serde_json::Value)> {
-    let mut seen = Vec::new();
-    let mut from = String::new();
-    loop {
-        let page = client.get(&format!("/results/{pid}?limit=25{from}")).expect("a page");
-        for edge in page["edges"].as_array().expect("edges") {
-            seen.push((
-                edge["cursor"].as_str().expect("cursor").to_owned(),
-                edge["node"]["Output"].clone(),
-            ));
-        }
-        if page["pageInfo"]["hasNextPage"] != true {
-            return seen;
-        }
-        from = format!("&from={}", seen.last().expect("a page has edges").0);
-    }
-}
-
 #[test]
 fn results_beyond_memory_are_served_from_the_results_file_before_and_after_a_restart() {
     let data = tempfile::tempdir().expect("temporary directory");
@@ -273,12 +254,14 @@ fn results_beyond_memory_are_served_from_the_results_file_before_and_after_a_res
                 .expect("sent")
         })
         .collect();
-    wait_until("every message is evaluated", || all_results(&client, pid).len() == 121);
+    wait_until("every message is evaluated", || {
+        tests::results_in_pages(&client, pid, 25).len() == 121
+    });
     let filed = metric(&node, "hewitt_results_filed_total");
     assert!(filed >= 60.0, "the oldest results left memory ({filed})");
     let in_memory = metric(&node, "hewitt_results_memory_bytes");
     assert!(in_memory <= 65536.0, "{in_memory} bytes of results in memory");
-    let before = all_results(&client, pid);
+    let before = tests::results_in_pages(&client, pid, 25);
     let cursors: Vec<String> = (0..=120).map(|n: u32| n.to_string()).collect();
     assert_eq!(before.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>(), cursors);
     let first = client.result(pid, sent[0]).expect("the first result");
@@ -309,7 +292,11 @@ fn results_beyond_memory_are_served_from_the_results_file_before_and_after_a_res
         "nothing replayed"
     );
     assert_eq!(metric(&node, "hewitt_results_memory_bytes"), 0.0);
-    assert_eq!(all_results(&client, pid), before, "the same results after the restart");
+    assert_eq!(
+        tests::results_in_pages(&client, pid, 25),
+        before,
+        "the same results after the restart"
+    );
     assert_eq!(client.result(pid, sent[0]).expect("the first result"), first);
     assert!(node.terminate().success());
 }

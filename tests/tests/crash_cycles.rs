@@ -44,26 +44,6 @@ const SETTINGS: [&str; 16] = [
     "limits.results_memory_bytes_max=64KiB",
 ];
 
-/// Every result of `pid` by paging `/results`: its cursors and outputs.
-fn results(client: &Client, pid: ProcessId) -> Vec<(String, serde_json::Value)> {
-    let (mut seen, mut from) = (Vec::new(), String::new());
-    loop {
-        let page = client
-            .get(&format!("/results/{pid}?limit=100{from}"))
-            .expect("a page of results");
-        for edge in page["edges"].as_array().expect("edges") {
-            seen.push((
-                edge["cursor"].as_str().expect("a cursor").to_owned(),
-                edge["node"]["Output"].clone(),
-            ));
-        }
-        if page["pageInfo"]["hasNextPage"] != true {
-            return seen;
-        }
-        from = format!("&from={}", seen.last().expect("a page has edges").0);
-    }
-}
-
 /// What one sender had acknowledged, in order.
 type Acknowledged = Vec<(ProcessId, MessageId)>;
 
@@ -158,7 +138,7 @@ fn acknowledged_messages_survive_repeated_sigkills() {
             // its nonce), whether in memory or read back from the results file.
             let mut kept = Vec::new();
             tests::wait_until("every result", || {
-                kept = results(&client, *pid);
+                kept = tests::results_in_pages(&client, *pid, 100);
                 kept.len() == edges.len()
             });
             for (at, (cursor, output)) in kept.iter().enumerate().skip(1) {
