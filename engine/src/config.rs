@@ -171,6 +171,10 @@ const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 const TIB: u64 = 1 << 40;
 
+/// Shortest `http.idle_timeout_ms` other than 0: below it a keep-alive connection would be
+/// closed in the gap between a client's answer and its next request.
+const IDLE_TIMEOUT_MS_MIN: u64 = 100;
+
 fn int(value: Value) -> u64 {
     match value {
         Value::Int(n) => n,
@@ -499,7 +503,7 @@ const FIELDS: &[Field] = &[
         key: "http.idle_timeout_ms",
         env: "HEWITT_HTTP_IDLE_TIMEOUT_MS",
         unit: "ms",
-        doc: "Longest a connection may wait idle for its next request, take to send a request's head, or go without a byte of a request's body before it is closed; a body must also average 16 KiB/s once this long has passed (408 otherwise); 0: never. Keeps silent or trickling clients from holding connection and write slots.",
+        doc: "Longest a connection may wait idle for its next request, take to send a request's head, or go without a byte of a request's body before it is closed; a body must also average 16 KiB/s once this long has passed (408 otherwise); 0: never, else at least 100. Keeps silent or trickling clients from holding connection and write slots.",
         kind: Kind::Int { min: 0, max: 3_600_000 },
         get: |s| Value::Int(s.node.http.idle_timeout_ms),
         set: |s, v| s.node.http.idle_timeout_ms = int(v),
@@ -890,6 +894,13 @@ impl Loaded {
                 named(&["compute.instance_count_max", "compute.memory_bytes_max"])
             )
         })?;
+        let idle = node.http.idle_timeout_ms;
+        if idle > 0 && idle < IDLE_TIMEOUT_MS_MIN {
+            return Err(format!(
+                "{}: {idle} ms would close connections between a client's requests; 0 (never) or at least {IDLE_TIMEOUT_MS_MIN}",
+                named(&["http.idle_timeout_ms"])
+            ));
+        }
         let limits = &node.limits;
         if limits.compute_limit_default > limits.compute_limit_max {
             return Err(format!(
@@ -1070,6 +1081,8 @@ mod tests {
             e.contains("limits.memory_limit_default") && e.contains("exceeds the maximum"),
             "{e}"
         );
+        let e = err("[http]\nidle_timeout_ms = 5\n", &no_env, &[]);
+        assert!(e.contains("http.idle_timeout_ms") && e.contains("at least 100"), "{e}");
         let e = err("[log]\nbatch_bytes_max = \"1MiB\"\n", &no_env, &[]);
         assert!(
             e.contains("http.body_bytes_max") && e.contains("log.batch_bytes_max"),
