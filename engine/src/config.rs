@@ -446,7 +446,7 @@ const FIELDS: &[Field] = &[
         key: "limits.results_memory_bytes_max",
         env: "HEWITT_LIMITS_RESULTS_MEMORY_BYTES_MAX",
         unit: "bytes",
-        doc: "Message results (their JSON) each shard keeps in memory for /result and /results; beyond it the oldest are read back from the results file when asked for. Without checkpoints there is no results file and every result stays in memory.",
+        doc: "Results (their JSON, messages' and cron ticks') each shard keeps in memory for /result, /results and /cron; beyond it the oldest are read back from the results file when asked for. Without checkpoints there is no results file and every result stays in memory.",
         kind: Kind::Int { min: 64 * KIB, max: TIB },
         get: |s| Value::Int(s.node.limits.results_memory_bytes_max as u64),
         set: |s, v| s.node.limits.results_memory_bytes_max = usize_of(v),

@@ -841,20 +841,15 @@ async fn get_cron(state: &Rc<NodeState>, pid: &str, params: &[(String, String)])
         .map_err(shard_fail)?;
     let latest = state.shard.borrow().latest(pid).map_err(shard_fail)?;
     durable(state, latest).await?;
-    let (page, mut more) = state
+    let (page, more) = state
         .shard
         .borrow()
-        .cron_results(pid, from, to, limit)
+        .cron_results(pid, from, to, limit, PAGE_BYTES_MAX)
         .map_err(shard_fail)?;
-    let mut bytes = PageBytes::default();
-    let mut edges = Vec::with_capacity(page.len());
-    for (tick, result) in &page {
-        if !bytes.fits(result.text().len()) {
-            more = true;
-            break;
-        }
-        edges.push(json!({"cursor": format!("{},{}", tick.time, tick.cron), "node": result.json()}));
-    }
+    let edges: Vec<Value> = page
+        .iter()
+        .map(|(tick, result)| json!({"cursor": format!("{},{}", tick.time, tick.cron), "node": result.json()}))
+        .collect();
     Ok(respond(
         StatusCode::OK,
         &json!({"pageInfo": {"hasNextPage": more}, "edges": edges}),

@@ -80,9 +80,9 @@ pub struct ShardLimits {
     /// Most bytes of linear memory this shard's live instances hold together; beyond it the
     /// least recently used idle processes hibernate.
     pub live_memory_bytes_max: u64,
-    /// Most bytes of message results (their JSON) this shard keeps in memory for `/result`
-    /// and `/results`; beyond it the oldest are dropped from memory and read back from the
-    /// results file when asked for. Without checkpoints there is no results file, and every
+    /// Most bytes of results (their JSON, messages' and cron ticks') this shard keeps in
+    /// memory for `/result`, `/results` and `/cron`; beyond it the oldest are dropped from
+    /// memory and read back from the results file when asked for. Without checkpoints there is no results file, and every
     /// result stays in memory.
     pub results_memory_bytes_max: usize,
 }
@@ -213,6 +213,13 @@ enum Kept {
 
 const FILED_ERROR: u64 = 1 << 63;
 
+/// Whose result: a message's (its nonce) or a cron tick's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    Message(usize),
+    Tick(Tick),
+}
+
 /// What a result in memory takes beside its text (its allocation, its place in the queue of
 /// results the file also holds), counted toward `results_memory_bytes_max`.
 const RESULT_OVERHEAD_BYTES: usize = 128;
@@ -248,7 +255,7 @@ pub struct CronResult {
     /// The log position of the process's last message before the tick: the result is served
     /// once that is durable (a crash could otherwise change what the tick saw).
     pub after: Lsn,
-    pub result: Rc<StoredResult>,
+    result: Kept,
 }
 
 /// A process's crons and how far they are evaluated.
@@ -687,9 +694,9 @@ pub struct Shard {
     results_failed: Option<String>,
     /// Reads back the results no longer kept in memory (`Kept::Filed`).
     results_in: Option<checkpoint::ResultsReader>,
-    /// Results kept in memory that the results file also holds, oldest first: process, nonce,
+    /// Results kept in memory that the results file also holds, oldest first: process, whose,
     /// offset, bytes. What `results_memory_bytes_max` drops from memory first.
-    kept: VecDeque<(ProcessId, usize, u64, usize)>,
+    kept: VecDeque<(ProcessId, Slot, u64, usize)>,
     kept_bytes: usize,
     /// The results file is in the kernel's hands (flushed) up to here: readable by offset.
     results_readable: u64,
@@ -3063,52 +3070,69 @@ impl Shard {
         self.results_out = None;
     }
 
-    /// Puts message `nonce`'s result in its timeline entry, and keeps memory within
-    /// `results_memory_bytes_max` by dropping the oldest results the file holds.
+    /// Puts message `nonce`'s result in its timeline entry (see [`Shard::remember`]).
     fn set_result(&mut self, pid: ProcessId, nonce: usize, result: Rc<StoredResult>, offset: Option<u64>) {
-        // The text, its allocation and its place in the queue.
-        let bytes = result.text().len() + RESULT_OVERHEAD_BYTES;
+        let bytes = result.text().len();
         let process = self.processes.get_mut(&pid).expect("exists");
         process.entries[nonce].result = Kept::Memory(result);
+        self.remember(pid, Slot::Message(nonce), offset, bytes);
+    }
+
+    /// Counts a result just put in memory, which the results file holds at `offset`, and keeps
+    /// memory within `results_memory_bytes_max` by dropping the oldest such results.
+    fn remember(&mut self, pid: ProcessId, slot: Slot, offset: Option<u64>, text_bytes: usize) {
         let Some(offset) = offset.filter(|_| self.results_in.is_some()) else {
             return;
         };
-        self.kept.push_back((pid, nonce, offset, bytes));
+        // The text, its allocation and its place in the queue.
+        let bytes = text_bytes + RESULT_OVERHEAD_BYTES;
+        self.kept.push_back((pid, slot, offset, bytes));
         self.kept_bytes += bytes;
-        if self.kept_bytes > self.limits.results_memory_bytes_max {
-            // Down to 7/8 of the bound at once: one flush, not one per result.
-            let target = self.limits.results_memory_bytes_max / 8 * 7;
-            if let Some(out) = self.results_out.as_mut() {
-                match out.flush() {
-                    Ok(end) => self.results_readable = end,
-                    Err(error) => self.results_stop(error),
-                }
+        if self.kept_bytes <= self.limits.results_memory_bytes_max {
+            return;
+        }
+        // Down to 7/8 of the bound at once: one flush, not one per result.
+        let target = self.limits.results_memory_bytes_max / 8 * 7;
+        if let Some(out) = self.results_out.as_mut() {
+            match out.flush() {
+                Ok(end) => self.results_readable = end,
+                Err(error) => self.results_stop(error),
             }
-            while self.kept_bytes > target {
-                let Some(&(pid, nonce, offset, bytes)) = self.kept.front() else {
-                    break;
-                };
-                if offset >= self.results_readable {
-                    break; // never flushed (the file failed): stays in memory
-                }
-                self.kept.pop_front();
-                self.kept_bytes -= bytes;
-                let Some(entry) = self.processes.get_mut(&pid).and_then(|p| p.entries.get_mut(nonce)) else {
-                    continue;
-                };
-                // A result is made once for its message (a rollback's replay keeps none), so the
-                // record at `offset` is this entry's.
-                if let Kept::Memory(result) = &entry.result {
-                    entry.result = Kept::filed(offset, result.is_error);
+        }
+        while self.kept_bytes > target {
+            let Some(&(pid, slot, offset, bytes)) = self.kept.front() else {
+                break;
+            };
+            if offset >= self.results_readable {
+                break; // never flushed (the file failed): stays in memory
+            }
+            self.kept.pop_front();
+            self.kept_bytes -= bytes;
+            let Some(process) = self.processes.get_mut(&pid) else {
+                continue;
+            };
+            // A result is made once for its message or tick (a rollback's replay keeps none),
+            // so the record at `offset` is this one's. A tick's may be gone already (only the
+            // latest CRON_RESULTS_MAX are kept).
+            let kept = match slot {
+                Slot::Message(nonce) => process.entries.get_mut(nonce).map(|e| &mut e.result),
+                Slot::Tick(tick) => process.cron.as_mut().and_then(|cron| {
+                    let at = cron.results.binary_search_by_key(&tick, |r| r.tick).ok()?;
+                    Some(&mut cron.results[at].result)
+                }),
+            };
+            if let Some(kept) = kept {
+                if let Kept::Memory(result) = kept {
+                    *kept = Kept::filed(offset, result.is_error);
                     self.counters.results_filed += 1;
                 }
             }
         }
     }
 
-    /// Message `nonce`'s kept result, read back from the results file where it is no longer in
-    /// memory (and checked to be that message's).
-    fn kept_result(&self, pid: ProcessId, nonce: usize, kept: &Kept) -> Result<Option<Rc<StoredResult>>, ShardError> {
+    /// A kept result of `pid`, read back from the results file where it is no longer in memory
+    /// (and checked to be the one `slot` names).
+    fn kept_result(&self, pid: ProcessId, slot: Slot, kept: &Kept) -> Result<Option<Rc<StoredResult>>, ShardError> {
         match kept {
             Kept::None => Ok(None),
             Kept::Memory(result) => Ok(Some(Rc::clone(result))),
@@ -3118,9 +3142,14 @@ impl Shard {
                     ShardError::Results("not open, and this result is no longer in memory".to_owned())
                 })?;
                 let record = reader.read_at(offset).map_err(|e| ShardError::Results(e.to_string()))?;
-                if record.pid != pid || record.nonce != nonce as u64 || record.tick.is_some() {
+                let own = record.pid == pid
+                    && match slot {
+                        Slot::Message(nonce) => record.nonce == nonce as u64 && record.tick.is_none(),
+                        Slot::Tick(tick) => record.tick == Some(tick),
+                    };
+                if !own {
                     return Err(ShardError::Results(format!(
-                        "the record at offset {offset} is not the result of message {nonce} of {pid}"
+                        "the record at offset {offset} is not the result of {slot:?} of {pid}"
                     )));
                 }
                 Ok(Some(Rc::new(StoredResult::from_text(
@@ -3182,22 +3211,26 @@ impl Shard {
     pub fn stored_result(&self, pid: ProcessId, nonce: u64, tick: Option<Tick>) -> Option<Rc<StoredResult>> {
         let process = self.processes.get(&pid)?;
         match tick {
-            None => match self.kept_result(pid, nonce as usize, &process.entries.get(nonce as usize)?.result) {
-                Ok(result) => result,
-                Err(error) => {
-                    tracing::warn!(%pid, nonce, %error, "result unreadable");
-                    None
-                }
-            },
-            Some(tick) => process
-                .cron
-                .as_ref()?
-                .results
-                .iter()
-                .rev()
-                .find(|r| r.tick == tick)
-                .map(|r| Rc::clone(&r.result)),
+            None => {
+                let kept = &process.entries.get(nonce as usize)?.result;
+                self.kept_result(pid, Slot::Message(nonce as usize), kept)
+            }
+            Some(tick) => {
+                let kept = &process
+                    .cron
+                    .as_ref()?
+                    .results
+                    .iter()
+                    .rev()
+                    .find(|r| r.tick == tick)?
+                    .result;
+                self.kept_result(pid, Slot::Tick(tick), kept)
+            }
         }
+        .unwrap_or_else(|error| {
+            tracing::warn!(%pid, nonce, %error, "result unreadable");
+            None
+        })
     }
 
     /// Compares a checkpoint's state of a process with the process now: `None` while the
@@ -3422,7 +3455,7 @@ impl Shard {
                 }
             }
         }
-        let (mut results, mut messages, mut problem) = (Vec::new(), Vec::new(), None);
+        let (mut kept, mut problem) = (Vec::new(), None);
         checkpoint::read_results(results_path, commit.results_offset, |at, record| {
             let Some(state) = loaded.processes.get(&record.pid) else {
                 return;
@@ -3445,13 +3478,9 @@ impl Shard {
                     record.pid, record.nonce
                 ));
             } else if covered {
-                // A message's result is left in the file (read back when asked for): only
-                // its offset is kept, whatever the file holds. A tick's is kept whole (at
-                // most CRON_RESULTS_MAX a process).
-                match record.tick {
-                    None => messages.push((record.pid, record.nonce, at, record.is_error)),
-                    Some(_) => results.push(record),
-                }
+                // Results are left in the file (read back when asked for): only their
+                // offsets are kept, whatever the file holds.
+                kept.push((record.pid, record.nonce, record.tick, at, record.is_error));
             }
         })
         .map_err(|e| e.to_string())?;
@@ -3459,7 +3488,7 @@ impl Shard {
             return Err(problem);
         }
         // Opened before anything changes: a failure leaves the shard as it was.
-        let reader = if messages.is_empty() {
+        let reader = if kept.is_empty() {
             None
         } else {
             Some(checkpoint::ResultsReader::open(results_path).map_err(|e| e.to_string())?)
@@ -3490,15 +3519,10 @@ impl Shard {
         if reader.is_some() {
             self.results_in = reader;
         }
-        for (pid, nonce, offset, is_error) in messages {
+        for (pid, nonce, tick, offset, is_error) in kept {
             let process = self.processes.get_mut(&pid).expect("checked above");
-            process.entries[nonce as usize].result = Kept::filed(offset, is_error);
-        }
-        for record in results {
-            let process = self.processes.get_mut(&record.pid).expect("checked above");
-            let stored = Rc::new(StoredResult::from_text(record.text.into_boxed_str(), record.is_error));
-            match record.tick {
-                None => unreachable!("messages' results are kept as offsets above"),
+            match tick {
+                None => process.entries[nonce as usize].result = Kept::filed(offset, is_error),
                 Some(tick) => {
                     let cron = process.cron.as_mut().expect("checked above");
                     // A tick evaluated again after an earlier restart (it came after its
@@ -3509,11 +3533,11 @@ impl Shard {
                     if cron.results.len() == CRON_RESULTS_MAX {
                         cron.results.pop_front();
                     }
-                    let after = process.entries[record.nonce as usize - 1].lsn;
+                    let after = process.entries[nonce as usize - 1].lsn;
                     cron.results.push_back(CronResult {
                         tick,
                         after,
-                        result: stored,
+                        result: Kept::filed(offset, is_error),
                     });
                 }
             }
@@ -3689,7 +3713,8 @@ impl Shard {
         self.counters.fuel_used += gas_used;
         self.counters.cron_ticks += 1;
         let stored = Self::stored(result);
-        self.keep_result(pid, nonce, Some(tick), &stored, gas_used);
+        let offset = self.keep_result(pid, nonce, Some(tick), &stored, gas_used);
+        let bytes = stored.text().len();
         let process = self.processes.get_mut(&pid).expect("exists");
         let cron = process.cron.as_mut().expect("a tick belongs to a process with crons");
         if cron.results.len() == CRON_RESULTS_MAX {
@@ -3698,9 +3723,10 @@ impl Shard {
         cron.results.push_back(CronResult {
             tick,
             after,
-            result: stored,
+            result: Kept::Memory(stored),
         });
         cron.next = cron.schedule.next_after(Some(tick));
+        self.remember(pid, Slot::Tick(tick), offset, bytes);
         self.requeue(pid);
         Ok(Evaluated {
             process: pid,
@@ -3844,14 +3870,16 @@ impl Shard {
     }
 
     /// The cron results of `pid` after tick `from` with times up to `to`, in tick order, at most
-    /// `limit`, served only once the message before each tick is durable; and whether more
-    /// follow. Only the latest [`CRON_RESULTS_MAX`] are kept.
+    /// `limit` and, past the first, `bytes_max` of their JSON, served only once the message
+    /// before each tick is durable; and whether more follow. Only the latest
+    /// [`CRON_RESULTS_MAX`] are kept.
     pub fn cron_results(
         &self,
         pid: ProcessId,
         from: Option<Tick>,
         to: Option<u64>,
         limit: usize,
+        bytes_max: usize,
     ) -> Result<(CronPage, bool), ShardError> {
         let process = self
             .processes
@@ -3861,23 +3889,33 @@ impl Shard {
             return Ok((Vec::new(), false));
         };
         let durable = self.log.borrow().durable_lsn();
-        let mut page: CronPage = cron
+        let mut served = cron
             .results
             .iter()
             .filter(|r| from.is_none_or(|f| r.tick > f) && to.is_none_or(|t| r.tick.time <= t))
-            .take_while(|r| r.after < durable)
-            .take(limit.saturating_add(1))
-            .map(|r| (r.tick, Rc::clone(&r.result)))
-            .collect();
-        let more = page.len() > limit;
-        page.truncate(limit);
-        Ok((page, more))
+            .take_while(|r| r.after < durable);
+        let (mut page, mut bytes): (CronPage, usize) = (Vec::new(), 0);
+        for r in served.by_ref().take(limit) {
+            let result = self
+                .kept_result(pid, Slot::Tick(r.tick), &r.result)?
+                .expect("evaluated");
+            bytes = bytes.saturating_add(result.text().len());
+            if !page.is_empty() && bytes > bytes_max {
+                return Ok((page, true));
+            }
+            page.push((r.tick, result));
+        }
+        Ok((page, served.next().is_some()))
     }
 
     /// The result of `message`, or `None` while it waits for evaluation.
     pub fn result(&self, process: ProcessId, message: MessageId) -> Result<Option<Rc<StoredResult>>, ShardError> {
         let nonce = self.locate(process, message)?.0 as usize;
-        self.kept_result(process, nonce, &self.processes[&process].entries[nonce].result)
+        self.kept_result(
+            process,
+            Slot::Message(nonce),
+            &self.processes[&process].entries[nonce].result,
+        )
     }
 
     /// The results of `process` with nonces in `range` that are evaluated and durable, in
@@ -3912,7 +3950,7 @@ impl Shard {
         let (mut page, mut bytes) = (Vec::new(), 0usize);
         for nonce in nonces.take(count) {
             let result = self
-                .kept_result(process, nonce, &entries[nonce].result)?
+                .kept_result(process, Slot::Message(nonce), &entries[nonce].result)?
                 .expect("evaluated, checked above");
             bytes = bytes.saturating_add(result.text().len());
             if !page.is_empty() && bytes > bytes_max {
@@ -4804,6 +4842,36 @@ mod tests {
             .map(|r| r.tick.time - T0)
             .collect();
         assert_eq!(kept, [1_000, 2_000, 3_000, 4_000, 5_000]);
+    }
+
+    #[test]
+    fn tick_results_beyond_the_memory_bound_are_read_back_from_the_file() {
+        let mut f = fixture(8);
+        let path = f._dir.path().join("results");
+        f.shard.set_results(ResultsWriter::open(&path, 0).unwrap());
+        f.shard.limits.results_memory_bytes_max = 2048;
+        let counter = f.module("counter");
+        let pid = spawn_cron(&mut f, counter, &[("1-second", "Increment")]);
+        f.shard.advance_crons(pid, Timestamp(T0 + 40_000)).unwrap();
+        f.settle();
+        assert_eq!(f.shard.counters().cron_ticks, 40);
+        assert!(f.shard.counters().results_filed > 20, "{:?}", f.shard.counters());
+        assert!(f.shard.results_memory_bytes() <= 2048);
+        let results = &f.shard.processes[&pid].cron.as_ref().unwrap().results;
+        assert!(
+            matches!(results[0].result, Kept::Filed(_)),
+            "the oldest tick went first"
+        );
+        assert!(matches!(results[39].result, Kept::Memory(_)), "the newest stay");
+        // Each tick's result is served, the oldest read back and checked to be that tick's.
+        for n in 1..=40u64 {
+            let tick = Tick {
+                time: T0 + n * 1000,
+                cron: 0,
+            };
+            let result = f.shard.stored_result(pid, 1, Some(tick)).expect("kept");
+            assert_eq!(result.json()["Output"], n.to_string(), "tick {n}");
+        }
     }
 
     #[test]
