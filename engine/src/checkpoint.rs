@@ -6,8 +6,8 @@
 //! - `results`: every evaluation's result (a message's or a cron tick's), appended as it is made
 //!   (buffered; synced before a checkpoint commits). A restart reads back the results that a
 //!   checkpoint covers, so `/result` still answers for messages that are not evaluated again:
-//!   a tick's whole, a message's as its offset, read back when asked for ([`ResultsReader`]),
-//!   as are the results a shard drops from memory beyond `limits.results_memory_bytes_max`.
+//!   only their offsets are kept, each read back when asked for ([`ResultsReader`]), as are
+//!   the results a shard drops from memory beyond `limits.results_memory_bytes_max`.
 //! - `checkpoints`: generations of process states. A generation is the states of the processes
 //!   evaluated since the previous generation (all of them when the file is rewritten whole),
 //!   then the outbox items not yet known to be delivered, then a commit record. Only committed

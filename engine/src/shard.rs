@@ -200,8 +200,8 @@ struct Entry {
     result: Kept,
 }
 
-/// A message's result: none yet, in memory, or only in the results file, read back when asked
-/// for. 16 bytes: one per message of every timeline.
+/// A message's or tick's result: none yet, in memory, or only in the results file, read back
+/// when asked for. 16 bytes: one per message of every timeline.
 #[derive(Clone, Debug, Default)]
 enum Kept {
     #[default]
@@ -256,6 +256,9 @@ pub struct CronResult {
     /// once that is durable (a crash could otherwise change what the tick saw).
     pub after: Lsn,
     result: Kept,
+    /// What this result counts toward `results_memory_bytes_max` while in memory (0: none),
+    /// given back when it leaves the process's latest [`CRON_RESULTS_MAX`].
+    counted: u32,
 }
 
 /// A process's crons and how far they are evaluated.
@@ -698,6 +701,9 @@ pub struct Shard {
     /// offset, bytes. What `results_memory_bytes_max` drops from memory first.
     kept: VecDeque<(ProcessId, Slot, u64, usize)>,
     kept_bytes: usize,
+    /// Entries of `kept` still in memory (the rest are ticks gone from their process's latest
+    /// results: the queue is compacted when they outnumber these).
+    kept_live: usize,
     /// The results file is in the kernel's hands (flushed) up to here: readable by offset.
     results_readable: u64,
     /// Evaluations and fuel since the latest checkpoint was begun.
@@ -924,6 +930,7 @@ impl Shard {
             results_in: None,
             kept: VecDeque::new(),
             kept_bytes: 0,
+            kept_live: 0,
             results_readable: 0,
             since_checkpoint: (0, 0),
             replay_only: false,
@@ -3088,6 +3095,16 @@ impl Shard {
         let bytes = text_bytes + RESULT_OVERHEAD_BYTES;
         self.kept.push_back((pid, slot, offset, bytes));
         self.kept_bytes += bytes;
+        self.kept_live += 1;
+        if let Slot::Tick(tick) = slot {
+            let cron = self.processes.get_mut(&pid).and_then(|p| p.cron.as_mut());
+            if let Some(last) = cron.and_then(|cron| cron.results.back_mut()).filter(|r| r.tick == tick) {
+                last.counted = bytes as u32;
+            }
+        }
+        if self.kept.len() > 2 * self.kept_live + 1024 {
+            self.compact_kept();
+        }
         if self.kept_bytes <= self.limits.results_memory_bytes_max {
             return;
         }
@@ -3107,25 +3124,53 @@ impl Shard {
                 break; // never flushed (the file failed): stays in memory
             }
             self.kept.pop_front();
-            self.kept_bytes -= bytes;
-            let Some(process) = self.processes.get_mut(&pid) else {
-                continue;
-            };
             // A result is made once for its message or tick (a rollback's replay keeps none),
             // so the record at `offset` is this one's. A tick's may be gone already (only the
-            // latest CRON_RESULTS_MAX are kept).
+            // latest CRON_RESULTS_MAX are kept), its bytes given back then.
+            let process = self.processes.get_mut(&pid);
             let kept = match slot {
-                Slot::Message(nonce) => process.entries.get_mut(nonce).map(|e| &mut e.result),
-                Slot::Tick(tick) => process.cron.as_mut().and_then(|cron| {
-                    let at = cron.results.binary_search_by_key(&tick, |r| r.tick).ok()?;
-                    Some(&mut cron.results[at].result)
-                }),
+                Slot::Message(nonce) => process.and_then(|p| p.entries.get_mut(nonce)).map(|e| &mut e.result),
+                Slot::Tick(tick) => {
+                    let cron = process.and_then(|p| p.cron.as_mut());
+                    match cron.and_then(|c| c.results.binary_search_by_key(&tick, |r| r.tick).ok().map(|at| (c, at))) {
+                        Some((cron, at)) => {
+                            cron.results[at].counted = 0;
+                            Some(&mut cron.results[at].result)
+                        }
+                        None => continue,
+                    }
+                }
             };
+            self.kept_bytes -= bytes;
+            self.kept_live -= 1;
             if let Some(kept) = kept {
                 if let Kept::Memory(result) = kept {
                     *kept = Kept::filed(offset, result.is_error);
                     self.counters.results_filed += 1;
                 }
+            }
+        }
+    }
+
+    /// Drops from `kept` the ticks no longer among their process's latest results.
+    fn compact_kept(&mut self) {
+        let processes = &self.processes;
+        self.kept.retain(|&(pid, slot, _, _)| match slot {
+            Slot::Message(_) => true,
+            Slot::Tick(tick) => processes
+                .get(&pid)
+                .and_then(|p| p.cron.as_ref())
+                .is_some_and(|cron| cron.results.binary_search_by_key(&tick, |r| r.tick).is_ok()),
+        });
+    }
+
+    /// Takes the oldest of a process's latest tick results out, giving back what it counted.
+    fn drop_oldest_tick(&mut self, pid: ProcessId) {
+        let cron = self.processes.get_mut(&pid).and_then(|p| p.cron.as_mut());
+        if let Some(oldest) = cron.and_then(|cron| cron.results.pop_front()) {
+            if oldest.counted > 0 {
+                self.kept_bytes -= oldest.counted as usize;
+                self.kept_live -= 1;
             }
         }
     }
@@ -3538,6 +3583,7 @@ impl Shard {
                         tick,
                         after,
                         result: Kept::filed(offset, is_error),
+                        counted: 0,
                     });
                 }
             }
@@ -3715,15 +3761,20 @@ impl Shard {
         let stored = Self::stored(result);
         let offset = self.keep_result(pid, nonce, Some(tick), &stored, gas_used);
         let bytes = stored.text().len();
+        if self.processes[&pid]
+            .cron
+            .as_ref()
+            .is_some_and(|c| c.results.len() == CRON_RESULTS_MAX)
+        {
+            self.drop_oldest_tick(pid);
+        }
         let process = self.processes.get_mut(&pid).expect("exists");
         let cron = process.cron.as_mut().expect("a tick belongs to a process with crons");
-        if cron.results.len() == CRON_RESULTS_MAX {
-            cron.results.pop_front();
-        }
         cron.results.push_back(CronResult {
             tick,
             after,
             result: Kept::Memory(stored),
+            counted: 0,
         });
         cron.next = cron.schedule.next_after(Some(tick));
         self.remember(pid, Slot::Tick(tick), offset, bytes);
@@ -3960,6 +4011,11 @@ impl Shard {
         }
         let more = page.len() < available;
         Ok((page, more))
+    }
+
+    /// The oldest of `pid`'s tick results kept (only the latest [`CRON_RESULTS_MAX`] are).
+    pub fn oldest_tick_kept(&self, pid: ProcessId) -> Option<Tick> {
+        self.processes.get(&pid)?.cron.as_ref()?.results.front().map(|r| r.tick)
     }
 
     /// Whether message `nonce` of `pid` has a result kept (in memory or in the results file).
@@ -4872,6 +4928,38 @@ mod tests {
             let result = f.shard.stored_result(pid, 1, Some(tick)).expect("kept");
             assert_eq!(result.json()["Output"], n.to_string(), "tick {n}");
         }
+    }
+
+    #[test]
+    fn ticks_that_leave_the_latest_results_give_their_memory_back() {
+        let mut f = fixture(8);
+        let path = f._dir.path().join("results");
+        f.shard.set_results(ResultsWriter::open(&path, 0).unwrap());
+        let counter = f.module("counter");
+        let pid = spawn_cron(&mut f, counter, &[("1-second", "Increment")]);
+        let ticks = 2 * CRON_RESULTS_MAX as u64 + 500;
+        f.shard.advance_crons(pid, Timestamp(T0 + ticks * 1000)).unwrap();
+        f.settle();
+        assert_eq!(f.shard.counters().cron_ticks, ticks);
+        assert_eq!(f.shard.counters().results_filed, 0, "all within the default bound");
+        // Only the latest results count, and the queue holds little beyond them.
+        let process = &f.shard.processes[&pid];
+        let results = &process.cron.as_ref().unwrap().results;
+        let counted: usize = results.iter().map(|r| r.counted as usize).sum();
+        let Kept::Memory(spawned) = &process.entries[0].result else {
+            panic!("the spawn's result is in memory")
+        };
+        assert_eq!(results.len(), CRON_RESULTS_MAX);
+        assert_eq!(
+            f.shard.results_memory_bytes(),
+            counted + spawned.text().len() + RESULT_OVERHEAD_BYTES
+        );
+        assert_eq!(f.shard.kept_live, CRON_RESULTS_MAX + 1);
+        assert!(
+            f.shard.kept.len() <= 2 * CRON_RESULTS_MAX + 1024,
+            "{}",
+            f.shard.kept.len()
+        );
     }
 
     #[test]

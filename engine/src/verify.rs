@@ -205,6 +205,9 @@ fn verify_shard(
                 !*covered
                     || match key.2 {
                         None => !shard.has_result(key.0, key.1),
+                        // Older than the latest CRON_RESULTS_MAX: dropped at the start, so
+                        // neither kept nor made again.
+                        Some(tick) if shard.oldest_tick_kept(key.0).is_some_and(|oldest| tick < oldest) => false,
                         Some(_) => shard.stored_result(key.0, key.1, key.2).is_none(),
                     }
             });
