@@ -4355,6 +4355,16 @@ mod tests {
                 .0
         }
 
+        /// Results written to a results file (as with checkpoints on), with at most
+        /// `bytes_max` of them in memory (`None`: the default bound).
+        fn results_file(&mut self, bytes_max: Option<usize>) {
+            let path = self._dir.path().join("results");
+            self.shard.set_results(ResultsWriter::open(&path, 0).unwrap());
+            if let Some(bytes_max) = bytes_max {
+                self.shard.limits.results_memory_bytes_max = bytes_max;
+            }
+        }
+
         fn settle(&mut self) {
             let mut evaluated = Vec::new();
             while self.shard.has_work() {
@@ -4533,9 +4543,7 @@ mod tests {
     #[test]
     fn results_beyond_the_memory_bound_are_read_back_from_the_file() {
         let mut f = fixture(8);
-        let path = f._dir.path().join("results");
-        f.shard.set_results(ResultsWriter::open(&path, 0).unwrap());
-        f.shard.limits.results_memory_bytes_max = 4096;
+        f.results_file(Some(4096));
         let counter = f.module("counter");
         let pid = f.spawn(counter, "a").unwrap();
         let failed = f.send(pid, "Fail", 0);
@@ -4903,9 +4911,7 @@ mod tests {
     #[test]
     fn tick_results_beyond_the_memory_bound_are_read_back_from_the_file() {
         let mut f = fixture(8);
-        let path = f._dir.path().join("results");
-        f.shard.set_results(ResultsWriter::open(&path, 0).unwrap());
-        f.shard.limits.results_memory_bytes_max = 2048;
+        f.results_file(Some(2048));
         let counter = f.module("counter");
         let pid = spawn_cron(&mut f, counter, &[("1-second", "Increment")]);
         f.shard.advance_crons(pid, Timestamp(T0 + 40_000)).unwrap();
@@ -4933,8 +4939,7 @@ mod tests {
     #[test]
     fn ticks_that_leave_the_latest_results_give_their_memory_back() {
         let mut f = fixture(8);
-        let path = f._dir.path().join("results");
-        f.shard.set_results(ResultsWriter::open(&path, 0).unwrap());
+        f.results_file(None);
         let counter = f.module("counter");
         let pid = spawn_cron(&mut f, counter, &[("1-second", "Increment")]);
         let ticks = 2 * CRON_RESULTS_MAX as u64 + 500;
