@@ -46,24 +46,6 @@ pub const PAGE_BYTES_MAX: usize = 16 << 20;
 /// [`PAGE_BYTES_MAX`].
 const PAGE_NODE_BYTES: usize = 4096;
 
-/// Counts entries toward [`PAGE_BYTES_MAX`]: `fits` is false for the entry that would pass it,
-/// unless it would be the page's first.
-#[derive(Default)]
-struct PageBytes {
-    taken: usize,
-    entries: usize,
-}
-
-impl PageBytes {
-    fn fits(&mut self, bytes: usize) -> bool {
-        if self.entries > 0 && self.taken.saturating_add(bytes) > PAGE_BYTES_MAX {
-            return false;
-        }
-        self.taken = self.taken.saturating_add(bytes);
-        self.entries += 1;
-        true
-    }
-}
 /// Largest dry-run request body.
 pub const DRY_RUN_BYTES_MAX: usize = 1 << 20;
 
@@ -1084,7 +1066,7 @@ async fn get_su(state: &NodeState, id: &str, params: &[(String, String)]) -> Res
             durable(state, last.lsn).await?;
         }
         let mut edges = Vec::with_capacity(page.len());
-        let mut bytes = PageBytes::default();
+        let mut bytes = crate::shard::PageBytes::new(PAGE_BYTES_MAX);
         for entry in page {
             let cursor = if nonce_cursors {
                 entry.nonce.0

@@ -50,6 +50,33 @@ use crate::index::{Digest, Journal, Loaded, MessageDigest, MessageIndex, Run, Sa
 
 /// A page of cron results: each tick with its result.
 pub type CronPage = Vec<(Tick, Rc<StoredResult>)>;
+/// Counts a page's entries toward a byte bound: `fits` is false for the entry that would pass
+/// it, unless it would be the page's first (a page always carries one).
+pub struct PageBytes {
+    max: usize,
+    taken: usize,
+    entries: usize,
+}
+
+impl PageBytes {
+    pub fn new(max: usize) -> PageBytes {
+        PageBytes {
+            max,
+            taken: 0,
+            entries: 0,
+        }
+    }
+
+    pub fn fits(&mut self, bytes: usize) -> bool {
+        if self.entries > 0 && self.taken.saturating_add(bytes) > self.max {
+            return false;
+        }
+        self.taken = self.taken.saturating_add(bytes);
+        self.entries += 1;
+        true
+    }
+}
+
 /// A page of `/results`: nonces and their results.
 pub type ResultsPage = Vec<(Nonce, Rc<StoredResult>)>;
 
@@ -3945,13 +3972,12 @@ impl Shard {
             .iter()
             .filter(|r| from.is_none_or(|f| r.tick > f) && to.is_none_or(|t| r.tick.time <= t))
             .take_while(|r| r.after < durable);
-        let (mut page, mut bytes): (CronPage, usize) = (Vec::new(), 0);
+        let (mut page, mut bytes): (CronPage, _) = (Vec::new(), PageBytes::new(bytes_max));
         for r in served.by_ref().take(limit) {
             let result = self
                 .kept_result(pid, Slot::Tick(r.tick), &r.result)?
                 .expect("evaluated");
-            bytes = bytes.saturating_add(result.text().len());
-            if !page.is_empty() && bytes > bytes_max {
+            if !bytes.fits(result.text().len()) {
                 return Ok((page, true));
             }
             page.push((r.tick, result));
@@ -3998,13 +4024,12 @@ impl Shard {
         } else {
             Box::new(start..start + available)
         };
-        let (mut page, mut bytes) = (Vec::new(), 0usize);
+        let (mut page, mut bytes) = (Vec::new(), PageBytes::new(bytes_max));
         for nonce in nonces.take(count) {
             let result = self
                 .kept_result(process, Slot::Message(nonce), &entries[nonce].result)?
                 .expect("evaluated, checked above");
-            bytes = bytes.saturating_add(result.text().len());
-            if !page.is_empty() && bytes > bytes_max {
+            if !bytes.fits(result.text().len()) {
                 return Ok((page, true));
             }
             page.push((Nonce(nonce as u64), result));
