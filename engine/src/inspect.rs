@@ -19,7 +19,7 @@ use scheduler::chain::{genesis_hash_chain, next_hash_chain};
 use scheduler::log::inspect::{self, Progress, ScanOptions, Visitor};
 use scheduler::log::{LogError, Lsn, Record, Report};
 use scheduler::record::{
-    AssignmentRecord, GatewayModuleRecord, KIND_ASSIGNED, KIND_ASSIGNMENT, KIND_GATEWAY_MODULE, KIND_MODULE,
+    AssignmentRecord, GatewayModuleRecord, KIND_ASSIGNED, KIND_ASSIGNMENT, KIND_GATEWAY_MODULE, KIND_MODULE, KIND_SPAWN,
 };
 use scheduler::{AssignmentId, DataItem, HashChain, MessageId, ModuleId, ProcessId};
 
@@ -122,7 +122,7 @@ impl Checker {
         let result = match record.kind {
             KIND_MODULE => self.check_module(record.payload),
             KIND_GATEWAY_MODULE => self.check_gateway_module(record.payload),
-            KIND_ASSIGNMENT | KIND_ASSIGNED => self.check_assignment(record.kind, record.payload),
+            KIND_ASSIGNMENT | KIND_ASSIGNED | KIND_SPAWN => self.check_assignment(record.kind, record.payload),
             other => Err(format!("unknown record kind {other}")),
         };
         if let Err(reason) = result {
@@ -388,6 +388,7 @@ mod tests {
                 hash_chain: link,
                 message: MessageId::from(item.id()),
                 assigned: None,
+                limits: None,
                 signature: &signature,
                 item: &bytes,
             };
@@ -400,6 +401,21 @@ mod tests {
         }
 
         fn spawn(&mut self, module: ModuleId) -> (ProcessId, DataItem) {
+            self.spawn_with(
+                module,
+                Some(scheduler::record::SpawnLimits {
+                    memory_bytes_max: 64 << 20,
+                    fuel_per_message: 1_000_000,
+                }),
+            )
+        }
+
+        /// A spawn with `limits`, or (`None`) as logs written before spawns recorded them.
+        fn spawn_with(
+            &mut self,
+            module: ModuleId,
+            limits: Option<scheduler::record::SpawnLimits>,
+        ) -> (ProcessId, DataItem) {
             let item = self.signer.sign(
                 None,
                 None,
@@ -412,7 +428,7 @@ mod tests {
                 Vec::new(),
             );
             let pid = ProcessId::from(item.id());
-            self.assign(pid, &item, |_| {});
+            self.assign(pid, &item, |r| r.limits = limits);
             (pid, item)
         }
 
@@ -515,6 +531,34 @@ mod tests {
         assert_eq!(reasons.len(), 3, "{reasons:?}");
         assert!(reasons[0].contains("assigned twice") && reasons[1].contains("assigned twice"));
         assert!(reasons[2].contains("no earlier record holds"), "{}", reasons[2]);
+    }
+
+    #[test]
+    fn spawns_with_and_without_logged_limits_check_and_a_spawn_record_after_nonce_0_does_not() {
+        let mut log = Builder::new();
+        let module = log.module();
+        let (recorded, _) = log.spawn(module);
+        let (legacy, _) = log.spawn_with(module, None);
+        assert_eq!(log.records[1].0, KIND_SPAWN);
+        assert_eq!(log.records[2].0, KIND_ASSIGNMENT);
+        for (n, pid) in [(1, recorded), (2, legacy)] {
+            let item = log.message(n);
+            log.assign(pid, &item, |_| {});
+        }
+        let checker = log.check();
+        assert_eq!(checker.problems(), &[]);
+        assert_eq!((checker.counts().processes, checker.counts().messages), (2, 2));
+        let item = log.message(7);
+        log.assign(recorded, &item, |r| {
+            r.limits = Some(scheduler::record::SpawnLimits {
+                memory_bytes_max: 1,
+                fuel_per_message: 1,
+            })
+        });
+        let checker = log.check();
+        let reasons: Vec<&str> = checker.problems().iter().map(|p| p.reason.as_str()).collect();
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(reasons[0].contains("spawn record at nonce 2"), "{}", reasons[0]);
     }
 
     #[test]

@@ -35,6 +35,7 @@ use scheduler::data_item::DataItem;
 use scheduler::log::{Log, LogError, Lsn, Record};
 use scheduler::record::{
     Assigned, AssignmentRecord, GatewayModuleRecord, KIND_ASSIGNED, KIND_ASSIGNMENT, KIND_GATEWAY_MODULE, KIND_MODULE,
+    KIND_SPAWN,
 };
 use scheduler::signer::Signer;
 use scheduler::tags::{tag_value, Tag};
@@ -1211,7 +1212,7 @@ impl Shard {
                     .map_err(|e| corrupt(e.to_string()))?;
                 self.set_module_lsn(id, record.lsn);
             }
-            KIND_ASSIGNMENT | KIND_ASSIGNED => {
+            KIND_ASSIGNMENT | KIND_ASSIGNED | KIND_SPAWN => {
                 let assignment =
                     AssignmentRecord::decode(record.kind, record.payload).map_err(|e| corrupt(e.to_string()))?;
                 self.register_assignment(&assignment, record.lsn, None)
@@ -1300,7 +1301,7 @@ impl Shard {
                         let fits = match digest.expect("checked by load_index") {
                             Digest::Module(_) => matches!(record.kind, KIND_MODULE | KIND_GATEWAY_MODULE),
                             _ => {
-                                record.kind == KIND_ASSIGNMENT
+                                matches!(record.kind, KIND_ASSIGNMENT | KIND_SPAWN)
                                     && AssignmentRecord::decode(record.kind, record.payload)
                                         .is_ok_and(|a| a.nonce == Nonce(0))
                             }
@@ -2046,7 +2047,12 @@ impl Shard {
                 .modules
                 .get(&module_id)
                 .ok_or_else(|| corrupt(format!("process {pid}: module {module_id} unknown")))?;
-            let limits = self.limits_for(&item, &module.meta)?;
+            // Recorded with the spawn; a log written before spawns recorded them resolves them
+            // from this node's configuration again.
+            let limits = match assignment.limits {
+                Some(limits) => ProcessLimits::from(limits),
+                None => self.limits_for(&item, &module.meta)?,
+            };
             // Built when the process first wakes (a restarted node's processes sleep until then).
             let env: Rc<[u8]> = Rc::from(&[][..]);
             let crons = crate::cron::parse_crons(&item.tags).map_err(|e| corrupt(format!("process {pid}: {e}")))?;
@@ -2207,14 +2213,18 @@ impl Shard {
     ) -> Result<(Nonce, Lsn), ShardError> {
         let message = MessageId::from(item.id());
         let mut instance = None;
+        let mut limits = None;
         let last_assignment = match self.processes.contains_key(&process) {
             true => Some(self.last_assignment(process)?),
             false => None,
         };
         let fields = match self.processes.get(&process) {
             None => {
-                // Nonce 0: the process itself. Its instance is taken before anything is logged.
-                instance = Some(self.instantiate_for(item)?);
+                // Nonce 0: the process itself. Its instance is taken before anything is logged,
+                // and its limits are logged with it.
+                let (fresh, resolved) = self.instantiate_for(item)?;
+                instance = Some(fresh);
+                limits = Some(resolved.into());
                 AssignmentFields {
                     process,
                     epoch: 0,
@@ -2258,6 +2268,7 @@ impl Shard {
             hash_chain: fields.hash_chain,
             message,
             assigned: assigned.map(|exclude| Assigned { exclude }),
+            limits,
             signature: &signed.signature,
             item: bytes,
         };
@@ -2290,8 +2301,9 @@ impl Shard {
         Ok(id)
     }
 
-    /// A fresh instance for the process `item` would spawn (checked by `check_spawn` first).
-    fn instantiate_for(&mut self, item: &DataItem) -> Result<ProcessInstance, ShardError> {
+    /// A fresh instance for the process `item` would spawn (checked by `check_spawn` first), and
+    /// the limits it runs under.
+    fn instantiate_for(&mut self, item: &DataItem) -> Result<(ProcessInstance, ProcessLimits), ShardError> {
         let module_id: ModuleId = item
             .tag("Module")
             .and_then(|m| m.parse().ok())
@@ -2301,7 +2313,7 @@ impl Shard {
             .get(&module_id)
             .ok_or_else(|| ShardError::NotFound(format!("module {module_id} is not loaded on this node")))?;
         let limits = self.limits_for(item, &module.meta)?;
-        self.fresh_instance(None, module_id, limits)
+        Ok((self.fresh_instance(None, module_id, limits)?, limits))
     }
 
     /// The module a process item names, once its process id is known to be free.
@@ -4231,7 +4243,7 @@ impl Shard {
                 KIND_MODULE => items.push(DataItem::parse(record.payload).map_err(|e| corrupt(e.to_string()))?),
                 // Fetched from Arweave: nothing to upload.
                 KIND_GATEWAY_MODULE => {}
-                KIND_ASSIGNMENT | KIND_ASSIGNED => {
+                KIND_ASSIGNMENT | KIND_ASSIGNED | KIND_SPAWN => {
                     let assignment =
                         AssignmentRecord::decode(record.kind, record.payload).map_err(|e| corrupt(e.to_string()))?;
                     if assignment.assigned.is_none() {
@@ -4319,20 +4331,28 @@ mod tests {
         _dir: tempfile::TempDir,
     }
 
-    fn fixture(instance_count_max: u32) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let log = Rc::new(RefCell::new(Log::open(dir.path(), LogConfig::default()).unwrap()));
+    fn runtime(instance_count_max: u32) -> Runtime {
         let config = ComputeConfig {
             instance_count_max,
             memory_bytes_max: 64 << 20,
             ..ComputeConfig::default()
         };
-        let limits = ShardLimits {
+        Runtime::new(config).unwrap()
+    }
+
+    fn shard_limits() -> ShardLimits {
+        ShardLimits {
             memory_limit_default: 16 << 20,
             memory_limit_max: 64 << 20,
             ..ShardLimits::default()
-        };
-        let shard = Shard::recover(Signer::generate_ed25519(), Runtime::new(config).unwrap(), log, limits).unwrap();
+        }
+    }
+
+    fn fixture(instance_count_max: u32) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Rc::new(RefCell::new(Log::open(dir.path(), LogConfig::default()).unwrap()));
+        let runtime = runtime(instance_count_max);
+        let shard = Shard::recover(Signer::generate_ed25519(), runtime, log, shard_limits()).unwrap();
         Fixture {
             shard,
             client: Signer::generate_ed25519(),
@@ -4397,6 +4417,59 @@ mod tests {
                     .pump(Timestamp(1_700_000_000_001), 64, &mut evaluated)
                     .unwrap();
             }
+        }
+    }
+
+    #[test]
+    fn a_spawn_logs_its_limits_and_one_logged_without_them_gets_the_nodes_own() {
+        let mut f = fixture(4);
+        let counter = f.module("counter");
+        let pid = f.spawn(counter, "a").unwrap();
+        let limits = ProcessLimits {
+            memory_bytes_max: 16 << 20,
+            fuel_per_message: ShardLimits::default().compute_limit_default,
+        };
+        assert_eq!(f.shard.processes[&pid].limits, limits);
+        let records: Vec<(u8, Vec<u8>)> = f
+            .shard
+            .log
+            .borrow()
+            .records()
+            .map(|r| r.map(|r| (r.kind, r.payload.to_vec())).unwrap())
+            .collect();
+        assert_eq!(
+            records.iter().map(|r| r.0).collect::<Vec<_>>(),
+            [KIND_MODULE, KIND_SPAWN]
+        );
+        let spawn = AssignmentRecord::decode(KIND_SPAWN, &records[1].1).unwrap();
+        assert_eq!(spawn.limits, Some(limits.into()));
+        // As logs written before spawns recorded their limits hold it.
+        let legacy = AssignmentRecord {
+            limits: None,
+            ..spawn.clone()
+        }
+        .encode();
+        // Read back by a node whose defaults changed since.
+        let changed = ShardLimits {
+            memory_limit_default: 8 << 20,
+            compute_limit_default: 1_234_567,
+            ..shard_limits()
+        };
+        let from_config = ProcessLimits {
+            memory_bytes_max: 8 << 20,
+            fuel_per_message: 1_234_567,
+        };
+        for (kind, payload, expected) in [
+            (KIND_SPAWN, &records[1].1, limits),
+            (KIND_ASSIGNMENT, &legacy, from_config),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = Log::open(dir.path(), LogConfig::default()).unwrap();
+            log.append(KIND_MODULE, &records[0].1).unwrap();
+            log.append(kind, payload).unwrap();
+            let log = Rc::new(RefCell::new(log));
+            let shard = Shard::recover(Signer::generate_ed25519(), runtime(4), log, changed.clone()).unwrap();
+            assert_eq!(shard.processes[&pid].limits, expected, "kind {kind}");
         }
     }
 

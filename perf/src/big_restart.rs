@@ -416,6 +416,7 @@ async fn write(dir: &Path, processes: usize, records: u64) -> Result<(), String>
             hash_chain: link,
             message: MessageId(item.id().0),
             assigned: None,
+            limits: None,
             signature: &signature,
             item: &item_bytes,
         };

@@ -1,7 +1,7 @@
 //! The payloads Hewitt writes into the log: what one log record means.
 //!
 //! The log (`log`) frames and checksums opaque payloads tagged with a kind byte; this module gives
-//! those kinds their meaning. Four kinds exist:
+//! those kinds their meaning. Five kinds exist:
 //!
 //! - `KIND_MODULE` (1): the payload is the module's ANS-104 data item, byte for byte.
 //! - `KIND_ASSIGNMENT` (2): one assignment of a message (or of the process itself, nonce 0) to a
@@ -34,6 +34,22 @@
 //!   The message is copied rather than referenced so that every record can be evaluated, checked
 //!   and repaired on its own.
 //!
+//! - `KIND_SPAWN` (5): a process's own assignment (nonce 0, the message id equal to the process
+//!   id) with the limits the process runs under, resolved when it was spawned from its tags, its
+//!   module's tags and the node's defaults. The layout is that of `KIND_ASSIGNMENT` with the
+//!   limits inserted after the signature:
+//!
+//! ```text
+//! 122+S   8     memory limit in bytes (u64)
+//! 130+S   8     compute limit: fuel per message (u64)
+//! 138+S   ..    the process's ANS-104 data item
+//! ```
+//!
+//!   Recording them makes a replay independent of the configuration the node runs with later:
+//!   a node whose defaults changed still evaluates every process as it was spawned. Logs written
+//!   before this kind existed hold their processes as `KIND_ASSIGNMENT` at nonce 0, whose limits
+//!   are resolved again from the node's configuration.
+//!
 //! - `KIND_GATEWAY_MODULE` (4): a module fetched from an Arweave gateway (`/raw/{id}` for the
 //!   bytes, GraphQL for the owner and tags) because a process named it. There is no signed item
 //!   to keep, so the record holds what the gateway said, and the node trusts its configured
@@ -63,6 +79,20 @@ pub const KIND_ASSIGNMENT: u8 = 2;
 pub const KIND_ASSIGNED: u8 = 3;
 /// Record kind of a module fetched from an Arweave gateway.
 pub const KIND_GATEWAY_MODULE: u8 = 4;
+/// Record kind of a process's own assignment with the limits it runs under.
+pub const KIND_SPAWN: u8 = 5;
+
+/// The limits a process runs under (AO's `Memory-Limit` and `Compute-Limit`), fixed when it is
+/// spawned and logged with it (`KIND_SPAWN`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SpawnLimits {
+    /// Linear memory bytes the process may reach.
+    pub memory_bytes_max: u64,
+    /// Fuel one message may consume.
+    pub fuel_per_message: u64,
+}
+
+const LIMITS_BYTES: usize = 16;
 
 /// A decoded `KIND_GATEWAY_MODULE` payload, borrowing it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +149,8 @@ pub enum RecordError {
     UnknownKind(u8),
     #[error("the exclude list of an assigned record is not UTF-8")]
     Exclude,
+    #[error("a spawn record at nonce {0}: a process is spawned at nonce 0")]
+    SpawnNonce(u64),
 }
 
 /// What makes a `KIND_ASSIGNED` record: the assign request's `exclude` (empty when none).
@@ -138,6 +170,8 @@ pub struct AssignmentRecord<'a> {
     pub message: MessageId,
     /// `Some` for a record of kind `KIND_ASSIGNED`.
     pub assigned: Option<Assigned<'a>>,
+    /// `Some` for a record of kind `KIND_SPAWN` (never with `assigned`).
+    pub limits: Option<SpawnLimits>,
     pub signature: &'a [u8],
     pub item: &'a [u8],
 }
@@ -150,20 +184,26 @@ impl AssignmentRecord<'_> {
 
     /// The record kind this record is written as.
     pub fn kind(&self) -> u8 {
-        match self.assigned {
-            None => KIND_ASSIGNMENT,
-            Some(_) => KIND_ASSIGNED,
+        match (&self.assigned, &self.limits) {
+            (Some(_), _) => KIND_ASSIGNED,
+            (None, Some(_)) => KIND_SPAWN,
+            (None, None) => KIND_ASSIGNMENT,
         }
     }
 
     /// Encodes the record into a log payload of kind [`AssignmentRecord::kind`].
     ///
     /// # Panics
-    /// If an exclude list is longer than 65535 bytes (callers bound it far below).
+    /// If an exclude list is longer than 65535 bytes (callers bound it far below), or if the
+    /// record has both an exclude list and limits.
     pub fn encode(&self) -> Vec<u8> {
+        assert!(
+            self.assigned.is_none() || self.limits.is_none(),
+            "an assigned message carries no spawn limits"
+        );
         let signature_len = u16::try_from(self.signature.len())
             .expect("assignment signature fits u16: signers produce at most 512 bytes");
-        let mut out = Vec::with_capacity(HEADER_BYTES + 2 + self.signature.len() + self.item.len());
+        let mut out = Vec::with_capacity(HEADER_BYTES + LIMITS_BYTES + self.signature.len() + self.item.len());
         out.extend_from_slice(self.process.as_bytes());
         out.extend_from_slice(&self.nonce.0.to_le_bytes());
         out.extend_from_slice(&self.timestamp.0.to_le_bytes());
@@ -177,13 +217,17 @@ impl AssignmentRecord<'_> {
             out.extend_from_slice(&exclude_len.to_le_bytes());
             out.extend_from_slice(assigned.exclude.as_bytes());
         }
+        if let Some(limits) = &self.limits {
+            out.extend_from_slice(&limits.memory_bytes_max.to_le_bytes());
+            out.extend_from_slice(&limits.fuel_per_message.to_le_bytes());
+        }
         out.extend_from_slice(self.item);
         out
     }
 
-    /// Decodes a log payload of kind `KIND_ASSIGNMENT` or `KIND_ASSIGNED`.
+    /// Decodes a log payload of kind `KIND_ASSIGNMENT`, `KIND_ASSIGNED` or `KIND_SPAWN`.
     pub fn decode(kind: u8, payload: &[u8]) -> Result<AssignmentRecord<'_>, RecordError> {
-        if kind != KIND_ASSIGNMENT && kind != KIND_ASSIGNED {
+        if !is_assignment(kind) {
             return Err(RecordError::UnknownKind(kind));
         }
         if payload.len() < HEADER_BYTES {
@@ -224,6 +268,25 @@ impl AssignmentRecord<'_> {
             let exclude = std::str::from_utf8(&payload[start..need]).map_err(|_| RecordError::Exclude)?;
             assigned = Some(Assigned { exclude });
         }
+        let mut limits = None;
+        if kind == KIND_SPAWN {
+            let nonce = u64_at(32);
+            if nonce != 0 {
+                return Err(RecordError::SpawnNonce(nonce));
+            }
+            let start = need;
+            need = start + LIMITS_BYTES;
+            if payload.len() < need {
+                return Err(RecordError::Truncated {
+                    len: payload.len(),
+                    need,
+                });
+            }
+            limits = Some(SpawnLimits {
+                memory_bytes_max: u64_at(start),
+                fuel_per_message: u64_at(start + 8),
+            });
+        }
         Ok(AssignmentRecord {
             process: ProcessId(array32(0)),
             nonce: Nonce(u64_at(32)),
@@ -232,10 +295,16 @@ impl AssignmentRecord<'_> {
             hash_chain: HashChain(array32(56)),
             message: MessageId(array32(88)),
             assigned,
+            limits,
             signature,
             item: &payload[need..],
         })
     }
+}
+
+/// Whether records of `kind` are assignments ([`AssignmentRecord::decode`] reads them).
+pub fn is_assignment(kind: u8) -> bool {
+    matches!(kind, KIND_ASSIGNMENT | KIND_ASSIGNED | KIND_SPAWN)
 }
 
 /// The id of an assignment whose signature is `signature`.
@@ -256,6 +325,7 @@ mod tests {
             hash_chain: HashChain([4; 32]),
             message: MessageId([5; 32]),
             assigned: None,
+            limits: None,
             signature,
             item,
         }
@@ -274,6 +344,45 @@ mod tests {
         assert_eq!(assigned.kind(), KIND_ASSIGNED);
         assert_eq!(AssignmentRecord::decode(KIND_ASSIGNED, &bytes).unwrap(), assigned);
         assert!(AssignmentRecord::decode(KIND_MODULE, &bytes).is_err());
+    }
+
+    #[test]
+    fn spawn_records_round_trip_with_their_limits_at_nonce_0_only() {
+        let limits = SpawnLimits {
+            memory_bytes_max: 512 << 20,
+            fuel_per_message: 9_000_000_000,
+        };
+        let spawn = AssignmentRecord {
+            nonce: Nonce(0),
+            limits: Some(limits),
+            ..sample(&[9; 64], b"process item")
+        };
+        let bytes = spawn.encode();
+        assert_eq!(spawn.kind(), KIND_SPAWN);
+        assert_eq!(bytes.len(), HEADER_BYTES + 64 + LIMITS_BYTES + b"process item".len());
+        let decoded = AssignmentRecord::decode(KIND_SPAWN, &bytes).unwrap();
+        assert_eq!(decoded, spawn);
+        assert_eq!(decoded.item, b"process item");
+        for len in 0..HEADER_BYTES + 64 + LIMITS_BYTES {
+            assert!(
+                AssignmentRecord::decode(KIND_SPAWN, &bytes[..len]).is_err(),
+                "len {len}"
+            );
+        }
+        let later = AssignmentRecord {
+            nonce: Nonce(3),
+            ..spawn.clone()
+        };
+        assert_eq!(
+            AssignmentRecord::decode(KIND_SPAWN, &later.encode()),
+            Err(RecordError::SpawnNonce(3))
+        );
+        // The same bytes read as a plain assignment would take the limits for the item.
+        assert_ne!(
+            AssignmentRecord::decode(KIND_ASSIGNMENT, &bytes).unwrap().item,
+            spawn.item
+        );
+        assert!(is_assignment(KIND_SPAWN) && !is_assignment(KIND_GATEWAY_MODULE));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! processes spawning children, an Error result rolled back, and a cron process whose ticks
 //! run between its messages.
 
+use engine::client::Client;
 use scheduler::tags::Tag;
 use scheduler::ProcessId;
 use sha2::{Digest, Sha256};
@@ -108,4 +109,60 @@ fn replays_give_byte_identical_memory() {
     assert!(node.terminate().success());
     let node = Node::start(BINARY, data.path());
     assert_eq!(memory_hashes(&node, &pids), before, "replay after a clean stop");
+}
+
+/// A process keeps the limits it was spawned under (logged with its spawn): a node restarted
+/// with a lower default and a lower maximum still evaluates it as before, whether it reads its
+/// log whole (after a SIGKILL) or from its saved index (after a clean stop), while new spawns
+/// get the new limits.
+#[test]
+fn processes_keep_the_limits_they_were_spawned_under_when_the_node_changes_its_own() {
+    let data = tempfile::tempdir().expect("temporary directory");
+    let start = |default: &str, max: &str| {
+        let default = format!("limits.compute_limit_default={default}");
+        let max = format!("limits.compute_limit_max={max}");
+        Node::start_with(BINARY, data.path(), &["--set", &default, "--set", &max])
+    };
+    // The loop sample burns whatever fuel it is given; its error names the limit.
+    let burn = |client: &Client, pid: ProcessId| -> String {
+        let id = client.send(pid, &[Tag::new("Action", "Loop")], b"").expect("send");
+        let result = client.result(pid, id).expect("result");
+        result["Error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error: {result}"))
+            .to_owned()
+    };
+    let node = start("3000000", "10000000");
+    let client = node.client();
+    let looping = load_sample(&client, "loop", &[]);
+    let by_default = spawn(&client, &node, looping);
+    let by_tag = client
+        .spawn(looping, node.address, &[Tag::new("Compute-Limit", "4000000")], b"")
+        .expect("spawn with a Compute-Limit");
+    assert!(burn(&client, by_default).contains("compute limit of 3000000 exceeded"));
+    assert!(burn(&client, by_tag).contains("compute limit of 4000000 exceeded"));
+    node.kill();
+
+    for restart in ["after a SIGKILL", "after a clean stop"] {
+        // by_tag's limit is now above the node's maximum: it was accepted when it was spawned.
+        let node = start("2000000", "2500000");
+        let client = node.client();
+        for (pid, limit) in [(by_default, 3000000), (by_tag, 4000000)] {
+            let error = burn(&client, pid);
+            assert!(
+                error.contains(&format!("compute limit of {limit} exceeded")),
+                "{restart}: {error}"
+            );
+        }
+        let fresh = spawn(&client, &node, looping);
+        assert!(
+            burn(&client, fresh).contains("compute limit of 2000000 exceeded"),
+            "{restart}"
+        );
+        let refused = client.spawn(looping, node.address, &[Tag::new("Compute-Limit", "4000000")], b"");
+        let error = refused.expect_err("a Compute-Limit above the new maximum");
+        assert_eq!(error.status(), Some(400), "{error}");
+        assert!(node.terminate().success());
+    }
+    tests::assert_log_verifies(BINARY, data.path());
 }

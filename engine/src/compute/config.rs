@@ -93,3 +93,22 @@ pub struct ProcessLimits {
     /// the bound the message fails with "compute limit of N exceeded".
     pub fuel_per_message: u64,
 }
+
+/// The limits as the log records them with the process's spawn (`KIND_SPAWN`).
+impl From<scheduler::record::SpawnLimits> for ProcessLimits {
+    fn from(limits: scheduler::record::SpawnLimits) -> ProcessLimits {
+        ProcessLimits {
+            memory_bytes_max: limits.memory_bytes_max,
+            fuel_per_message: limits.fuel_per_message,
+        }
+    }
+}
+
+impl From<ProcessLimits> for scheduler::record::SpawnLimits {
+    fn from(limits: ProcessLimits) -> scheduler::record::SpawnLimits {
+        scheduler::record::SpawnLimits {
+            memory_bytes_max: limits.memory_bytes_max,
+            fuel_per_message: limits.fuel_per_message,
+        }
+    }
+}
