@@ -2259,6 +2259,10 @@ impl Shard {
                 }
             }
         };
+        debug_assert!(
+            limits.is_none() || fields.nonce == Nonce(0),
+            "limits are logged with a spawn only"
+        );
         let signed = chain::sign_assignment(&self.signer, &fields);
         let assignment = AssignmentRecord {
             process,

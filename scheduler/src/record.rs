@@ -4,8 +4,9 @@
 //! those kinds their meaning. Five kinds exist:
 //!
 //! - `KIND_MODULE` (1): the payload is the module's ANS-104 data item, byte for byte.
-//! - `KIND_ASSIGNMENT` (2): one assignment of a message (or of the process itself, nonce 0) to a
-//!   process's timeline, followed by the assigned data item. Layout, little-endian:
+//! - `KIND_ASSIGNMENT` (2): one assignment of a message to a process's timeline (or, in logs
+//!   written before `KIND_SPAWN`, of the process itself at nonce 0), followed by the assigned
+//!   data item. Layout, little-endian:
 //!
 //! ```text
 //! offset  size  field
