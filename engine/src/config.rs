@@ -116,6 +116,8 @@ enum Kind {
     Url,
     /// Node addresses (43-character base64url), comma-separated or a TOML array.
     Addresses,
+    /// `true` or `false` (a TOML boolean, or the text).
+    Bool,
 }
 
 /// A field's value, typed.
@@ -130,6 +132,7 @@ enum Value {
     Filter(String),
     Url(Option<String>),
     Addresses(Vec<scheduler::Address>),
+    Bool(bool),
 }
 
 impl Value {
@@ -147,6 +150,7 @@ impl Value {
             Value::Format(LogFormat::Json) => "\"json\"".to_owned(),
             Value::Filter(f) => toml::Value::String(f.clone()).to_string(),
             Value::Url(u) => toml::Value::String(u.clone().unwrap_or_default()).to_string(),
+            Value::Bool(b) => b.to_string(),
             Value::Addresses(list) => format!(
                 "[{}]",
                 list.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ")
@@ -174,6 +178,13 @@ const TIB: u64 = 1 << 40;
 /// Shortest `http.idle_timeout_ms` other than 0: below it a keep-alive connection would be
 /// closed in the gap between a client's answer and its next request.
 const IDLE_TIMEOUT_MS_MIN: u64 = 100;
+
+fn boolean(value: Value) -> bool {
+    match value {
+        Value::Bool(b) => b,
+        other => unreachable!("a boolean field was given {other:?}"),
+    }
+}
 
 fn int(value: Value) -> u64 {
     match value {
@@ -327,6 +338,15 @@ const FIELDS: &[Field] = &[
         kind: Kind::Int { min: 0, max: 22 },
         get: |s| Value::Int(u64::from(s.node.log_zstd_level)),
         set: |s, v| s.node.log_zstd_level = int(v) as u32,
+    },
+    Field {
+        key: "log.direct_io",
+        env: "HEWITT_LOG_DIRECT_IO",
+        unit: "bool",
+        doc: "Writes log batches with O_DIRECT, around the page cache (its copy and writeback); a file system that refuses O_DIRECT gets buffered writes, with a warning. Reads of durable records then come from the device.",
+        kind: Kind::Bool,
+        get: |s| Value::Bool(s.node.log_direct_io),
+        set: |s, v| s.node.log_direct_io = boolean(v),
     },
     Field {
         key: "index.every_records",
@@ -698,6 +718,12 @@ fn parse(field: &Field, raw: Raw<'_>) -> Result<Value, String> {
                 .map(|_| Value::Filter(text.to_owned()))
                 .map_err(|e| format!("{text:?} is not a tracing filter: {e}")),
             None => Err("expected a tracing filter as a string, like \"info\"".to_owned()),
+        },
+        Kind::Bool => match (raw, text) {
+            (Raw::Toml(toml::Value::Boolean(b)), _) => Ok(Value::Bool(*b)),
+            (_, Some("true")) => Ok(Value::Bool(true)),
+            (_, Some("false")) => Ok(Value::Bool(false)),
+            (other, _) => Err(format!("{} is not true or false", other.describe())),
         },
         Kind::Url => match text {
             Some("") => Ok(Value::Url(None)),
@@ -1171,5 +1197,31 @@ mod tests {
         assert_eq!(node.spin_before_park(), crate::node::SPIN_WHEN_PINNED_US, "pinned");
         node.spin_before_park_us = Some(0);
         assert_eq!(node.spin_before_park(), 0, "told to park at once");
+    }
+
+    #[test]
+    fn direct_io_is_true_or_false_from_flags_and_files() {
+        let direct = |o: &[Override]| load(None, &no_env, o).map(|l| l.settings.node.log_direct_io);
+        assert_eq!(direct(&[]), Ok(false), "off by default");
+        assert_eq!(direct(&[set("log.direct_io", "true")]), Ok(true));
+        assert_eq!(direct(&[set("log.direct_io", "false")]), Ok(false));
+        let error = direct(&[set("log.direct_io", "yes")]).expect_err("refused");
+        assert!(
+            error.contains("log.direct_io") && error.contains("true or false"),
+            "{error}"
+        );
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("hewitt.toml");
+        for (text, expected) in [("true", true), ("false", false)] {
+            std::fs::write(&path, format!("[log]\ndirect_io = {text}\n")).expect("write");
+            let loaded = load(Some(&path), &no_env, &[]).expect("loads");
+            assert_eq!(loaded.settings.node.log_direct_io, expected, "{text}");
+            std::fs::write(&path, loaded.to_toml()).expect("write");
+            let again = load(Some(&path), &no_env, &[]).expect("the printed file loads");
+            assert_eq!(again.settings.node.log_direct_io, expected, "printed {text}");
+        }
+        std::fs::write(&path, "[log]\ndirect_io = 1\n").expect("write");
+        let error = load(Some(&path), &no_env, &[]).err().expect("an integer is refused");
+        assert!(error.contains("not true or false"), "{error}");
     }
 }

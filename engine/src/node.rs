@@ -61,6 +61,8 @@ pub struct NodeConfig {
     /// zstd level at which sealed log segments are packed, on the blocking pool, as they are
     /// sealed (reads unpack them transparently); 0 keeps them plain.
     pub log_zstd_level: u32,
+    /// Write log batches with O_DIRECT (`scheduler::log::Committer::set_direct_io`).
+    pub log_direct_io: bool,
     /// Each shard saves its index (see `crate::index`) after this many records appended (or 60 s
     /// after anything was, and at a clean stop).
     pub index_every_records: u64,
@@ -213,6 +215,7 @@ impl NodeConfig {
                 ..LogConfig::default()
             },
             log_zstd_level: 0,
+            log_direct_io: false,
             index_every_records: 1 << 18,
             compute: ComputeConfig::default(),
             limits: ShardLimits::default(),
@@ -1238,6 +1241,7 @@ async fn open(config: NodeConfig, mesh: Rc<crate::mesh::Mesh>, runtime: Runtime)
     )))
     .detach();
     let committer = Committer::new(Rc::clone(&log));
+    committer.set_direct_io(config.log_direct_io);
     // The committer runs in a latency-sensitive task queue: glommio then submits its writes and
     // syncs on the latency ring and preempts busy tasks (HTTP, evaluation) within
     // COMMIT_LATENCY_US, so a finished fdatasync is noticed promptly instead of after the

@@ -38,11 +38,12 @@ pub struct AppendRun {
 
 /// Appends `total_bytes` of payload in records of `record_bytes` to a fresh log in `dir`
 /// (removed afterwards), with the node's log configuration.
-pub fn run(dir: &Path, record_bytes: usize, total_bytes: usize) -> Result<AppendRun, String> {
+/// `direct_io`: batches written with O_DIRECT (the node's `log.direct_io`).
+pub fn run(dir: &Path, record_bytes: usize, total_bytes: usize, direct_io: bool) -> Result<AppendRun, String> {
     let owned = dir.to_owned();
     let handle = glommio::LocalExecutorBuilder::default()
         .name("hewitt-perf-log")
-        .spawn(move || async move { append_loop(&owned, record_bytes, total_bytes).await })
+        .spawn(move || async move { append_loop(&owned, record_bytes, total_bytes, direct_io).await })
         .map_err(|e| e.to_string())?;
     let run = handle.join().map_err(|e| e.to_string())?;
     std::fs::remove_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -61,13 +62,14 @@ struct Probe {
     config: scheduler::log::LogConfig,
 }
 
-async fn start_probe(dir: &Path, record_bytes: usize) -> Result<Probe, String> {
+async fn start_probe(dir: &Path, record_bytes: usize, direct_io: bool) -> Result<Probe, String> {
     let config = NodeConfig::new(dir, "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?).log;
     let log = Rc::new(RefCell::new(Log::open(dir, config).map_err(|e| e.to_string())?));
     // As a node runs it: segments created ahead of need, off the executor's thread.
     log.borrow_mut().prepare_now();
     glommio::spawn_local(scheduler::log::maintain(Rc::clone(&log))).detach();
     let committer = Committer::new(Rc::clone(&log));
+    committer.set_direct_io(direct_io);
     // In a latency-sensitive queue, as the node runs it (engine::node).
     let queue = glommio::executor().create_task_queue(
         glommio::Shares::default(),
@@ -88,7 +90,12 @@ async fn start_probe(dir: &Path, record_bytes: usize) -> Result<Probe, String> {
     })
 }
 
-async fn append_loop(dir: &Path, record_bytes: usize, total_bytes: usize) -> Result<AppendRun, String> {
+async fn append_loop(
+    dir: &Path,
+    record_bytes: usize,
+    total_bytes: usize,
+    direct_io: bool,
+) -> Result<AppendRun, String> {
     let Probe {
         log,
         committer,
@@ -96,7 +103,7 @@ async fn append_loop(dir: &Path, record_bytes: usize, total_bytes: usize) -> Res
         record,
         first,
         config,
-    } = start_probe(dir, record_bytes).await?;
+    } = start_probe(dir, record_bytes, direct_io).await?;
 
     let records = (total_bytes / record_bytes.max(1)).max(1) as u64;
     let window_bytes = config.batch_bytes_max / 2;
@@ -195,6 +202,7 @@ pub fn ack_latency(
     rate: f64,
     load_fraction: f64,
     seconds: f64,
+    direct_io: bool,
 ) -> Result<AckRun, String> {
     let round_seconds = seconds / f64::from(ACK_ROUNDS);
     let (mut log_latency, mut raw_latency) = (crate::report::histogram(), crate::report::histogram());
@@ -205,7 +213,9 @@ pub fn ack_latency(
         let owned = dir.join(format!("round-{round}"));
         let handle = glommio::LocalExecutorBuilder::default()
             .name("hewitt-perf-log-ack")
-            .spawn(move || async move { ack_loop(&owned, record_bytes, rate, load_fraction, round_seconds).await })
+            .spawn(move || async move {
+                ack_loop(&owned, record_bytes, rate, load_fraction, round_seconds, direct_io).await
+            })
             .map_err(|e| e.to_string())?;
         let (run, histogram, syncs) = handle.join().map_err(|e| e.to_string())??;
         log_latency.add(&histogram).map_err(|e| e.to_string())?;
@@ -296,6 +306,7 @@ async fn ack_loop(
     rate: f64,
     load_fraction: f64,
     seconds: f64,
+    direct_io: bool,
 ) -> Result<(AckRun, hdrhistogram::Histogram<u64>, hdrhistogram::Histogram<u64>), String> {
     let Probe {
         log,
@@ -303,7 +314,7 @@ async fn ack_loop(
         task,
         record,
         ..
-    } = start_probe(dir, record_bytes).await?;
+    } = start_probe(dir, record_bytes, direct_io).await?;
 
     // (lsn, intended time) of every record not yet seen durable, in append order.
     let pending: Rc<RefCell<VecDeque<(Lsn, Instant)>>> = Rc::default();

@@ -156,6 +156,9 @@ enum Command {
         /// shards. Without it items go to the node's port, where any shard takes them.
         #[arg(long)]
         shard_aware: bool,
+        /// The log part's batches written with O_DIRECT (the node's `log.direct_io`).
+        #[arg(long)]
+        log_direct_io: bool,
         /// Tiny sizes everywhere: proves every part and scenario works in seconds (CI).
         #[arg(long)]
         smoke: bool,
@@ -228,6 +231,7 @@ fn run(command: Command) -> Result<(), String> {
             spin_before_park_us,
             write_wait_ms,
             shard_aware,
+            log_direct_io,
             smoke,
         } => {
             let shards = shards.unwrap_or_else(engine::node::default_shards);
@@ -282,11 +286,12 @@ fn run(command: Command) -> Result<(), String> {
             report.shards = shards;
             report.pinned = pin;
             report.shard_aware = shard_aware;
+            report.log_direct_io = log_direct_io;
             report.spin_before_park_us = spin_before_park_us;
             if parts.contains(&Part::Log) {
                 for record_bytes in [100, 1024, 10 * 1024] {
                     let dir = work_dir.join(format!("log-{record_bytes}"));
-                    let run = log_run::run(&dir, record_bytes, log_bytes)?;
+                    let run = log_run::run(&dir, record_bytes, log_bytes, log_direct_io)?;
                     eprintln!(
                         "log {record_bytes} B: {:.0} records/s, {:.0} MB/s payload, {:.0} records per fdatasync",
                         run.records_per_s, run.payload_mb_per_s, run.records_per_batch
@@ -302,7 +307,7 @@ fn run(command: Command) -> Result<(), String> {
                 for fraction in [0.1, 0.5] {
                     let dir = work_dir.join(format!("log-ack-{}", (fraction * 100.0) as u32));
                     let seconds = if smoke { 0.5 } else { 10.0 };
-                    let run = log_run::ack_latency(&dir, 1024, peak * fraction, fraction, seconds)?;
+                    let run = log_run::ack_latency(&dir, 1024, peak * fraction, fraction, seconds, log_direct_io)?;
                     eprintln!(
                         "log ack at {:.0} % ({:.0} records/s): p50 {} µs, p99 {} µs, {:.0} records per fdatasync; raw open loop p50 {} µs, p99 {} µs",
                         fraction * 100.0,

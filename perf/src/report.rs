@@ -120,6 +120,8 @@ pub struct Report {
     pub shard_aware: bool,
     /// `--spin-before-park-us`: the nodes' `shards_spin_before_park_us` (`None`: `auto`).
     pub spin_before_park_us: Option<u64>,
+    /// `--log-direct-io`: the log part's batches written with O_DIRECT.
+    pub log_direct_io: bool,
     pub unix_time: u64,
     pub durability: String,
     pub limits: Limits,
@@ -240,6 +242,7 @@ impl Report {
             engine: Vec::new(),
             restart: None,
             big_restart: None,
+            log_direct_io: false,
             log_ack: Vec::new(),
             http: Vec::new(),
             scaling: Vec::new(),
@@ -304,6 +307,15 @@ impl Report {
 
         if !self.log.is_empty() {
             let _ = writeln!(md, "\n## The log alone: durable appends\n");
+            let _ = writeln!(
+                md,
+                "Batches written {}.\n",
+                if self.log_direct_io {
+                    "with O_DIRECT (`log.direct_io`)"
+                } else {
+                    "through the page cache (the default; `--log-direct-io` for O_DIRECT)"
+                }
+            );
             let _ = writeln!(
                 md,
                 "| record | records/s | payload MB/s | written MB/s | / O_DIRECT bandwidth | records per fdatasync | fdatasyncs/s / raw 1 MiB syncs/s |"

@@ -1,7 +1,8 @@
 //! Repeated crash cycles: a node under sustained load is SIGKILLed at varying moments, restarted
 //! on the same data dir, and checked each time: every message ever acknowledged is in its
 //! process's timeline exactly once and in each sender's order, every hash chain verifies, and the
-//! recovered state equals the replay of the log.
+//! recovered state equals the replay of the log. The node writes its log through the page cache
+//! and with O_DIRECT (`log.direct_io`) in turn.
 //!
 //! CI runs `HEWITT_CRASH_CYCLES` cycles (default 5); the long run asked of the log is
 //! `HEWITT_CRASH_CYCLES=50 cargo test -p tests --test crash_cycles`. Kill moments come from a
@@ -44,6 +45,22 @@ const SETTINGS: [&str; 16] = [
     "limits.results_memory_bytes_max=64KiB",
 ];
 
+/// [`SETTINGS`], with batches written with O_DIRECT or through the page cache: the node
+/// alternates between the two from one restart to the next, so each way of writing takes over a
+/// segment the other left mid-block, torn or not.
+fn settings(direct_io: bool) -> Vec<&'static str> {
+    let mut settings = SETTINGS.to_vec();
+    settings.extend([
+        "--set",
+        if direct_io {
+            "log.direct_io=true"
+        } else {
+            "log.direct_io=false"
+        },
+    ]);
+    settings
+}
+
 /// What one sender had acknowledged, in order.
 type Acknowledged = Vec<(ProcessId, MessageId)>;
 
@@ -66,7 +83,7 @@ fn acknowledged_messages_survive_repeated_sigkills() {
     println!("crash cycles: {cycles}, seed {seed:#x} (HEWITT_CRASH_SEED replays it)");
     let mut rng = seed.max(1);
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start_with(BINARY, dir.path(), &SETTINGS);
+    let node = Node::start_with(BINARY, dir.path(), &settings(false));
     let setup = node.client();
     let module = load_sample(&setup, "counter", &[]);
     let pids: Vec<ProcessId> = (0..2).map(|_| spawn(&setup, &node, module)).collect();
@@ -76,7 +93,7 @@ fn acknowledged_messages_survive_repeated_sigkills() {
     for cycle in 0..cycles {
         let running = node
             .take()
-            .unwrap_or_else(|| Node::start_with(BINARY, dir.path(), &SETTINGS));
+            .unwrap_or_else(|| Node::start_with(BINARY, dir.path(), &settings(cycle % 2 == 1)));
         let stop = Arc::new(AtomicBool::new(false));
         let senders: Vec<_> = (0..SENDERS)
             .map(|index| {
@@ -102,7 +119,7 @@ fn acknowledged_messages_survive_repeated_sigkills() {
             sender.join().unwrap();
         }
 
-        let restarted = Node::start_with(BINARY, dir.path(), &SETTINGS);
+        let restarted = Node::start_with(BINARY, dir.path(), &settings(cycle % 2 == 0));
         let client = restarted.client();
         let acked = acked.lock().unwrap().clone();
         for pid in &pids {

@@ -1,6 +1,18 @@
 //! [`Committer`], the glommio shell of the log: the task that group-commits pending batches
 //! (one io_uring write, one `fdatasync` each) and wakes the callers waiting for durability.
 //!
+//! Batches go through the page cache by default. With [`Committer::set_direct_io`] they go
+//! around it (O_DIRECT, glommio's `DmaFile`): a direct write covers whole blocks of the device,
+//! so a batch is copied into aligned memory starting at the block its first frame falls in,
+//! after the bytes of that block the previous batch wrote (kept in memory as the segment's
+//! [`Tail`], or read back once after a restart), and padded with zeros to the end of its last
+//! block, where the log's data ends anyway (a segment is preallocated, all zeros). The bytes
+//! written again are those already there, so a torn direct write damages no frame that was
+//! durable before it: the block either holds its old bytes or its new ones, and both start
+//! with the same frames. Reads of durable records still come from the log's read-only maps;
+//! the kernel drops the cached pages a direct write covers, so the next read of them comes
+//! from the device, with the new bytes.
+//!
 //! It makes no decisions about records or positions (the [`Log`] core does) and never retries a
 //! failed write: a failure poisons the log.
 
@@ -12,7 +24,7 @@ use std::task::Poll;
 use std::time::Instant;
 
 use futures_channel::oneshot;
-use glommio::io::{BufferedFile, Directory, OpenOptions};
+use glommio::io::{BufferedFile, Directory, DmaFile, OpenOptions};
 
 use super::store::Batch;
 
@@ -50,6 +62,33 @@ pub struct BatchReport {
 /// Called after every durable batch (for metrics); must be cheap and must not touch the log.
 pub type BatchObserver = Box<dyn Fn(&BatchReport)>;
 
+/// A segment file open for writing.
+enum SegmentFile {
+    /// Through the page cache.
+    Buffered(BufferedFile),
+    /// Around it (O_DIRECT).
+    Direct(DmaFile),
+}
+
+impl SegmentFile {
+    async fn fdatasync(&self) -> Result<(), String> {
+        match self {
+            SegmentFile::Buffered(file) => file.fdatasync().await.map_err(|e| e.to_string()),
+            SegmentFile::Direct(file) => file.fdatasync().await.map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// The partial last block of what direct writes put in a segment so far: the next batch starts
+/// inside it and writes it again, these bytes first.
+struct Tail {
+    segment_index: u64,
+    /// Offset of the block in the segment.
+    start: u64,
+    /// The block's bytes up to the end of the data (fewer than a block).
+    bytes: Vec<u8>,
+}
+
 /// The group-commit task of one [`Log`]. Create it with [`Committer::new`], spawn
 /// [`Committer::run`] on the log's executor, and stop it with [`Committer::shutdown`].
 pub struct Committer {
@@ -61,7 +100,11 @@ pub struct Committer {
     waiters: RefCell<BTreeMap<(u64, u64), Waiter>>,
     waiter_seq: Cell<u64>,
     /// The segment file being written, by segment index; taken out while a batch is written.
-    file: RefCell<Option<(u64, BufferedFile)>>,
+    file: RefCell<Option<(u64, SegmentFile)>>,
+    /// Write with O_DIRECT ([`Committer::set_direct_io`]); cleared when a filesystem refuses it.
+    direct: Cell<bool>,
+    /// What the last direct write left in a partial block.
+    tail: RefCell<Option<Tail>>,
     /// Shutdown was asked: flush what is pending, then stop.
     stopping: Cell<bool>,
     /// `run` has returned.
@@ -103,6 +146,8 @@ impl Committer {
             waiters: RefCell::new(BTreeMap::new()),
             waiter_seq: Cell::new(0),
             file: RefCell::new(None),
+            direct: Cell::new(false),
+            tail: RefCell::new(None),
             stopping: Cell::new(false),
             stopped: Cell::new(false),
             stop_waiters: RefCell::new(Vec::new()),
@@ -217,6 +262,19 @@ impl Committer {
         }
     }
 
+    /// Writes batches with O_DIRECT from now on (`on`), or through the page cache. Direct
+    /// writes save the copy into the page cache and its writeback, and leave the device's own
+    /// speed as the limit; a file system that refuses O_DIRECT (at a segment's open) gets
+    /// buffered writes from then on, with a warning. Set it before [`Committer::run`].
+    pub fn set_direct_io(&self, on: bool) {
+        self.direct.set(on);
+    }
+
+    /// Whether batches are written with O_DIRECT (asked for, and not refused so far).
+    pub fn direct_io(&self) -> bool {
+        self.direct.get()
+    }
+
     /// Has `observer` called after every durable batch from now on.
     pub fn set_observer(&self, observer: BatchObserver) {
         *self.observer.borrow_mut() = Some(observer);
@@ -256,7 +314,80 @@ impl Committer {
         result
     }
 
-    async fn write_to(&self, file: &BufferedFile, batch: Batch) -> Result<u64, String> {
+    async fn write_to(&self, file: &SegmentFile, batch: Batch) -> Result<u64, String> {
+        let path = batch.path.clone();
+        let segment_created = batch.segment_created;
+        match file {
+            SegmentFile::Buffered(file) => self.write_buffered(file, batch).await?,
+            SegmentFile::Direct(file) => self.write_direct(file, batch).await?,
+        }
+        let started = Instant::now();
+        file.fdatasync()
+            .await
+            .map_err(|e| format!("fdatasync of {}: {e}", path.display()))?;
+        let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        if segment_created {
+            sync_dir(&self.dir).await?;
+        }
+        Ok(latency_us)
+    }
+
+    /// Writes `batch` with O_DIRECT: its blocks whole, the first one starting with the bytes
+    /// already there (see the module docs).
+    async fn write_direct(&self, file: &DmaFile, batch: Batch) -> Result<(), String> {
+        let path = batch.path.display();
+        let align = file.alignment();
+        let start = batch.offset - batch.offset % align;
+        let head = usize::try_from(batch.offset - start).expect("less than a block");
+        let kept = self
+            .tail
+            .borrow_mut()
+            .take()
+            .filter(|t| t.segment_index == batch.segment_index && t.start == start && t.bytes.len() == head);
+        let head_bytes = match kept {
+            Some(tail) => tail.bytes,
+            None if head == 0 => Vec::new(),
+            None => {
+                // The first write into this block since the segment was opened (after a
+                // restart): its bytes are read back once, through the page cache, which holds
+                // what recovery read and synced (a read of less than a block, on this thread).
+                let mut bytes = vec![0; head];
+                std::fs::File::open(&batch.path)
+                    .and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut bytes, start))
+                    .map_err(|e| format!("reading back the {head} bytes at offset {start} of {path}: {e}"))?;
+                bytes
+            }
+        };
+        let end = batch.offset + batch.bytes.len() as u64;
+        let size = usize::try_from((end - start).div_ceil(align) * align).expect("a batch fits in memory");
+        let mut buffer = file.alloc_dma_buffer(size);
+        let data_end = head + batch.bytes.len();
+        let bytes = buffer.as_bytes_mut();
+        bytes[..head].copy_from_slice(&head_bytes);
+        bytes[head..data_end].copy_from_slice(&batch.bytes);
+        bytes[data_end..].fill(0);
+        let tail_start = end - end % align;
+        let tail = Tail {
+            segment_index: batch.segment_index,
+            start: tail_start,
+            bytes: bytes[usize::try_from(tail_start - start).expect("within the buffer")..data_end].to_vec(),
+        };
+        let written = file
+            .write_at(buffer, start)
+            .await
+            .map_err(|e| format!("writing {size} bytes at offset {start} of {path} (O_DIRECT): {e}"))?;
+        if written != size {
+            // Direct writes into a preallocated file are not cut short; one that is, is not
+            // retried (the log is poisoned, as after any failed write).
+            return Err(format!(
+                "writing {size} bytes at offset {start} of {path} (O_DIRECT): only {written} written"
+            ));
+        }
+        *self.tail.borrow_mut() = Some(tail);
+        Ok(())
+    }
+
+    async fn write_buffered(&self, file: &BufferedFile, batch: Batch) -> Result<(), String> {
         let path = batch.path.display();
         let total = batch.bytes.len();
         let mut buffer = batch.bytes;
@@ -278,31 +409,33 @@ impl Committer {
             // A short write: write the rest, copied again from the in-flight batch.
             buffer = self.log.borrow().in_flight_bytes(written).to_vec();
         }
-        let started = Instant::now();
-        file.fdatasync()
-            .await
-            .map_err(|e| format!("fdatasync of {path}: {e}"))?;
-        let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        if batch.segment_created {
-            sync_dir(&self.dir).await?;
-        }
-        Ok(latency_us)
+        Ok(())
     }
 
     /// The open file of segment `index`, opening it (and closing the previous one) if needed.
-    async fn file_for(&self, index: u64, path: &Path) -> Result<BufferedFile, String> {
+    async fn file_for(&self, index: u64, path: &Path) -> Result<SegmentFile, String> {
         let current = self.file.borrow_mut().take();
         match current {
             Some((open_index, file)) if open_index == index => return Ok(file),
             Some((_, previous)) => close(previous).await,
             None => {}
         }
+        if self.direct.get() {
+            match OpenOptions::new().read(true).write(true).dma_open(path).await {
+                Ok(file) => return Ok(SegmentFile::Direct(file)),
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "O_DIRECT refused: the log writes through the page cache");
+                    self.direct.set(false);
+                    self.tail.borrow_mut().take();
+                }
+            }
+        }
         let file = OpenOptions::new()
             .write(true)
             .buffered_open(path)
             .await
             .map_err(|e| format!("opening {} for writing: {e}", path.display()))?;
-        Ok(file)
+        Ok(SegmentFile::Buffered(file))
     }
 
     /// Answers every waiter whose record is now durable, or all of them if the log is poisoned.
@@ -375,8 +508,12 @@ async fn sync_dir(dir: &Path) -> Result<(), String> {
 }
 
 /// Closes a segment file whose writes are all synced; a failure here loses nothing.
-async fn close(file: BufferedFile) {
-    if let Err(e) = file.close().await {
+async fn close(file: SegmentFile) {
+    let closed = match file {
+        SegmentFile::Buffered(file) => file.close().await,
+        SegmentFile::Direct(file) => file.close().await,
+    };
+    if let Err(e) = closed {
         tracing::warn!(error = %e, "closing a log segment failed after its data was synced");
     }
 }
