@@ -54,6 +54,8 @@ pub struct HttpOptions {
     /// process (`http.shard_ports_base`), instead of to the node's port, where any shard takes
     /// it and hands on what another owns.
     pub shard_aware: bool,
+    /// `log.direct_io` of the node.
+    pub log_direct_io: bool,
 }
 
 impl HttpOptions {
@@ -70,6 +72,7 @@ impl HttpOptions {
             shards: self.shards,
             cpu: (self.pin && self.shards <= engine::node::default_shards()).then_some(0),
             spin_before_park_us: self.spin_before_park_us,
+            log_direct_io: self.log_direct_io,
             shard_ports_base: if self.shard_aware {
                 Some(free_ports(self.shards)?)
             } else {
@@ -155,6 +158,9 @@ pub struct NodeSpec {
     pub shard_ports_base: Option<u16>,
     #[arg(long)]
     pub connections_max: Option<usize>,
+    /// `log.direct_io`.
+    #[arg(long)]
+    pub log_direct_io: bool,
 }
 
 impl NodeSpec {
@@ -184,6 +190,7 @@ impl NodeSpec {
         if let Some(max) = self.connections_max {
             config.http.connections_max = max;
         }
+        config.log_direct_io = self.log_direct_io;
         Ok(config)
     }
 
@@ -210,6 +217,9 @@ impl NodeSpec {
                 flags.push(flag.to_owned());
                 flags.push(value.to_string());
             }
+        }
+        if self.log_direct_io {
+            flags.push("--log-direct-io".to_owned());
         }
         flags
     }

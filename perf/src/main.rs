@@ -156,7 +156,8 @@ enum Command {
         /// shards. Without it items go to the node's port, where any shard takes them.
         #[arg(long)]
         shard_aware: bool,
-        /// The log part's batches written with O_DIRECT (the node's `log.direct_io`).
+        /// Log batches written with O_DIRECT (the node's `log.direct_io`), in the log part and
+        /// the nodes of the HTTP parts.
         #[arg(long)]
         log_direct_io: bool,
         /// Tiny sizes everywhere: proves every part and scenario works in seconds (CI).
@@ -256,6 +257,7 @@ fn run(command: Command) -> Result<(), String> {
                     spin_before_park_us,
                     write_wait_ms,
                     shard_aware,
+                    log_direct_io,
                 };
                 (
                     LimitOptions::smoke(),
@@ -277,6 +279,7 @@ fn run(command: Command) -> Result<(), String> {
                     spin_before_park_us,
                     write_wait_ms,
                     shard_aware,
+                    log_direct_io,
                 };
                 (LimitOptions::full(), http, engine_messages, batch, log_mib << 20)
             };

@@ -275,6 +275,12 @@ impl Report {
             self.commit, self.cpu, self.kernel, self.cores, self.shards, self.command
         );
         let _ = writeln!(md, "{}.\n", capitalise(&self.durability));
+        if self.log_direct_io {
+            let _ = writeln!(
+                md,
+                "Log batches written with O_DIRECT (`log.direct_io`, `--log-direct-io`).\n"
+            );
+        }
 
         let _ = writeln!(md, "## Limits, measured in this run\n");
         let _ = writeln!(md, "| limit | figure |\n|---|---|");

@@ -8,10 +8,15 @@
 //! [`Tail`], or read back once after a restart), and padded with zeros to the end of its last
 //! block, where the log's data ends anyway (a segment is preallocated, all zeros). The bytes
 //! written again are those already there, so a torn direct write damages no frame that was
-//! durable before it: the block either holds its old bytes or its new ones, and both start
-//! with the same frames. Reads of durable records still come from the log's read-only maps;
-//! the kernel drops the cached pages a direct write covers, so the next read of them comes
-//! from the device, with the new bytes.
+//! durable before it: whichever of its sectors reached the device, the bytes before the batch's
+//! first frame are the same (as with buffered writes, whose writeback also writes whole
+//! pages). Reads of durable records still come from the log's read-only maps; the kernel drops
+//! the cached pages a direct write covers, so the next read of them comes from the device, with
+//! the new bytes. Blocks are 4 KiB, or the device's logical block size if larger (glommio's
+//! figure for it is read from the whole disk's sysfs entry, so a partition or a mapped volume
+//! on a 4 KiB device could report 512); a segment size that is not a multiple of the block
+//! gets buffered writes. On tmpfs glommio opens the file without O_DIRECT: the aligned writes
+//! then go through the page cache.
 //!
 //! It makes no decisions about records or positions (the [`Log`] core does) and never retries a
 //! failed write: a failure poisons the log.
@@ -163,7 +168,8 @@ impl Committer {
     pub async fn run(self: Rc<Self>) {
         loop {
             self.wait_for_work().await;
-            let batch = self.log.borrow_mut().take_batch();
+            // A direct write copies the frames once, into its aligned buffer.
+            let batch = self.log.borrow_mut().take_batch(!self.direct.get());
             let Some(batch) = batch else {
                 let full = {
                     let log = self.log.borrow();
@@ -190,7 +196,7 @@ impl Committer {
                 continue;
             };
             let record_count = batch.record_count;
-            let byte_count = batch.bytes.len() as u64;
+            let byte_count = batch.len as u64;
             let result = futures_lite::future::or(self.write(batch), keep_executor_awake()).await;
             let result = result.map(|latency_us| {
                 let mut stats = self.stats.get();
@@ -336,7 +342,7 @@ impl Committer {
     /// already there (see the module docs).
     async fn write_direct(&self, file: &DmaFile, batch: Batch) -> Result<(), String> {
         let path = batch.path.display();
-        let align = file.alignment();
+        let align = direct_block(file);
         let start = batch.offset - batch.offset % align;
         let head = usize::try_from(batch.offset - start).expect("less than a block");
         let kept = self
@@ -358,13 +364,13 @@ impl Committer {
                 bytes
             }
         };
-        let end = batch.offset + batch.bytes.len() as u64;
+        let end = batch.offset + batch.len as u64;
         let size = usize::try_from((end - start).div_ceil(align) * align).expect("a batch fits in memory");
         let mut buffer = file.alloc_dma_buffer(size);
-        let data_end = head + batch.bytes.len();
+        let data_end = head + batch.len;
         let bytes = buffer.as_bytes_mut();
         bytes[..head].copy_from_slice(&head_bytes);
-        bytes[head..data_end].copy_from_slice(&batch.bytes);
+        bytes[head..data_end].copy_from_slice(self.log.borrow().in_flight_bytes(0));
         bytes[data_end..].fill(0);
         let tail_start = end - end % align;
         let tail = Tail {
@@ -389,8 +395,12 @@ impl Committer {
 
     async fn write_buffered(&self, file: &BufferedFile, batch: Batch) -> Result<(), String> {
         let path = batch.path.display();
-        let total = batch.bytes.len();
-        let mut buffer = batch.bytes;
+        let total = batch.len;
+        // Taken without a copy when direct writes were asked for and then refused.
+        let mut buffer = match batch.bytes.len() == total {
+            true => batch.bytes,
+            false => self.log.borrow().in_flight_bytes(0).to_vec(),
+        };
         let mut written = 0;
         loop {
             let at = batch.offset + written as u64;
@@ -421,14 +431,32 @@ impl Committer {
             None => {}
         }
         if self.direct.get() {
-            match OpenOptions::new().read(true).write(true).dma_open(path).await {
-                Ok(file) => return Ok(SegmentFile::Direct(file)),
-                Err(error) => {
-                    tracing::warn!(path = %path.display(), %error, "O_DIRECT refused: the log writes through the page cache");
-                    self.direct.set(false);
-                    self.tail.borrow_mut().take();
+            let segment_bytes = self.log.borrow().config().segment_bytes;
+            let refused = match OpenOptions::new().read(true).write(true).dma_open(path).await {
+                Ok(file) if segment_bytes.is_multiple_of(direct_block(&file)) => {
+                    return Ok(SegmentFile::Direct(file));
                 }
-            }
+                Ok(file) => {
+                    let reason = format!(
+                        "the segment size {segment_bytes} is not a multiple of the device's block of {} bytes",
+                        direct_block(&file)
+                    );
+                    close(SegmentFile::Direct(file)).await;
+                    reason
+                }
+                Err(error) => {
+                    let error = std::io::Error::from(error);
+                    // EINVAL: this file system does not take O_DIRECT. Anything else is an
+                    // error opening the segment, which poisons the log as before.
+                    if error.kind() != std::io::ErrorKind::InvalidInput {
+                        return Err(format!("opening {} for direct writes: {error}", path.display()));
+                    }
+                    error.to_string()
+                }
+            };
+            tracing::warn!(path = %path.display(), reason = %refused, "O_DIRECT refused: the log writes through the page cache");
+            self.direct.set(false);
+            self.tail.borrow_mut().take();
         }
         let file = OpenOptions::new()
             .write(true)
@@ -490,6 +518,12 @@ impl Committer {
         }
         tracing::info!(dir = %self.dir.display(), "log committer stopped");
     }
+}
+
+/// The block a direct write of `file` covers whole: the device's logical block, at least 4 KiB
+/// (see the module docs).
+fn direct_block(file: &DmaFile) -> u64 {
+    file.alignment().max(4096)
 }
 
 /// Makes the names of newly created segments durable.

@@ -75,7 +75,9 @@
 //!
 //! ## Invariants
 //!
-//! - Bytes below [`Log::durable_lsn`] are never written again while the log is open.
+//! - Bytes below [`Log::durable_lsn`] never change while the log is open: only a direct write
+//!   (`log.direct_io`) writes any again, those of the block the next batch starts in, with the
+//!   same values.
 //! - At most one batch is in flight; a batch lies within one segment, starts where the durable data
 //!   of that segment ends, and is at most `batch_bytes_max` bytes long.
 //! - A segment is first written only when the previous one is sealed and fully durable, so after
@@ -144,13 +146,16 @@
 //! intact prefix back as a plain segment and sets the packed file aside. Segments a start
 //! trusted are not packed until they were checked ([`Log::trusted_checked`]).
 //!
-//! ## Write path: buffered, not direct
+//! ## Write path: buffered by default, direct on request
 //!
-//! Writes go through the page cache (`BufferedFile::write_at`), not `O_DIRECT`. A direct write
-//! invalidates the cached pages that the read-only mappings share, so every read of recent history
-//! would fault back to the device; a buffered write leaves the just-written pages in the cache
-//! that the mappings read, so reads of the hot tail cost a memory access. The price is one copy
-//! into the page cache per byte, small next to the `fdatasync`.
+//! Writes go through the page cache (`BufferedFile::write_at`) unless the committer is asked for
+//! `O_DIRECT` ([`Committer::set_direct_io`], the node's `log.direct_io`). A direct write
+//! invalidates the cached pages that the read-only mappings share, so reads of recent history
+//! fault back to the device; a buffered write leaves the just-written pages in the cache that
+//! the mappings read, so reads of the hot tail cost a memory access. The price of buffered
+//! writes is one copy into the page cache per byte and its writeback, which on a fast device
+//! cost more than the device itself (about half the log's durable append rate on the
+//! development VM). How a direct write keeps whole blocks is in the committer's docs.
 //!
 //! ## Poison
 //!

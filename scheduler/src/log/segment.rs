@@ -304,9 +304,10 @@ impl Segment {
                 let len = (self.data_end - offset) as usize;
                 // SAFETY: `start + len = data_end <= map.len()`, so the range lies in the
                 // mapping, which lives as long as `self`. Bytes below `data_end` are durable and
-                // never written again while the segment is mapped (the committer writes only at
-                // or past `data_end`, and `data_end` grows only after a write completed), so
-                // they do not change under the returned borrow.
+                // never change while the segment is mapped (the committer writes at or past
+                // `data_end`, except that a direct write writes the block it starts in whole,
+                // with the same bytes below `data_end`; and `data_end` grows only after a write
+                // completed), so they do not change under the returned borrow.
                 Ok(unsafe { std::slice::from_raw_parts(map.as_ptr().add(start), len) })
             }
             Body::Packed { packed, unpacked, used } => {

@@ -48,9 +48,12 @@ pub(super) struct Batch {
     pub(super) segment_index: u64,
     pub(super) path: PathBuf,
     pub(super) offset: u64,
-    /// A copy of the in-flight frames: the write owns its buffer while the log keeps serving
-    /// reads from the original.
+    /// A copy of the in-flight frames (the write owns its buffer while the log keeps serving
+    /// reads from the original), or nothing when the caller of [`Log::take_batch`] copies them
+    /// itself ([`Log::in_flight_bytes`]).
     pub(super) bytes: Vec<u8>,
+    /// Bytes of frames in the batch.
+    pub(super) len: usize,
     pub(super) record_count: u64,
     /// The segment file was created for this batch: its name must be made durable too.
     pub(super) segment_created: bool,
@@ -584,7 +587,9 @@ impl Log {
     /// Takes the next pending batch and makes it the one in flight, creating its segment file
     /// if it is the first batch there. `None` when nothing is pending or the log is poisoned
     /// (a failed segment creation poisons it).
-    pub(super) fn take_batch(&mut self) -> Option<Batch> {
+    /// With `copy`, the batch carries a copy of its frames; without, the caller copies them
+    /// from [`Log::in_flight_bytes`] (once, into the buffer it writes).
+    pub(super) fn take_batch(&mut self, copy: bool) -> Option<Batch> {
         if self.poisoned.is_some() {
             return None;
         }
@@ -644,7 +649,8 @@ impl Log {
             segment_index: index,
             path: segment.path.clone(),
             offset,
-            bytes: chunk.bytes.clone(),
+            bytes: if copy { chunk.bytes.clone() } else { Vec::new() },
+            len: chunk.bytes.len(),
             record_count: chunk.record_count,
             segment_created,
         };
