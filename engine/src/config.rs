@@ -343,7 +343,7 @@ const FIELDS: &[Field] = &[
         key: "log.direct_io",
         env: "HEWITT_LOG_DIRECT_IO",
         unit: "bool",
-        doc: "Writes log batches with O_DIRECT, around the page cache (its copy and writeback); a file system that refuses O_DIRECT gets buffered writes, with a warning. Reads of durable records then come from the device.",
+        doc: "Writes log batches with O_DIRECT, around the page cache (its copy and writeback); a file system that refuses O_DIRECT gets buffered writes, with a warning. Each shard then keeps its last log.batch_bytes_max bytes of durable batches in memory for reads; older records come from the device.",
         kind: Kind::Bool,
         get: |s| Value::Bool(s.node.log_direct_io),
         set: |s, v| s.node.log_direct_io = boolean(v),

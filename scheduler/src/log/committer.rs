@@ -271,9 +271,15 @@ impl Committer {
     /// Writes batches with O_DIRECT from now on (`on`), or through the page cache. Direct
     /// writes save the copy into the page cache and its writeback, and leave the device's own
     /// speed as the limit; a file system that refuses O_DIRECT (at a segment's open) gets
-    /// buffered writes from then on, with a warning. Set it before [`Committer::run`].
+    /// buffered writes from then on, with a warning. The log then keeps its last
+    /// `batch_bytes_max` bytes of durable batches in memory for reads ([`Log::keep_recent`]),
+    /// since direct writes leave nothing of them in the page cache. Set it before
+    /// [`Committer::run`].
     pub fn set_direct_io(&self, on: bool) {
         self.direct.set(on);
+        let mut log = self.log.borrow_mut();
+        let keep = if on { log.config().batch_bytes_max } else { 0 };
+        log.keep_recent(keep);
     }
 
     /// Whether batches are written with O_DIRECT (asked for, and not refused so far).
@@ -457,6 +463,7 @@ impl Committer {
             tracing::warn!(path = %path.display(), reason = %refused, "O_DIRECT refused: the log writes through the page cache");
             self.direct.set(false);
             self.tail.borrow_mut().take();
+            self.log.borrow_mut().keep_recent(0);
         }
         let file = OpenOptions::new()
             .write(true)

@@ -151,7 +151,8 @@
 //! Writes go through the page cache (`BufferedFile::write_at`) unless the committer is asked for
 //! `O_DIRECT` ([`Committer::set_direct_io`], the node's `log.direct_io`). A direct write
 //! invalidates the cached pages that the read-only mappings share, so reads of recent history
-//! fault back to the device; a buffered write leaves the just-written pages in the cache that
+//! would fault back to the device (the committer has the log keep its last batches in memory
+//! for them instead: [`Log::keep_recent`]); a buffered write leaves the just-written pages in the cache that
 //! the mappings read, so reads of the hot tail cost a memory access. The price of buffered
 //! writes is one copy into the page cache per byte and its writeback, which on a fast device
 //! cost more than the device itself (about half the log's durable append rate on the

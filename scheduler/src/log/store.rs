@@ -91,6 +91,11 @@ pub struct Log {
     pending: VecDeque<Chunk>,
     /// A cleared buffer from a completed batch, reused by the next chunk.
     spare: Vec<u8>,
+    /// The last durable chunks, in LSN order, kept for reads while their bytes total at most
+    /// `recent_bytes_max` ([`Log::keep_recent`]).
+    recent: VecDeque<Chunk>,
+    recent_bytes: usize,
+    recent_bytes_max: usize,
     poisoned: Option<String>,
     /// Why the last segment creation failed for want of space, while it does (see [`Log::full`]).
     full: Option<String>,
@@ -212,6 +217,9 @@ impl Log {
             in_flight: None,
             pending: VecDeque::new(),
             spare: Vec::new(),
+            recent: VecDeque::new(),
+            recent_bytes: 0,
+            recent_bytes_max: 0,
             poisoned: None,
             full: None,
             closed: false,
@@ -683,10 +691,37 @@ impl Log {
         self.durable_lsn = chunk.end();
         assert!(self.durable_lsn <= self.end_lsn);
         self.unsynced_bytes -= chunk.bytes.len();
-        let mut bytes = chunk.bytes;
+        if self.recent_bytes_max == 0 {
+            self.recycle(chunk.bytes);
+            return;
+        }
+        self.recent_bytes += chunk.bytes.len();
+        self.recent.push_back(chunk);
+        while self.recent_bytes > self.recent_bytes_max {
+            let oldest = self.recent.pop_front().expect("recent bytes are in recent chunks");
+            self.recent_bytes -= oldest.bytes.len();
+            self.recycle(oldest.bytes);
+        }
+    }
+
+    /// Keeps the buffer of a chunk no longer needed for the next one, if it is the larger.
+    fn recycle(&mut self, mut bytes: Vec<u8>) {
         if bytes.capacity() > self.spare.capacity() {
             bytes.clear();
             self.spare = bytes;
+        }
+    }
+
+    /// Keeps the last durable batches in memory, up to `bytes_max` bytes of frames, and reads
+    /// their records from there rather than from the segment maps (0: none, the default). For
+    /// direct writes, which drop the cached pages of what they write: without it, reading a
+    /// record just made durable (an evaluation that runs after its batch was synced, a timeline
+    /// page of recent messages) would go to the device.
+    pub fn keep_recent(&mut self, bytes_max: usize) {
+        self.recent_bytes_max = bytes_max;
+        while self.recent_bytes > self.recent_bytes_max {
+            let oldest = self.recent.pop_front().expect("recent bytes are in recent chunks");
+            self.recent_bytes -= oldest.bytes.len();
         }
     }
 
@@ -696,6 +731,9 @@ impl Log {
         }
         let segment_bytes = self.config.segment_bytes;
         if lsn < self.durable_lsn {
+            if let Some(place) = self.recent_place(lsn) {
+                return place;
+            }
             let slot = usize::try_from(lsn / segment_bytes).expect("segment index fits memory");
             let segment = &self.segments[slot];
             let offset = lsn % segment_bytes;
@@ -717,6 +755,14 @@ impl Log {
             }
         }
         Place::End
+    }
+
+    /// Where a durable `lsn` is among the recent chunks, if it is in one (they hold the same
+    /// bytes as the segment there).
+    fn recent_place(&self, lsn: u64) -> Option<Place<'_>> {
+        let at = self.recent.partition_point(|c| c.end() <= lsn);
+        let chunk = self.recent.get(at)?;
+        (chunk.start <= lsn).then(|| Place::Memory(chunk, (lsn - chunk.start) as usize))
     }
 
     fn decode_at<'a>(&self, lsn: u64, bytes: &'a [u8]) -> Result<Record<'a>, LogError> {

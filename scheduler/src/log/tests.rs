@@ -761,6 +761,40 @@ fn segment_creation_error_poisons_the_log() {
     });
 }
 
+/// With `keep_recent`, the last durable batches are read from memory. Here no batch reaches the
+/// segment file (each is completed without being written), so a record read from the maps
+/// would be the file's zeros: only those kept read back.
+#[test]
+fn recent_durable_batches_are_read_from_memory_within_their_bound() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = Log::open(dir.path(), small_config()).expect("open");
+    // Two frames of 216 bytes fit, a third does not.
+    log.keep_recent(600);
+    let mut lsns = Vec::new();
+    for i in 0..6u8 {
+        lsns.push(log.append(1, &[i; 200]).expect("append"));
+        let batch = log.take_batch(false).expect("a batch");
+        assert_eq!(
+            (batch.len, batch.bytes.len()),
+            (frame::frame_bytes(200), 0),
+            "not copied"
+        );
+        log.complete_batch(Ok(()));
+    }
+    assert_eq!(log.durable_lsn(), log.end_lsn());
+    for (i, lsn) in lsns.iter().enumerate() {
+        match log.read(*lsn) {
+            Ok(record) if i >= 4 => assert_eq!(record.payload, &[i as u8; 200][..]),
+            Err(LogError::Corrupt { .. }) if i < 4 => {}
+            other => panic!("record {i}: {other:?}"),
+        }
+    }
+    let read: Vec<u8> = log.records_from(lsns[4]).map(|r| r.expect("kept").payload[0]).collect();
+    assert_eq!(read, [4, 5]);
+    log.keep_recent(0);
+    assert!(log.read(lsns[5]).is_err(), "no longer kept");
+}
+
 #[test]
 fn poison_state_machine_of_the_core() {
     let dir = tempfile::tempdir().expect("tempdir");
