@@ -4,9 +4,10 @@
 # one that stalls costs only its own slot. It builds nothing: give it a release `hewitt-perf`
 # built elsewhere. Two sets, chosen by MODE:
 #
-# - MODE=log (default): [log]'s figures on that machine's disk: three runs of the log part
-#   (durable append bandwidth against O_DIRECT, acknowledgement latency against the raw open
-#   loop) and the 10 M-record restart;
+# - MODE=log (default): [log]'s figures on that machine's disk: the log part (durable append
+#   bandwidth against O_DIRECT, acknowledgement latency against the raw open loop) twice
+#   through the page cache and twice with `--log-direct-io`, alternating, and the 10 M-record
+#   restart;
 # - MODE=shards: the 1 -> 2 shard ratio three ways (clients on the node's port, clients on each
 #   owner's port, shards parking at once instead of spinning as pinned shards do by default),
 #   the curve, and the overload part.
@@ -56,10 +57,11 @@ run() {
 
 case "${MODE:-log}" in
 log)
-    run log-1 150 --parts log "$@"
-    run log-2 150 --parts log "$@"
-    run log-3 150 --parts log "$@"
-    run big-restart 200 --parts big-restart "$@"
+    run log-1 110 --parts log "$@"
+    run log-direct-1 110 --parts log --log-direct-io "$@"
+    run log-2 110 --parts log "$@"
+    run log-direct-2 110 --parts log --log-direct-io "$@"
+    run big-restart 150 --parts big-restart "$@"
     ;;
 shards)
     run ratio 110 --parts scaling --scaling-shards 1,2,1,2,1,2 "$@"
