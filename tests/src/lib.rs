@@ -129,6 +129,16 @@ pub fn spawn(client: &Client, node: &Node, module: ModuleId) -> ProcessId {
     client.spawn(module, node.address, &[], b"").expect("spawn")
 }
 
+/// The cursors of a page's edges (of `/results`, `/cron`), in order.
+pub fn cursors(page: &Value) -> Vec<String> {
+    page["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .map(|e| e["cursor"].as_str().expect("a cursor").to_owned())
+        .collect()
+}
+
 /// Every result of `pid`, paging `/results` `limit` at a time to the end: (cursor, `Output`).
 pub fn results_in_pages(client: &Client, pid: ProcessId, limit: usize) -> Vec<(String, Value)> {
     let (mut seen, mut from) = (Vec::new(), String::new());

@@ -272,13 +272,7 @@ fn results_beyond_memory_are_served_from_the_results_file_before_and_after_a_res
     let descending = client
         .get(&format!("/results/{pid}?limit=3&sort=DESC"))
         .expect("a page");
-    let newest: Vec<&str> = descending["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["cursor"].as_str().unwrap())
-        .collect();
-    assert_eq!(newest, ["120", "119", "118"]);
+    assert_eq!(tests::cursors(&descending), ["120", "119", "118"]);
 
     // A clean stop checkpoints every process: the restart keeps no result text in memory and
     // serves every one from the file.

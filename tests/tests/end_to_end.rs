@@ -545,13 +545,7 @@ fn pages_stop_at_their_byte_bound_and_say_there_is_more() {
             .is_some_and(|e| e.first().is_some_and(|e| e["cursor"] == "3"))
     });
     let first = results("");
-    let cursors: Vec<&str> = first["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["cursor"].as_str().unwrap())
-        .collect();
-    assert_eq!(cursors, ["0", "1", "2"]);
+    assert_eq!(tests::cursors(&first), ["0", "1", "2"]);
     assert_eq!(first["pageInfo"]["hasNextPage"], true);
     let rest = results("&from=2");
     assert_eq!(rest["edges"].as_array().unwrap().len(), 1);

@@ -403,9 +403,10 @@ impl Committer {
         let path = batch.path.display();
         let total = batch.len;
         // Taken without a copy when direct writes were asked for and then refused.
-        let mut buffer = match batch.bytes.len() == total {
-            true => batch.bytes,
-            false => self.log.borrow().in_flight_bytes(0).to_vec(),
+        let mut buffer = if batch.bytes.len() == total {
+            batch.bytes
+        } else {
+            self.log.borrow().in_flight_bytes(0).to_vec()
         };
         let mut written = 0;
         loop {

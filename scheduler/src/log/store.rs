@@ -697,6 +697,11 @@ impl Log {
         }
         self.recent_bytes += chunk.bytes.len();
         self.recent.push_back(chunk);
+        self.trim_recent();
+    }
+
+    /// Drops the oldest recent chunks until they fit `recent_bytes_max`.
+    fn trim_recent(&mut self) {
         while self.recent_bytes > self.recent_bytes_max {
             let oldest = self.recent.pop_front().expect("recent bytes are in recent chunks");
             self.recent_bytes -= oldest.bytes.len();
@@ -719,10 +724,7 @@ impl Log {
     /// page of recent messages) would go to the device.
     pub fn keep_recent(&mut self, bytes_max: usize) {
         self.recent_bytes_max = bytes_max;
-        while self.recent_bytes > self.recent_bytes_max {
-            let oldest = self.recent.pop_front().expect("recent bytes are in recent chunks");
-            self.recent_bytes -= oldest.bytes.len();
-        }
+        self.trim_recent();
     }
 
     fn place(&self, lsn: u64) -> Place<'_> {
