@@ -11,6 +11,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
 use engine::node::NodeConfig;
@@ -24,6 +25,8 @@ const WINDOWS_IN_FLIGHT: usize = 4;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct AppendRun {
+    /// Logs appended to at once, each by its own executor thread, as the node's shards do.
+    pub shards: usize,
     pub record_bytes: usize,
     pub records: u64,
     pub seconds: f64,
@@ -34,20 +37,80 @@ pub struct AppendRun {
     pub written_mb_per_s: f64,
     pub fdatasync_batches: u64,
     pub records_per_batch: f64,
+    /// Share of the run the executor threads (appends, the committer, I/O submission and
+    /// completion) spent on a CPU, on average: near 1, the run was bound by those threads, not
+    /// the disk.
+    pub executor_busy: f64,
 }
 
-/// Appends `total_bytes` of payload in records of `record_bytes` to a fresh log in `dir`
-/// (removed afterwards), with the node's log configuration.
-/// `direct_io`: batches written with O_DIRECT (the node's `log.direct_io`).
-pub fn run(dir: &Path, record_bytes: usize, total_bytes: usize, direct_io: bool) -> Result<AppendRun, String> {
-    let owned = dir.to_owned();
-    let handle = glommio::LocalExecutorBuilder::default()
-        .name("hewitt-perf-log")
-        .spawn(move || async move { append_loop(&owned, record_bytes, total_bytes, direct_io).await })
-        .map_err(|e| e.to_string())?;
-    let run = handle.join().map_err(|e| e.to_string())?;
+/// CPU time the calling thread has used so far.
+fn thread_cpu_time() -> std::time::Duration {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a plain system call that writes only into `now`.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    assert_eq!(rc, 0, "CLOCK_THREAD_CPUTIME_ID is always there on Linux");
+    std::time::Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
+/// Appends `total_bytes` of payload in records of `record_bytes` to `shards` fresh logs in
+/// `dir` (removed afterwards), a share each, with the node's log configuration: one executor
+/// thread per log (on cores 0.. with `pin`), started together, as a node's shards append to
+/// their own logs on the same disk. The figures are the sums over the logs, from the common
+/// start to the moment the last one was durable. `direct_io`: batches written with O_DIRECT
+/// (the node's `log.direct_io`).
+pub fn run(
+    dir: &Path,
+    record_bytes: usize,
+    total_bytes: usize,
+    direct_io: bool,
+    shards: usize,
+    pin: bool,
+) -> Result<AppendRun, String> {
+    let shards = shards.max(1);
+    let start = Arc::new(Barrier::new(shards));
+    let mut handles = Vec::new();
+    for shard in 0..shards {
+        let dir = dir.join(format!("shard-{shard}"));
+        let start = Arc::clone(&start);
+        let placement = if pin {
+            glommio::Placement::Fixed(shard)
+        } else {
+            glommio::Placement::Unbound
+        };
+        let handle = glommio::LocalExecutorBuilder::new(placement)
+            .name("hewitt-perf-log")
+            .spawn(
+                move || async move { append_loop(&dir, record_bytes, total_bytes / shards, direct_io, &start).await },
+            )
+            .map_err(|e| e.to_string())?;
+        handles.push(handle);
+    }
+    let runs: Vec<Result<AppendRun, String>> = handles
+        .into_iter()
+        .map(|h| h.join().map_err(|e| e.to_string()).and_then(|run| run))
+        .collect();
     std::fs::remove_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    run
+    let runs = runs.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let seconds = runs.iter().map(|r| r.seconds).fold(0.0, f64::max);
+    let records: u64 = runs.iter().map(|r| r.records).sum();
+    let batches: u64 = runs.iter().map(|r| r.fdatasync_batches).sum();
+    let written_bytes: f64 = runs.iter().map(|r| r.written_mb_per_s * r.seconds).sum();
+    let batched_records: f64 = runs
+        .iter()
+        .map(|r| r.records_per_batch * r.fdatasync_batches as f64)
+        .sum();
+    Ok(AppendRun {
+        shards,
+        record_bytes,
+        records,
+        seconds,
+        records_per_s: records as f64 / seconds,
+        payload_mb_per_s: (records as usize * record_bytes) as f64 / seconds / 1e6,
+        written_mb_per_s: written_bytes / seconds,
+        fdatasync_batches: batches,
+        records_per_batch: batched_records / batches.max(1) as f64,
+        executor_busy: runs.iter().map(|r| r.executor_busy).sum::<f64>() / shards as f64,
+    })
 }
 
 /// A fresh log in `dir` with the node's configuration and its committer running, one record of
@@ -95,7 +158,12 @@ async fn append_loop(
     record_bytes: usize,
     total_bytes: usize,
     direct_io: bool,
+    start: &Barrier,
 ) -> Result<AppendRun, String> {
+    let probe = start_probe(dir, record_bytes, direct_io).await;
+    // Every log waits here, even one that failed to start, so that none waits forever; this
+    // blocks the executor, on which nothing else runs yet.
+    start.wait();
     let Probe {
         log,
         committer,
@@ -103,7 +171,7 @@ async fn append_loop(
         record,
         first,
         config,
-    } = start_probe(dir, record_bytes, direct_io).await?;
+    } = probe?;
 
     let records = (total_bytes / record_bytes.max(1)).max(1) as u64;
     let window_bytes = config.batch_bytes_max / 2;
@@ -112,6 +180,7 @@ async fn append_loop(
     let mut in_window = 0;
     let mut last = first;
     let started = Instant::now();
+    let cpu_before = thread_cpu_time();
     let mut appended = 0;
     while appended < records {
         let result = log.borrow_mut().append(KIND, &record);
@@ -138,11 +207,13 @@ async fn append_loop(
     }
     committer.wait_durable(last).await.map_err(|e| e.to_string())?;
     let seconds = started.elapsed().as_secs_f64();
+    let executor_busy = (thread_cpu_time() - cpu_before).as_secs_f64() / seconds;
     let stats = committer.stats();
     committer.shutdown().await.map_err(|e| e.to_string())?;
     task.await;
     let batches = stats.batch_count - stats_before.batch_count;
     Ok(AppendRun {
+        shards: 1,
         record_bytes,
         records,
         seconds,
@@ -151,6 +222,7 @@ async fn append_loop(
         written_mb_per_s: (stats.byte_count - stats_before.byte_count) as f64 / seconds / 1e6,
         fdatasync_batches: batches,
         records_per_batch: (stats.record_count - stats_before.record_count) as f64 / batches.max(1) as f64,
+        executor_busy,
     })
 }
 
@@ -174,6 +246,9 @@ pub struct AckRun {
     pub round_seconds: f64,
     /// Each of the log's batches' fdatasync, as its committer timed it.
     pub fdatasync: crate::report::Latency,
+    /// Share of the log's rounds its executor thread (producer, observer, log and committer)
+    /// spent on a CPU, on average: near 1, the latency was that thread's queue, not the disk's.
+    pub executor_busy: f64,
 }
 
 /// How often the producer of [`ack_latency`] wakes to append the records due since its last
@@ -208,7 +283,7 @@ pub fn ack_latency(
     let (mut log_latency, mut raw_latency) = (crate::report::histogram(), crate::report::histogram());
     let mut fdatasyncs = crate::report::histogram();
     let mut summary: Option<AckRun> = None;
-    let (mut achieved, mut per_batch) = (0.0, 0.0);
+    let (mut achieved, mut per_batch, mut busy) = (0.0, 0.0, 0.0);
     for round in 0..ACK_ROUNDS {
         let owned = dir.join(format!("round-{round}"));
         let handle = glommio::LocalExecutorBuilder::default()
@@ -222,6 +297,7 @@ pub fn ack_latency(
         fdatasyncs.add(&syncs).map_err(|e| e.to_string())?;
         achieved += run.achieved_per_s / f64::from(ACK_ROUNDS);
         per_batch += run.records_per_batch / f64::from(ACK_ROUNDS);
+        busy += run.executor_busy / f64::from(ACK_ROUNDS);
         summary.get_or_insert(run);
         // Frames as the log writes them: the record and its 16-byte header.
         let raw = raw_open_loop(dir, record_bytes + 16, rate, round_seconds)?;
@@ -231,6 +307,7 @@ pub fn ack_latency(
     let mut run = summary.expect("at least one round");
     run.achieved_per_s = achieved;
     run.records_per_batch = per_batch;
+    run.executor_busy = busy;
     run.latency = crate::report::Latency::of(&log_latency);
     run.raw_open_loop = crate::report::Latency::of(&raw_latency);
     run.rounds = ACK_ROUNDS;
@@ -367,6 +444,7 @@ async fn ack_loop(
     let stats_before = committer.stats();
     let total = (rate * seconds) as u64;
     let started = Instant::now();
+    let cpu_before = thread_cpu_time();
     let mut appended = 0u64;
     while appended < total {
         let due_count = ((started.elapsed().as_secs_f64() * rate) as u64).min(total);
@@ -390,6 +468,7 @@ async fn ack_loop(
     done.set(true);
     observer.await?;
     let elapsed = started.elapsed().as_secs_f64();
+    let executor_busy = (thread_cpu_time() - cpu_before).as_secs_f64() / elapsed;
     let stats = committer.stats();
     committer.shutdown().await.map_err(|e| e.to_string())?;
     task.await;
@@ -408,6 +487,7 @@ async fn ack_loop(
         rounds: 1,
         round_seconds: seconds,
         fdatasync: crate::report::Latency::of(&fsyncs.borrow()),
+        executor_busy,
     };
     let syncs = fsyncs.borrow().clone();
     Ok((run, histogram, syncs))

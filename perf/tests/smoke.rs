@@ -44,16 +44,28 @@ fn report_smoke_runs_every_part_and_scenario() {
     assert_eq!(limits["fdatasync"].as_array().map(Vec::len), Some(3));
     assert_eq!(limits["wasm"].as_array().map(Vec::len), Some(2));
 
-    let sizes: Vec<u64> = report["log"]
+    // Each size with one log, then with one log per shard when the node runs several.
+    let shards = report["shards"].as_u64().expect("shards");
+    let runs: Vec<(u64, u64)> = report["log"]
         .as_array()
         .expect("log part")
         .iter()
         .map(|run| {
             assert!(run["records_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{run}");
-            run["record_bytes"].as_u64().expect("record_bytes")
+            let busy = run["executor_busy"].as_f64().expect("executor_busy");
+            assert!(busy > 0.0 && busy < 1.5, "{run}");
+            (
+                run["record_bytes"].as_u64().expect("record_bytes"),
+                run["shards"].as_u64().expect("shards"),
+            )
         })
         .collect();
-    assert_eq!(sizes, [100, 1024, 10 * 1024]);
+    let logs: Vec<u64> = if shards > 1 { vec![1, shards] } else { vec![1] };
+    let expected: Vec<(u64, u64)> = [100, 1024, 10 * 1024]
+        .into_iter()
+        .flat_map(|bytes| logs.iter().map(move |&count| (bytes, count)))
+        .collect();
+    assert_eq!(runs, expected);
 
     let scenarios = ["many", "hot", "pingpong", "spawn", "exchange"];
     let engine: Vec<&str> = report["engine"]
