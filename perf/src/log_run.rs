@@ -52,8 +52,8 @@ fn thread_cpu_time() -> std::time::Duration {
     std::time::Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
-/// Appends `total_bytes` of payload in records of `record_bytes` to `shards` fresh logs in
-/// `dir` (removed afterwards), a share each, with the node's log configuration: one executor
+/// Appends `total_bytes` of payload in records of `record_bytes` to each of `shards` fresh logs
+/// in `dir` (removed afterwards), with the node's log configuration: one executor
 /// thread per log (on cores 0.. with `pin`), started together, as a node's shards append to
 /// their own logs on the same disk. The figures are the sums over the logs, from the common
 /// start to the moment the last one was durable. `direct_io`: batches written with O_DIRECT
@@ -79,9 +79,7 @@ pub fn run(
         };
         let handle = glommio::LocalExecutorBuilder::new(placement)
             .name("hewitt-perf-log")
-            .spawn(
-                move || async move { append_loop(&dir, record_bytes, total_bytes / shards, direct_io, &start).await },
-            )
+            .spawn(move || async move { append_loop(&dir, record_bytes, total_bytes, direct_io, &start).await })
             .map_err(|e| e.to_string())?;
         handles.push(handle);
     }

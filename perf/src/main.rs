@@ -124,9 +124,9 @@ enum Command {
         /// Records of the large restart (the `big-restart` part; 10 M is the target size).
         #[arg(long, default_value_t = 10_000_000)]
         big_restart_records: u64,
-        /// MiB appended per record size in the log part (shared out when several logs append at
-        /// once): 64 of the node's 16 MiB batches, so that filling the first batch and waiting for
-        /// the last weigh little (at 256 MiB, sixteen batches, runs of the same disk in the same
+        /// MiB appended per record size in the log part, by each log when several append at once:
+        /// 64 of the node's 16 MiB batches, so that filling the first batch and waiting for the
+        /// last weigh little (at 256 MiB, sixteen batches, runs of the same disk in the same
         /// hour gave 0.75 to 1.3 GB/s).
         #[arg(long, default_value_t = 1024)]
         log_mib: usize,
