@@ -296,10 +296,10 @@ fn run(command: Command) -> Result<(), String> {
             report.spin_before_park_us = spin_before_park_us;
             if parts.contains(&Part::Log) {
                 // One log alone, then one per shard at once (as the node runs them).
-                let log_shards = if shards > 1 { vec![1, shards] } else { vec![1] };
+                let log_counts = if shards > 1 { vec![1, shards] } else { vec![1] };
                 for (record_bytes, &log_shards) in [100, 1024, 10 * 1024]
                     .into_iter()
-                    .flat_map(|bytes| log_shards.iter().map(move |count| (bytes, count)))
+                    .flat_map(|bytes| log_counts.iter().map(move |count| (bytes, count)))
                 {
                     let dir = work_dir.join(format!("log-{record_bytes}"));
                     let pin_logs = pin && log_shards <= report.cores;
